@@ -1,0 +1,124 @@
+"""The decoder-only trunk shared by catrans and (through a model function) seqmatch.
+
+Call: tokens, explicit positions, an explicit mask (or segment ids), an explicit KV cache
+in and out. Returns logits over the real vocabulary, the final hidden states and the cache."""
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from catrans import masks
+from catrans.config import ModelConfig
+from catrans.layers import Block, RMSNorm
+
+
+class TransformerOutput(NamedTuple):
+  logits: jnp.ndarray | None   # [B, L, V] float32, None when return_logits=False
+  hidden: jnp.ndarray          # [B, L, D] after the final norm
+  cache: Any                   # updated cache, or None
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, cache_len: int | None = None, dtype=None):
+  """An empty KV cache: k, v [layers, B, S, kv_heads, head_dim] and the next free slot."""
+  s = cache_len or cfg.max_len
+  shape = (cfg.num_layers, batch_size, s, cfg.num_kv_heads, cfg.dim_per_head)
+  dtype = dtype or cfg.compute_dtype
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "index": jnp.zeros((), jnp.int32)}
+
+
+def _remat_policy(name):
+  if name == "dots":
+    return jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims
+  return None
+
+
+class Transformer(nn.Module):
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(
+        cfg.padded_vocab_size, cfg.d_model, dtype=cfg.compute_dtype,
+        param_dtype=cfg.weight_dtype,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                    ("vocab", "embed")))
+    block = Block
+    if cfg.remat != "none":
+      block = nn.remat(Block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      self.layers = nn.scan(
+          block, variable_axes={"params": 0}, split_rngs={"params": True},
+          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+    else:
+      self.layers = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+    self.final_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
+    if not cfg.tie_embeddings:
+      self.unembed = self.param(
+          "unembed", nn.with_logical_partitioning(
+              nn.initializers.normal(cfg.d_model ** -0.5), ("embed", "vocab")),
+          (cfg.d_model, cfg.padded_vocab_size), cfg.weight_dtype)
+
+  def embed_tokens(self, tokens_BxL):
+    x = self.embed(tokens_BxL)
+    if self.cfg.embed_scale:
+      x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+  def logits(self, hidden_BxLxD):
+    """[B, L, V] float32 logits over the real (unpadded) vocabulary."""
+    if self.cfg.tie_embeddings:
+      logits = self.embed.attend(hidden_BxLxD.astype(self.cfg.compute_dtype))
+    else:
+      logits = hidden_BxLxD @ self.unembed.astype(self.cfg.compute_dtype)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+
+  def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
+               cache=None, *, return_logits: bool = True) -> TransformerOutput:
+    """Args:
+      tokens_BxL: int token ids in [0, vocab_size).
+      positions_BxL: rotary positions; default 0..L-1 (offset by cache['index'] with a cache).
+      mask: bool, True = may attend. [B, L, S] or [L, S]; S = L without a cache, S = cache
+        length with one. Default: causal (within segments when segment_ids_BxL is given).
+      segment_ids_BxL: packed-document ids, 0 = padding (not with a cache).
+      cache: from init_cache; new rows are written at cache['index'] and the index advances.
+    """
+    b, l = tokens_BxL.shape
+    index = None if cache is None else cache["index"]
+    if positions_BxL is None:
+      positions_BxL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
+      if index is not None:
+        positions_BxL = positions_BxL + index
+    if mask is None:
+      if cache is not None:
+        if segment_ids_BxL is not None:
+          raise ValueError("segment_ids_BxL with a cache is unsupported; pass an explicit mask")
+        mask = masks.cache_causal_mask(index, l, cache["k"].shape[2])
+      elif segment_ids_BxL is not None:
+        mask = masks.segment_mask(segment_ids_BxL)
+      else:
+        mask = masks.causal_mask(l)
+    mask_BxLxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]).astype(bool)
+
+    x = self.embed_tokens(tokens_BxL)
+    new_cache = None
+    if self.cfg.scan_layers:
+      layer_caches = None if cache is None else {"k": cache["k"], "v": cache["v"]}
+      x, kv = self.layers(x, layer_caches, positions_BxL, mask_BxLxS, index)
+      if cache is not None:
+        new_cache = dict(kv, index=index + l)
+    else:
+      kvs = []
+      for i, layer in enumerate(self.layers):
+        layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
+        x, kv = layer(x, layer_cache, positions_BxL, mask_BxLxS, index)
+        kvs.append(kv)
+      if cache is not None:
+        new_cache = {"k": jnp.stack([c["k"] for c in kvs]),
+                     "v": jnp.stack([c["v"] for c in kvs]), "index": index + l}
+    hidden = self.final_norm(x)
+    logits = self.logits(hidden) if return_logits else None
+    return TransformerOutput(logits, hidden, new_cache)

@@ -1,0 +1,36 @@
+"""catrans + seqmatch: sequence models that do more than next-token prediction."""
+import setuptools
+
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ml-collections==1.1.0",
+    "tensorflow-datasets==4.9.10",
+    "grain==0.2.18",
+    "chex==0.1.92",
+    "numpy>=1.26",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
+    "sentencepiece>=0.2",
+]
+
+setuptools.setup(
+    name="catrans-seqmatch",
+    version="0.1.0",
+    description=("Conditional Attribute Transformers and SequenceMatch "
+                 "in JAX/Flax, from a laptop CPU to a pod."),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["catrans*", "seqmatch*", "experiments*"]),
+    install_requires=CORE,
+    extras_require={
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        "tpu": ["jax[tpu]==0.10.2"],
+        "gpu": ["jax[cuda12]==0.10.2"],
+    },
+)
