@@ -1,0 +1,1 @@
+"""Data layer: tokenizers, TFDS builders and grain input pipelines."""
