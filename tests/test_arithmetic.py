@@ -1,0 +1,73 @@
+"""Arithmetic task: answers checked with Python ints, splits, determinism."""
+import re
+
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.tasks import arithmetic, get_task
+
+QUESTION = re.compile(r'In base (\d+), what is (-?\d+) ([+-]) (-?\d+)\? $')
+
+
+def _task(**overrides):
+  return get_task('arithmetic', ml_collections.ConfigDict(overrides))
+
+
+def test_answers_match_python_ints():
+  task = _task(num_train=300, num_test=50)
+  for split in task.splits:
+    for example in task.source(split):
+      base, left, op, right = QUESTION.fullmatch(example['prompt']).groups()
+      base = int(base)
+      value = int(left, base) + (1 if op == '+' else -1) * int(right, base)
+      assert int(example['answer'], base) == value
+      assert all(int(c) < base for c in example['answer'].lstrip('-'))
+      assert example['text'] == example['prompt'] + example['answer']
+
+
+def test_documented_example():
+  example = arithmetic.make_example(7, int('-1403', 7), '+', int('265', 7))
+  assert example['text'] == 'In base 7, what is -1403 + 265? -1105'
+
+
+def test_default_sizes_disjoint_and_deterministic():
+  task, again = _task(), _task()
+  train, test = task.source('train'), task.source('test')
+  assert (len(train), len(test)) == (5000, 200)
+  assert not {e['prompt'] for e in train} & {e['prompt'] for e in test}
+  assert list(train) == list(again.source('train'))
+  assert _task(seed=1).source('test')[:20] != test[:20]
+  # The test split does not move when only the train size changes.
+  assert list(_task(num_train=10).source('test')) == list(test)
+
+
+def test_config_bases_and_digits():
+  task = _task(min_base=3, max_base=4, max_digits=2, num_train=100, num_test=10)
+  for example in task.source('train'):
+    base, left, _, right = QUESTION.fullmatch(example['prompt']).groups()
+    assert int(base) in (3, 4)
+    assert len(left.lstrip('-')) <= 2 and len(right.lstrip('-')) <= 2
+
+
+def test_too_many_questions_for_space_raises():
+  with pytest.raises(ValueError, match='distinct questions'):
+    _task(min_base=2, max_base=2, max_digits=1, num_train=100, num_test=10)
+
+
+def test_score_and_noise():
+  example = arithmetic.make_example(5, -7, '-', 12)
+  assert arithmetic.score(example, example['answer'] + ' ')
+  assert not arithmetic.score(example, example['answer'] + '1')
+  rng = np.random.default_rng(0)
+  answer = example['answer']
+  for cut in range(len(answer) + 1):
+    for _ in range(20):
+      noise = arithmetic.ground_truth_noise(example['prompt'], answer[:cut], rng)
+      assert len(noise) == 1 and noise != answer[cut:cut + 1]
+      assert noise in '-0123456789'
+
+
+def test_unknown_task_lists_available():
+  with pytest.raises(ValueError, match='arithmetic'):
+    get_task('no_such_task')
