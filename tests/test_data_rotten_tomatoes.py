@@ -8,7 +8,6 @@ import sys
 import zipfile
 
 import ml_collections
-import numpy as np
 import pytest
 
 from experiments.data import pipeline
