@@ -1,5 +1,9 @@
 """catrans + seqmatch: sequence models that do more than next-token prediction."""
+import pathlib
+
 import setuptools
+
+_README = pathlib.Path(__file__).with_name("README.md")
 
 CORE = [
     "jax==0.10.2",
@@ -23,7 +27,7 @@ setuptools.setup(
     version="0.1.0",
     description=("Conditional Attribute Transformers and SequenceMatch "
                  "in JAX/Flax, from a laptop CPU to a pod."),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=_README.read_text(encoding="utf-8") if _README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["catrans*", "seqmatch*", "experiments*"]),
