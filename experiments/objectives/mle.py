@@ -1,0 +1,30 @@
+"""Maximum likelihood: token cross-entropy on the catrans trunk."""
+import jax.numpy as jnp
+import optax
+
+from catrans.transformer import Transformer
+from experiments.objectives.base import Objective
+
+
+def token_cross_entropy(logits_BxLxV, targets_BxL, weights_BxL):
+  """Weighted mean cross-entropy (nats/token), the weight sum and the accuracy."""
+  ce_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, targets_BxL)
+  total = jnp.maximum(weights_BxL.sum(), 1e-8)
+  correct = (logits_BxLxV.argmax(-1) == targets_BxL) * weights_BxL
+  return (ce_BxL * weights_BxL).sum() / total, weights_BxL.sum(), correct.sum() / total
+
+
+class MLE(Objective):
+
+  def make_model(self):
+    return Transformer(self.model_config)
+
+  def loss(self, params, batch, rng, step):
+    out = self.model.apply({"params": params}, batch["inputs"], batch["positions"],
+                           segment_ids_BxL=batch.get("segment_ids"))
+    ce, weight, acc = token_cross_entropy(out.logits, batch["targets"], batch["weights"])
+    return ce, {"loss": ce, "ce": ce, "accuracy": acc, "weight": weight}
+
+
+def make_objective(config, task):
+  return MLE(config, task)
