@@ -42,8 +42,11 @@ class Transformer(nn.Module):
     self.embed = nn.Embed(
         cfg.padded_vocab_size, cfg.d_model, dtype=cfg.compute_dtype,
         param_dtype=cfg.weight_dtype,
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                                    ("vocab", "embed")))
+        # Tied: the table is also the output layer, so rows of norm ~1 keep the initial
+        # logits O(1) (a std-1 table gives logits of std sqrt(d) and a huge first loss).
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.d_model ** -0.5 if cfg.tie_embeddings else 1.0),
+            ("vocab", "embed")))
     block = Block
     if cfg.remat != "none":
       block = nn.remat(Block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)

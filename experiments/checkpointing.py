@@ -1,0 +1,92 @@
+"""Checkpoints: orbax CheckpointManager (async, keeps N) of the train state (params,
+optimizer state, step, RNG), the data iterator's position and a description of the model.
+
+Restoring never silently starts over: a workdir with checkpoints either resumes from the
+newest one that reads back, or fails with a message (a different model shape, nothing
+readable)."""
+import logging
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("experiments")
+
+
+def param_shapes(params) -> dict[str, list[int]]:
+  """{'layer_0/attn/q': [d, n, h], ...}: what a checkpoint's model looks like."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): list(np.shape(v))
+          for path, v in flat}
+
+
+def describe_mismatch(saved: dict, current: dict) -> str:
+  lines = []
+  for name in sorted(set(saved) | set(current)):
+    a, b = saved.get(name), current.get(name)
+    if a != b:
+      lines.append(f"  {name}: checkpoint {a if a is not None else 'absent'} vs "
+                   f"config {b if b is not None else 'absent'}")
+  return "\n".join(lines)
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save),
+        item_names=("state", "data", "meta"))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False):
+    self.manager.save(int(step), args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave(meta)), force=force)
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def restore(self, abstract_state, meta: dict):
+    """(state, data_state, step) from the newest readable checkpoint, or None if there
+    are none. `abstract_state` carries shapes, dtypes and shardings for the restore."""
+    steps = self.all_steps()
+    if not steps:
+      return None
+    errors = []
+    for step in reversed(steps):
+      try:
+        saved_meta = self.manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      except Exception as e:  # Unreadable metadata: a partial or corrupt checkpoint.
+        errors.append(f"step {step}: {type(e).__name__}: {e}")
+        log.error("checkpoint at step %d is unreadable (%s); trying an older one", step, e)
+        continue
+      mismatch = describe_mismatch(saved_meta.get("param_shapes", {}), meta["param_shapes"])
+      if mismatch:
+        raise ValueError(
+            f"the workdir {self.directory} holds a run of a different model; parameter "
+            f"shapes differ:\n{mismatch}\nUse a new --workdir or the original model config.")
+      try:
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      except Exception as e:
+        errors.append(f"step {step}: {type(e).__name__}: {e}")
+        log.error("checkpoint at step %d failed to restore (%s); trying an older one",
+                  step, e)
+        continue
+      if errors:
+        log.warning("resumed from step %d after skipping unreadable checkpoints", step)
+      return out["state"], out["data"], step
+    raise RuntimeError(
+        f"no checkpoint in {self.directory} could be restored (refusing to start over an "
+        f"existing run):\n" + "\n".join(errors))

@@ -1,0 +1,382 @@
+"""The training loop: sharded init, a pure jitted `train_step(state, batch)`, eval,
+checkpoints, metrics. Objective-agnostic: the loss comes from `experiments.objectives`."""
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from experiments import observe, optim, sharding
+from experiments.checkpointing import Checkpointer, param_shapes
+from experiments.data import pipeline
+from experiments.objectives import get_objective
+from experiments.tasks import get_task
+
+log = logging.getLogger("experiments")
+
+NONFINITE_POLICIES = ("skip", "stop", "ignore")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray          # int32 scalar: updates applied so far
+  params: Any
+  opt_state: Any
+  rng: jnp.ndarray           # base PRNG key; step s uses fold_in(rng, s)
+  skipped: jnp.ndarray       # int32 scalar: updates skipped for non-finite values
+
+
+class NonFiniteError(RuntimeError):
+  pass
+
+
+def _tree_all_finite(tree) -> jnp.ndarray:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str = "skip",
+                    microbatch_sharding=None):
+  """A pure `train_step(state, batch) -> (state, metrics)`.
+
+  With grad_accum_steps = A the global batch is split into A micro-batches (row i goes to
+  micro-batch i mod A, which keeps every device's rows on that device) and the gradients of
+  their mean losses are averaged: one update, A times less activation memory."""
+  if nonfinite not in NONFINITE_POLICIES:
+    raise ValueError(f"train.nonfinite={nonfinite!r}; choose from {NONFINITE_POLICIES}")
+
+  def loss_and_grads(params, batch, rng, step):
+    grad_fn = jax.value_and_grad(
+        lambda p: objective.loss(p, batch, rng, step), has_aux=True)
+    (loss, metrics), grads = grad_fn(params)
+    return loss, metrics, grads
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    if grad_accum_steps == 1:
+      loss, metrics, grads = loss_and_grads(state.params, batch, rng, state.step)
+    else:
+      def split(x):
+        x = x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:])
+        x = jnp.swapaxes(x, 0, 1)
+        if microbatch_sharding is not None:
+          x = jax.lax.with_sharding_constraint(x, microbatch_sharding(x.ndim))
+        return x
+      micro = jax.tree.map(split, batch)
+
+      def body(carry, mb_and_index):
+        mb, i = mb_and_index
+        loss, metrics, grads = loss_and_grads(state.params, mb, jax.random.fold_in(rng, i),
+                                              state.step)
+        # A loss that is a weighted mean (metrics['weight'] = its weight sum) is combined
+        # by weight, so accumulation gives exactly the full batch's gradient.
+        w = metrics.get("weight", jnp.ones((), jnp.float32)).astype(jnp.float32)
+        scaled = jax.tree.map(lambda x: x * w, (loss, metrics, grads))
+        acc = jax.tree.map(jnp.add, carry, (scaled, w))
+        return acc, None
+
+      shapes = jax.eval_shape(loss_and_grads, state.params,
+                              jax.tree.map(lambda x: x[0], micro), rng, state.step)
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+      (summed, total), _ = jax.lax.scan(
+          body, (zeros, jnp.zeros((), jnp.float32)), (micro, jnp.arange(grad_accum_steps)))
+      total = jnp.maximum(total, 1e-8)
+      loss, metrics, grads = jax.tree.map(lambda x, s: (x / total).astype(s.dtype),
+                                          summed, shapes)
+      if "weight" in metrics:
+        metrics = dict(metrics, weight=total)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(jnp.add, state.params, updates)
+    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if nonfinite == "skip":
+      # Keep the old parameters and optimizer state; the step (and the data) still advance.
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                               new_state.replace(step=state.step, skipped=state.skipped),
+                               state.replace(skipped=state.skipped + 1))
+      new_state = new_state.replace(step=state.step + 1)
+    metrics = dict(metrics)
+    metrics.update(loss=loss, grad_norm=optimizer_global_norm(grads),
+                   finite=finite.astype(jnp.float32), skipped=new_state.skipped)
+    return new_state, metrics
+
+  return train_step
+
+
+def optimizer_global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+@dataclasses.dataclass
+class RunSummary:
+  workdir: str
+  steps: int
+  final_metrics: dict
+  eval_metrics: dict
+  unigram_baseline: float | None
+  interrupted: bool = False
+
+
+class Trainer:
+  """Builds everything from a config; `run()` trains with resume, eval and checkpoints."""
+
+  def __init__(self, config, workdir: str, *, devices=None, progress: bool | None = None):
+    _check_config(config)
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    self.task = get_task(config.task.name, config.task)
+    self.objective = get_objective(config, self.task)
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    self.rules = sharding.logical_rules(config.get("logical_rules"))
+    t = config.train
+    self.steps = int(t.steps)
+    self.accum = int(t.get("grad_accum_steps", 1))
+    self.batch_size = int(config.data.global_batch_size)
+    self.seq_len = int(config.data.seq_len)
+    sharding.check_batch(self.batch_size, self.mesh, self.accum)
+    if self.seq_len > self.objective.model_config.max_len:
+      raise ValueError(f"data.seq_len={self.seq_len} exceeds model.max_len="
+                       f"{self.objective.model_config.max_len}")
+    self.progress_enabled = t.get("progress", True) if progress is None else progress
+    self._build()
+
+  # --- compilation ---------------------------------------------------------------------
+  def _context(self):
+    mesh, rules = self.mesh, self.rules
+
+    class _Ctx:
+      def __enter__(self_inner):
+        self_inner.a = jax.set_mesh(mesh)
+        self_inner.b = nn.logical_axis_rules(rules)
+        self_inner.a.__enter__()
+        self_inner.b.__enter__()
+
+      def __exit__(self_inner, *exc):
+        self_inner.b.__exit__(*exc)
+        self_inner.a.__exit__(*exc)
+    return _Ctx()
+
+  def _build(self):
+    cfg, obj = self.config, self.objective
+    rng = jax.random.PRNGKey(int(cfg.seed))
+    with self._context():
+      boxed = jax.eval_shape(obj.init_params, rng)
+      self.params_shardings = sharding.tree_shardings(boxed, self.mesh, self.rules)
+    abstract_params = sharding.strip_boxes(boxed)
+    mask = obj.trainable_mask(abstract_params)
+    self.tx, self.schedule = optim.make_optimizer(cfg.optimizer, self.steps, mask)
+    abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
+    replicated = NamedSharding(self.mesh, P())
+    self.state_shardings = TrainState(
+        step=replicated, params=self.params_shardings,
+        opt_state=sharding.like_params_shardings(abstract_opt, self.params_shardings,
+                                                 abstract_params, self.mesh),
+        rng=replicated, skipped=replicated)
+    self.meta = {"param_shapes": param_shapes(abstract_params),
+                 "model": dataclasses.asdict(obj.model_config),
+                 "objective": cfg.objective.name, "task": cfg.task.name}
+    self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_params)))
+
+    def init(rng):
+      params = sharding.strip_boxes(obj.init_params(rng))
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                        opt_state=self.tx.init(params), rng=rng,
+                        skipped=jnp.zeros((), jnp.int32))
+
+    self._init = jax.jit(init, out_shardings=self.state_shardings)
+    self.abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        jax.eval_shape(init, rng), self.state_shardings)
+    batch_sh = sharding.batch_sharding(self.mesh)
+
+    def micro_sharding(ndim):
+      return NamedSharding(self.mesh, P(None, sharding.BATCH_AXES))
+
+    step_fn = make_train_step(obj, self.tx, grad_accum_steps=self.accum,
+                              nonfinite=cfg.train.get("nonfinite", "skip"),
+                              microbatch_sharding=micro_sharding)
+    self._train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, batch_sh),
+                               out_shardings=(self.state_shardings, replicated),
+                               donate_argnums=(0,))
+    self._eval_step = jax.jit(obj.eval_metrics, in_shardings=(self.params_shardings, batch_sh),
+                              out_shardings=replicated)
+
+  def init_state(self) -> TrainState:
+    with self._context():
+      return self._init(jax.random.PRNGKey(int(self.config.seed)))
+
+  def train_step(self, state, local_batch):
+    """One update from host-local numpy rows (checked, then assembled into global arrays)."""
+    self.check_batch(local_batch)
+    with self._context():
+      return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
+
+  def check_batch(self, local_batch):
+    vocab = self.objective.model_config.vocab_size
+    local_rows = self.batch_size // jax.process_count()
+    for key in ("inputs", "targets"):
+      x = np.asarray(local_batch[key])
+      if x.shape != (local_rows, self.seq_len):
+        raise ValueError(f"batch['{key}'] has shape {x.shape}; expected (local rows "
+                         f"{local_rows}, seq_len {self.seq_len})")
+      if x.size and (x.min() < 0 or x.max() >= vocab):
+        bad = x[(x < 0) | (x >= vocab)]
+        raise ValueError(f"batch['{key}'] holds token ids outside the vocabulary [0, {vocab})"
+                         f": e.g. {bad[:5].tolist()}")
+
+  # --- eval ------------------------------------------------------------------------------
+  def evaluate(self, params, max_batches: int | None = None) -> dict:
+    d = self.config.data
+    it = pipeline.make_eval_iterator(
+        self.task, d.get("eval_split", "test"), global_batch_size=self.batch_size,
+        seq_len=self.seq_len, process_index=jax.process_index(),
+        process_count=jax.process_count(), mode=d.get("mode", "padding"),
+        read_threads=d.get("read_threads", 2))
+    sums, total = {}, 0.0
+    with self._context():
+      for i, local in enumerate(it):
+        if max_batches is not None and i >= max_batches:
+          break
+        m = jax.device_get(self._eval_step(params, sharding.global_batch(local, self.mesh)))
+        w = float(m.get("weight", 1.0))
+        total += w
+        for k, v in m.items():
+          if k != "weight":
+            sums[k] = sums.get(k, 0.0) + float(v) * w
+    return {k: v / max(total, 1e-8) for k, v in sums.items()}
+
+  # --- the loop --------------------------------------------------------------------------
+  def run(self) -> RunSummary:
+    cfg, t, d = self.config, self.config.train, self.config.data
+    os.makedirs(self.workdir, exist_ok=True)
+    if jax.process_index() == 0:
+      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        f.write(cfg.to_json_best_effort(indent=2))
+    ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                        keep=t.get("keep_checkpoints", 3),
+                        async_save=t.get("async_checkpoint", True))
+    train_it = pipeline.make_train_iterator(
+        self.task, d.get("train_split", "train"), global_batch_size=self.batch_size,
+        seq_len=self.seq_len, seed=int(cfg.seed), process_index=jax.process_index(),
+        process_count=jax.process_count(), mode=d.get("mode", "padding"),
+        read_threads=d.get("read_threads", 2))
+    restored = ckpt.restore(self.abstract_state, self.meta)
+    if restored is None:
+      state, start = self.init_state(), 0
+      log.info("fresh run: %s parameters, %d steps", f"{self.num_params:,}", self.steps)
+    else:
+      state, data_state, start = restored
+      train_it.set_state(data_state)
+      log.info("resumed from step %d in %s", start, ckpt.directory)
+
+    writer = observe.MetricWriter(self.workdir)
+    baseline = self._unigram_baseline()
+    flops_per_step = (self.objective.model_config.flops_per_token(self.seq_len)
+                      * self.batch_size * self.seq_len)
+    peak = float(t.get("peak_flops", 0.0)) or observe.measure_peak_flops()
+    progress = observe.Progress(self.steps, start, self.batch_size * self.seq_len,
+                                enabled=self.progress_enabled)
+    stop = _SignalFlag()
+    log_every, ckpt_every = int(t.get("log_every", 50)), int(t.get("checkpoint_every", 500))
+    eval_every = int(t.get("eval_every", 0))
+    last_metrics, eval_metrics, interrupted = {}, {}, False
+    tick, tick_step = time.perf_counter(), start
+    step = logged_step = start
+    try:
+      while step < self.steps:
+        state, metrics = self.train_step(state, next(train_it))
+        step += 1
+        if step % log_every == 0 or step == self.steps:
+          metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          now = time.perf_counter()
+          sps = (step - tick_step) / max(now - tick, 1e-9)
+          metrics.update(steps_per_sec=sps, tokens_per_sec=sps * self.batch_size * self.seq_len,
+                         mfu=observe.mfu(flops_per_step, 1 / max(sps, 1e-9), peak,
+                                         self.mesh.size),
+                         learning_rate=float(self.schedule(step - 1)))
+          tick, tick_step = now, step
+          writer.write(step, metrics)
+          progress.update(step - logged_step, sps, loss=metrics["loss"])
+          logged_step = step
+          self._check_finite(metrics, state, step, ckpt, train_it)
+          last_metrics = metrics
+        if eval_every and (step % eval_every == 0 or step == self.steps):
+          eval_metrics = self.evaluate(state.params, t.get("eval_batches"))
+          writer.write(step, eval_metrics, prefix="eval_")
+          log.info("step %d: eval %s", step, _fmt(eval_metrics))
+        if step % ckpt_every == 0 or step == self.steps or stop.raised:
+          ckpt.save(step, state, train_it.get_state(), self.meta, force=stop.raised)
+        if stop.raised:
+          interrupted = True
+          log.warning("signal %s: saved a checkpoint at step %d, exiting", stop.signum, step)
+          break
+    finally:
+      ckpt.close()
+      progress.close()
+      writer.close()
+      stop.restore()
+    if jax.process_index() == 0:
+      observe.plot_metrics(self.workdir, baseline=baseline)
+    return RunSummary(self.workdir, step, last_metrics, eval_metrics, baseline, interrupted)
+
+  def _check_finite(self, metrics, state, step, ckpt, train_it):
+    if metrics.get("finite", 1.0) >= 1.0 or self.config.train.get("nonfinite", "skip") != "stop":
+      return
+    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+    last = ckpt.all_steps()
+    raise NonFiniteError(
+        f"non-finite values at step {step} (terms: {', '.join(bad) or 'gradients'}); "
+        f"stopping; the last good checkpoint is step {last[-1] if last else 'none'}")
+
+  def _unigram_baseline(self):
+    try:
+      return pipeline.unigram_entropy(self.task, self.config.data.get("train_split", "train"),
+                                      max_examples=2000)
+    except Exception as e:  # A baseline is a courtesy; never fail a run over it.
+      log.warning("no unigram baseline: %s", e)
+      return None
+
+
+class _SignalFlag:
+  """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and exits at the step end."""
+
+  def __init__(self):
+    self.raised, self.signum, self._old = False, None, {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
+
+  def _handle(self, signum, frame):
+    self.raised, self.signum = True, signum
+
+  def restore(self):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _fmt(metrics: dict) -> str:
+  return " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+
+
+KNOWN_SECTIONS = {"seed", "task", "model", "objective", "mesh", "logical_rules", "data",
+                  "train", "optimizer"}
+
+
+def _check_config(config):
+  unknown = sorted(set(config.keys()) - KNOWN_SECTIONS)
+  if unknown:
+    raise ValueError(f"unknown config keys {unknown}; known top-level keys: "
+                     f"{sorted(KNOWN_SECTIONS)}")
