@@ -1,0 +1,175 @@
+"""SequenceMatch objective (SPEC 3, IQ-Learn form), behaviour cloning and their schedule.
+
+Everything works on the logits of the one-pass rows (masking.build_one_pass) and the
+per-row bookkeeping in masking.OnePass; nothing here knows about the model.
+
+Logits are soft Q-values: Q(s, a) = l(a|s), V(s) = logsumexp_a l(a|s), with the <bkspc>
+logit masked to -inf where the state is the bare prompt. Per transition i (row t = P-1+i):
+  r_i = l(a_i|u_i) - gamma (1 - done_i) V(u_{i+1})
+  w_i = gamma^i / sum_{j<H} gamma^j      (H: the padded horizon, N - 1 rows by default;
+                                          never a per-sequence length)
+General divergence (IQ-Learn): with a concave phi and a regulariser rho,
+  L = - E_data[sum_i w_i phi(r_i)]                      (expert actions of data sequences)
+      + E_mix[sum_i w_i (V(u_i) - gamma (1 - done_i) V(u_{i+1}))]
+      + E_mix[sum_i w_i rho(r_i)]
+chi2 (the default, SPEC's L_SM): phi(r) = r, rho(r) = r^2 / (4 alpha).
+E_data averages over data sequences; E_mix over all sequences of the batch (data and model
+rollouts: the mixture occupancy). All transitions of a sequence enter E_mix, noise ones
+included (they are states the mixture visits); only expert actions enter E_data.
+"""
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from seqmatch.masking import OnePass
+
+
+class Divergence(NamedTuple):
+  """phi: applied to expert rewards (concave); reg: applied to mixture rewards."""
+  name: str
+  phi: Callable[[jnp.ndarray], jnp.ndarray]
+  reg: Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def chi2(alpha: float = 0.01) -> Divergence:
+  """Chi-squared on the mixture (SPEC's L_SM): phi(r) = r, reg(r) = r^2 / (4 alpha)."""
+  if alpha <= 0:
+    raise ValueError(f"alpha must be > 0, got {alpha}")
+  return Divergence("chi2", lambda r: r, lambda r: r * r / (4.0 * alpha))
+
+
+def kl(alpha: float = 0.01) -> Divergence:
+  """Forward-KL conjugate phi(r) = -exp(-(r + 1)); no mixture regulariser."""
+  del alpha
+  return Divergence("kl", lambda r: -jnp.exp(-(r + 1.0)), jnp.zeros_like)
+
+
+def total_variation(alpha: float = 0.01) -> Divergence:
+  """phi(r) = r, no regulariser (IQ-Learn's TV; unbounded rewards, use with care)."""
+  del alpha
+  return Divergence("tv", lambda r: r, jnp.zeros_like)
+
+
+def jensen_shannon(alpha: float = 0.01) -> Divergence:
+  """phi(r) = log(2 - exp(-r)); defined for r > -log 2, so r is clipped just above it
+  (a clipped reward gets no gradient, which is the conservative choice)."""
+  del alpha
+  def phi(r):
+    r = jnp.maximum(r, -jnp.log(2.0) + 1e-4)
+    return jnp.log(2.0 - jnp.exp(-r))
+  return Divergence("js", phi, jnp.zeros_like)
+
+
+DIVERGENCES = {"chi2": chi2, "kl": kl, "tv": total_variation, "js": jensen_shannon}
+
+
+def get_divergence(name: str, alpha: float = 0.01) -> Divergence:
+  if name not in DIVERGENCES:
+    raise ValueError(f"unknown divergence {name!r}; known: {sorted(DIVERGENCES)}")
+  return DIVERGENCES[name](alpha)
+
+
+def _check(logits_BxNxA, one: OnePass, backspace_id: int):
+  if logits_BxNxA.ndim != 3 or logits_BxNxA.shape[:2] != one.tokens.shape:
+    raise ValueError(f"logits_BxNxA must be [B, N, A] with [B, N] = {one.tokens.shape}, "
+                     f"got {logits_BxNxA.shape}")
+  if not 0 <= backspace_id < logits_BxNxA.shape[-1]:
+    raise ValueError(f"backspace_id {backspace_id} outside the logits' {logits_BxNxA.shape[-1]}"
+                     " actions")
+
+
+def mask_illegal_backspace(logits_BxNxA, bkspc_illegal_BxN, backspace_id: int):
+  """Sets the <bkspc> logit to -inf on rows whose state is the bare prompt."""
+  a = logits_BxNxA.shape[-1]
+  hit = bkspc_illegal_BxN[..., None] & (jnp.arange(a) == backspace_id)
+  return jnp.where(hit, -jnp.inf, logits_BxNxA)
+
+
+def _shift_left(x_BxN):
+  return jnp.concatenate([x_BxN[:, 1:], jnp.zeros_like(x_BxN[:, :1])], axis=1)
+
+
+def transition_terms(logits_BxNxA, one: OnePass, *, backspace_id: int, gamma: float = 0.998,
+                     horizon: int | None = None):
+  """Per-row quantities of every transition. Returns a dict of [B, N] float32 arrays:
+  q = l(a_i|u_i), v = V(u_i), v_next = V(u_{i+1}) (0 where done), r, w (0 off-transition)."""
+  _check(logits_BxNxA, one, backspace_id)
+  logits = mask_illegal_backspace(logits_BxNxA.astype(jnp.float32), one.bkspc_illegal,
+                                  backspace_id)
+  v = jax.nn.logsumexp(logits, axis=-1)
+  q = jnp.take_along_axis(logits, one.next_action[..., None], axis=-1)[..., 0]
+  tr = one.is_transition
+  not_done = (~one.done).astype(jnp.float32)
+  v_next = jnp.where(tr & ~one.done, _shift_left(v), 0.0)
+  q = jnp.where(tr, q, 0.0)  # off-transition rows may gather an illegal -inf
+  r = q - gamma * not_done * v_next
+  h = (one.tokens.shape[1] - 1) if horizon is None else horizon
+  z = jnp.sum(gamma ** jnp.arange(h, dtype=jnp.float32))
+  w = jnp.where(tr, gamma ** one.transition_index.astype(jnp.float32) / z, 0.0)
+  return {"q": q, "v": jnp.where(tr, v, 0.0), "v_next": v_next, "r": jnp.where(tr, r, 0.0),
+          "w": w}
+
+
+def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_id: int,
+                       gamma: float = 0.998, alpha: float = 0.01,
+                       divergence: str | Divergence = "chi2", horizon: int | None = None):
+  """L_SM (SPEC 3) for a batch mixing data sequences (is_data_B True) and model rollouts.
+
+  Args:
+    logits_BxNxA: one-pass logits (A actions incl. <bkspc>).
+    one: masking.OnePass of the same batch (expert flags from noise augmentation).
+    is_data_B: bool; default all data.
+    divergence: a name in DIVERGENCES or a Divergence.
+  Returns (scalar loss, metrics dict of scalars).
+  """
+  b = one.tokens.shape[0]
+  is_data_B = jnp.ones((b,), bool) if is_data_B is None else jnp.asarray(is_data_B, bool)
+  if is_data_B.shape != (b,):
+    raise ValueError(f"is_data_B must have shape ({b},), got {is_data_B.shape}")
+  div = get_divergence(divergence, alpha) if isinstance(divergence, str) else divergence
+  t = transition_terms(logits_BxNxA, one, backspace_id=backspace_id, gamma=gamma,
+                       horizon=horizon)
+  w, r = t["w"], t["r"]
+  expert = (one.expert & is_data_B[:, None]).astype(jnp.float32)
+  n_data = jnp.maximum(is_data_B.sum(), 1).astype(jnp.float32)
+  expert_term = jnp.sum(w * expert * jnp.where(expert > 0, div.phi(r), 0.0)) / n_data
+  value_term = jnp.sum(w * (t["v"] - gamma * t["v_next"])) / b
+  reg_term = jnp.sum(w * div.reg(r)) / b
+  loss = -expert_term + value_term + reg_term
+  return loss, {"sm/expert_term": expert_term, "sm/value_term": value_term,
+                "sm/reg_term": reg_term,
+                "sm/mean_expert_reward": jnp.sum(expert * r) / jnp.maximum(expert.sum(), 1.0)}
+
+
+def bc_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_id: int):
+  """Behaviour cloning: mean cross-entropy over expert transitions of data sequences.
+  Returns (scalar, metrics)."""
+  _check(logits_BxNxA, one, backspace_id)
+  b = one.tokens.shape[0]
+  is_data_B = jnp.ones((b,), bool) if is_data_B is None else jnp.asarray(is_data_B, bool)
+  logits = mask_illegal_backspace(logits_BxNxA.astype(jnp.float32), one.bkspc_illegal,
+                                  backspace_id)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, one.next_action[..., None], axis=-1)[..., 0]
+  expert = one.expert & is_data_B[:, None]
+  n = jnp.maximum(expert.sum(), 1).astype(jnp.float32)
+  loss = jnp.sum(jnp.where(expert, nll, 0.0)) / n
+  return loss, {"bc/nll": loss, "bc/num_targets": expert.sum()}
+
+
+def schedule_weights(step, *, bc_steps: int, beta: float):
+  """(w_sm, w_bc) at a (possibly traced) step: BC only for bc_steps, then
+  (1 - beta) L_SM + beta L_BC."""
+  if not 0.0 <= beta <= 1.0:
+    raise ValueError(f"beta must be in [0, 1], got {beta}")
+  warm = jnp.asarray(step) < bc_steps
+  return jnp.where(warm, 0.0, 1.0 - beta), jnp.where(warm, 1.0, beta)
+
+
+def combined_loss(step, loss_sm, loss_bc, *, bc_steps: int, beta: float):
+  """The training loss of the schedule; jit-safe. Note: where w_sm == 0, L_SM is still
+  computed (cheap next to the forward pass) and multiplied by 0; a non-finite L_SM would
+  still poison the gradient, hence the jnp.where rather than a product."""
+  w_sm, w_bc = schedule_weights(step, bc_steps=bc_steps, beta=beta)
+  return jnp.where(w_sm > 0, w_sm * loss_sm, 0.0) + w_bc * loss_bc
