@@ -11,8 +11,8 @@ from experiments.configs.base import base_config
 def get_config(arg: str | None = None):
   c = base_config()
   c.task.update(dict(name="arithmetic", num_train=5000, num_test=200))
-  c.train.steps = 800
-  c.train.eval_every = 400
+  c.train.steps = 600
+  c.train.eval_every = 300
   c.train.checkpoint_every = 200
   if arg == "tiny":
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
