@@ -31,6 +31,25 @@ def describe_mismatch(saved: dict, current: dict) -> str:
   return "\n".join(lines)
 
 
+@jax.jit
+def _fingerprint(tree):
+  leaves = [x.astype("float32") for x in jax.tree.leaves(tree)]
+  return [(x.sum(), (x * x).sum()) for x in leaves]
+
+
+def fingerprint(tree) -> list[float]:
+  """Per-leaf sums of x and x^2: storage formats do not all checksum their chunks, so a
+  flipped or truncated block can read back as valid numbers; this catches it."""
+  return [float(v) for pair in jax.device_get(_fingerprint(tree)) for v in pair]
+
+
+def fingerprints_match(saved, restored, rtol=1e-4) -> bool:
+  # Restoring onto another mesh changes reduction order, hence a tolerance.
+  saved, restored = np.asarray(saved, np.float64), np.asarray(restored, np.float64)
+  return saved.shape == restored.shape and bool(
+      np.all(np.abs(saved - restored) <= rtol * (np.abs(saved) + 1e-6)))
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
@@ -45,6 +64,7 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False):
+    meta = dict(meta, fingerprint=fingerprint(state.params))
     self.manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)), force=force)
@@ -83,6 +103,12 @@ class Checkpointer:
         errors.append(f"step {step}: {type(e).__name__}: {e}")
         log.error("checkpoint at step %d failed to restore (%s); trying an older one",
                   step, e)
+        continue
+      if "fingerprint" in saved_meta and not fingerprints_match(
+          saved_meta["fingerprint"], fingerprint(out["state"].params)):
+        errors.append(f"step {step}: parameters read back differ from what was saved")
+        log.error("checkpoint at step %d is corrupt (parameter fingerprint mismatch); trying "
+                  "an older one", step)
         continue
       if errors:
         log.warning("resumed from step %d after skipping unreadable checkpoints", step)

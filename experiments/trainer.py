@@ -100,7 +100,7 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
     params = jax.tree.map(jnp.add, state.params, updates)
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    if nonfinite == "skip":
+    if nonfinite in ("skip", "stop"):
       # Keep the old parameters and optimizer state; the step (and the data) still advance.
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                new_state.replace(step=state.step, skipped=state.skipped),
@@ -293,10 +293,13 @@ class Trainer:
     last_metrics, eval_metrics, interrupted = {}, {}, False
     tick, tick_step = time.perf_counter(), start
     step = logged_step = start
+    stop_on_nonfinite = t.get("nonfinite", "skip") == "stop"
     try:
       while step < self.steps:
         state, metrics = self.train_step(state, next(train_it))
         step += 1
+        if stop_on_nonfinite:  # One host sync per step: the price of stopping at once.
+          self._check_finite(jax.device_get(metrics), step, ckpt)
         if step % log_every == 0 or step == self.steps:
           metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
           now = time.perf_counter()
@@ -309,7 +312,6 @@ class Trainer:
           writer.write(step, metrics)
           progress.update(step - logged_step, sps, loss=metrics["loss"])
           logged_step = step
-          self._check_finite(metrics, state, step, ckpt, train_it)
           last_metrics = metrics
         if eval_every and (step % eval_every == 0 or step == self.steps):
           eval_metrics = self.evaluate(state.params, t.get("eval_batches"))
@@ -330,14 +332,16 @@ class Trainer:
       observe.plot_metrics(self.workdir, baseline=baseline)
     return RunSummary(self.workdir, step, last_metrics, eval_metrics, baseline, interrupted)
 
-  def _check_finite(self, metrics, state, step, ckpt, train_it):
-    if metrics.get("finite", 1.0) >= 1.0 or self.config.train.get("nonfinite", "skip") != "stop":
+  def _check_finite(self, metrics, step, ckpt):
+    if float(metrics.get("finite", 1.0)) >= 1.0:
       return
-    bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+    bad = sorted(k for k, v in metrics.items() if not np.isfinite(float(v)))
+    ckpt.wait()
     last = ckpt.all_steps()
     raise NonFiniteError(
-        f"non-finite values at step {step} (terms: {', '.join(bad) or 'gradients'}); "
-        f"stopping; the last good checkpoint is step {last[-1] if last else 'none'}")
+        f"non-finite values at step {step} in: {', '.join(bad) or 'the gradients'} "
+        f"(the update was not applied). Stopping; the last good checkpoint is step "
+        f"{last[-1] if last else 'none (no checkpoint yet)'} in {ckpt.directory}")
 
   def _unigram_baseline(self):
     try:
