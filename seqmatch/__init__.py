@@ -6,9 +6,9 @@ Never imports catrans or experiments: models enter through the model-function pr
   masking    action-to-state collapse and the one-pass inputs (tokens, positions, mask, info)
   noise      data augmentation (noise token + <bkspc>) with the expert mask
   objective  SequenceMatch loss (pluggable divergence), BC loss, BC -> mix schedule
-  generate   batched KV-cache generation with <bkspc> (lax.while_loop) and rollouts
+  decoding   batched KV-cache generation with <bkspc> (lax.while_loop) and rollouts
 """
-from seqmatch.generate import Generation, generate, mask_backspace, rollout, sample_actions
+from seqmatch.decoding import Generation, generate, mask_backspace, rollout, sample_actions
 from seqmatch.masking import (OnePass, build_one_pass, collapse, collapse_jax, collapse_states,
                               validate)
 from seqmatch.model_fn import ApplyFn, InitCacheFn

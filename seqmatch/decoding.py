@@ -1,5 +1,8 @@
 """Batched generation with <bkspc> on an append-only KV cache, inside one lax.while_loop.
 
+(Named decoding, not generate, so that the package-level function seqmatch.generate does
+not shadow the module.)
+
 Every step appends one cache slot per sequence (the cache index is shared by the batch).
 A token action writes its row at slot k with position len(state); a <bkspc> only changes
 liveness: the popped token's slot is marked dead in every later mask. The restored state's

@@ -1,4 +1,4 @@
-"""seqmatch.generate: KV-cache decoding with <bkspc> == a slow decoder that recomputes
+"""seqmatch.decoding: KV-cache decoding with <bkspc> == a slow decoder that recomputes
 every state from scratch; illegal backspace at the prompt; eos; rollouts feed masking."""
 import functools
 
@@ -7,17 +7,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqmatch import generate as gen
+from seqmatch import decoding as gen
 from seqmatch import masking
-from seqmatch_testlib import BKSPC, EOS, NUM_ACTIONS, plain_last_logits, tiny_model
+from tests.seqmatch_testlib import BKSPC, EOS, NUM_ACTIONS, plain_last_logits, tiny_model
 
 T = 10
 PROMPTS = np.array([[3, 4, 5, 6], [7, 0, 0, 0], [8, 9, 0, 0], [5, 5, 5, 0]], np.int32)
 PROMPT_LENS = np.array([4, 1, 2, 3], np.int32)
 
 
-def _biased(apply_fn, bias):
-  """The model with `bias` added to its logits (steers the policy towards <bkspc>/<eos>)."""
+@functools.lru_cache(maxsize=None)   # one function object per bias: compiled once
+def _biased(apply_fn, bias_items):
+  """The model with a bias added to its logits (steers the policy towards <bkspc>/<eos>)."""
+  bias = jnp.zeros(NUM_ACTIONS).at[jnp.array([i for i, _ in bias_items])].set(
+      jnp.array([v for _, v in bias_items]))
+
   def f(p, *args, **kw):
     logits, cache = apply_fn(p, *args, **kw)
     return logits + bias, cache
@@ -59,8 +63,7 @@ def _fast(apply_fn, init_cache_fn, params, rng, **kw):
 def test_generation_equals_slow_reference(reuse_logits):
   apply_fn, init_cache_fn, params = tiny_model()
   # Bias towards <bkspc> and <eos> so backspace runs and early stops both happen.
-  bias = jnp.zeros(NUM_ACTIONS).at[BKSPC].set(2.0).at[EOS].set(0.5)
-  model = _biased(apply_fn, bias)
+  model = _biased(apply_fn, ((BKSPC, 2.0), (EOS, 0.5)))
   rng = jax.random.key(5)
   g = _fast(model, init_cache_fn, params, rng, eos_id=EOS, temperature=1.0,
             reuse_logits=reuse_logits)
@@ -90,7 +93,7 @@ def test_backspace_is_illegal_at_the_prompt_boundary():
   """A policy that always prefers <bkspc> alternates token, <bkspc>, ... and never deletes
   a prompt token."""
   apply_fn, init_cache_fn, params = tiny_model()
-  model = _biased(apply_fn, jnp.zeros(NUM_ACTIONS).at[BKSPC].set(1e4))
+  model = _biased(apply_fn, ((BKSPC, 1e4),))
   g = _fast(model, init_cache_fn, params, jax.random.key(1), temperature=0.0)
   acts = np.asarray(g.actions)
   assert np.all(acts[:, 1::2] == BKSPC) and np.all(acts[:, 0::2] != BKSPC)

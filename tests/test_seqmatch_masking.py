@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seqmatch import masking
-from seqmatch_testlib import BKSPC, NUM_ACTIONS, plain_last_logits, random_sequences, tiny_model
+from tests.seqmatch_testlib import BKSPC, NUM_ACTIONS, plain_last_logits, random_sequences, tiny_model
 
 
 def test_reference_collapse_examples():

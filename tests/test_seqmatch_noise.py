@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seqmatch import masking, noise
-from seqmatch_testlib import BASE_VOCAB, BKSPC, NUM_ACTIONS
+from tests.seqmatch_testlib import BASE_VOCAB, BKSPC, NUM_ACTIONS
 
 
 def _noise_positions(items, expert, prompt_len):

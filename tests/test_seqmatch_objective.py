@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqmatch import masking, objective
-from seqmatch_testlib import (BKSPC, EOS, NUM_ACTIONS, plain_last_logits, random_sequences,
+from tests.seqmatch_testlib import (BKSPC, EOS, NUM_ACTIONS, plain_last_logits, random_sequences,
                               tiny_model)
 
 GAMMA, ALPHA = 0.9, 0.5
