@@ -15,6 +15,7 @@ CORE = [
     "tensorflow-datasets==4.9.10",
     "grain==0.2.18",
     "chex==0.1.92",
+    "absl-py>=2.1",
     "numpy>=1.26",
     "tqdm>=4.66",
     "tensorboardX>=2.6",
@@ -33,7 +34,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["catrans*", "seqmatch*", "experiments*"]),
     install_requires=CORE,
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient==0.11.0",
+                "nbformat==5.11.1", "ipykernel==7.4.0"],
         "tpu": ["jax[tpu]==0.10.2"],
         "gpu": ["jax[cuda12]==0.10.2"],
     },
