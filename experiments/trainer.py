@@ -216,9 +216,13 @@ class Trainer:
     with self._context():
       return self._init(jax.random.PRNGKey(int(self.config.seed)))
 
-  def train_step(self, state, local_batch):
-    """One update from host-local numpy rows (checked, then assembled into global arrays)."""
+  def train_step(self, state, local_batch, step: int | None = None):
+    """One update from host-local numpy rows: checked, prepared by the objective (host-side
+    work such as noise augmentation, seeded by `step`), then assembled into global arrays."""
     self.check_batch(local_batch)
+    if step is None:
+      step = int(jax.device_get(state.step))
+    local_batch = self.objective.prepare_batch(local_batch, step)
     with self._context():
       return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
 
@@ -248,6 +252,7 @@ class Trainer:
       for i, local in enumerate(it):
         if max_batches is not None and i >= max_batches:
           break
+        local = self.objective.prepare_batch(local, -1 - i)
         m = jax.device_get(self._eval_step(params, sharding.global_batch(local, self.mesh)))
         w = float(m.get("weight", 1.0))
         total += w
@@ -296,7 +301,7 @@ class Trainer:
     stop_on_nonfinite = t.get("nonfinite", "skip") == "stop"
     try:
       while step < self.steps:
-        state, metrics = self.train_step(state, next(train_it))
+        state, metrics = self.train_step(state, next(train_it), step)
         step += 1
         if stop_on_nonfinite:  # One host sync per step: the price of stopping at once.
           self._check_finite(jax.device_get(metrics), step, ckpt)

@@ -48,6 +48,12 @@ class Objective:
     """A pytree of bools like params (True = trained) or None for all trainable."""
     return None
 
+  def prepare_batch(self, local_batch: dict, step: int) -> dict:
+    """Host-side (numpy) transformation of this process's rows before they go to devices,
+    e.g. noise augmentation. Must be deterministic in (batch, step, process) so a resumed
+    run sees the same batches; eval batches get negative steps."""
+    return local_batch
+
   # --- loss ------------------------------------------------------------------------------
   def loss(self, params, batch: Batch, rng: jax.Array, step: jnp.ndarray
            ) -> tuple[jnp.ndarray, Metrics]:
