@@ -20,7 +20,8 @@ def tiny_model(seed: int = 0, max_len: int = 64):
   cfg = catrans.ModelConfig(vocab_size=NUM_ACTIONS, d_model=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, mlp_dim=64, max_len=max_len, vocab_pad_multiple=8)
   model = catrans.Transformer(cfg)
-  params = nn.unbox(model.init(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32)))
+  # jit: an eager init dispatches op by op and costs seconds on a loaded machine.
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32)))
 
   def apply_fn(p, tokens, positions, mask, cache=None):
     out = model.apply(p, tokens, positions, mask, cache=cache)

@@ -133,6 +133,6 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match="max_actions must be >= 1"):
     gen.generate(apply_fn, init_cache_fn, params, PROMPTS, PROMPT_LENS, None, max_actions=0,
                  backspace_id=BKSPC)
-  with pytest.raises(ValueError, match="outside the model's 12 actions"):
-    gen.generate(apply_fn, init_cache_fn, params, PROMPTS, PROMPT_LENS, None, max_actions=3,
-                 backspace_id=40)
+  with pytest.raises(ValueError, match="outside the model's 12 actions"):  # raised while tracing
+    jax.jit(functools.partial(gen.generate, apply_fn, init_cache_fn, max_actions=3,
+                              backspace_id=40))(params, PROMPTS, PROMPT_LENS, None)

@@ -69,6 +69,12 @@ def test_one_pass_row_bookkeeping():
   np.testing.assert_array_equal(one.mask[0, 3], [1, 0, 0, 1, 0, 0, 0])
   np.testing.assert_array_equal(one.mask[0, 4], [1, 0, 0, 1, 1, 0, 0])
   np.testing.assert_array_equal(one.mask[0, 5], [0, 0, 0, 0, 0, 1, 0])  # padding: self only
+  # Under jit (value checks skipped, shapes still checked) the result is identical.
+  jitted = jax.jit(lambda s, p, l, e: masking.build_one_pass(
+      s, p, l, vocab_size=NUM_ACTIONS, backspace_id=BKSPC, eos_id=2, expert_BxN=e))(
+          seq, np.array([1]), np.array([5]), expert)
+  for a, b in zip(jitted, one):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_bad_inputs():
