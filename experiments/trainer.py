@@ -212,6 +212,18 @@ class Trainer:
     self._eval_step = jax.jit(obj.eval_metrics, in_shardings=(self.params_shardings, batch_sh),
                               out_shardings=replicated)
 
+  def restore_latest(self) -> TrainState:
+    """The newest readable checkpoint of this workdir (for evaluation and analysis)."""
+    ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), async_save=False)
+    try:
+      with self._context():
+        restored = ckpt.restore(self.abstract_state, self.meta)
+    finally:
+      ckpt.close()
+    if restored is None:
+      raise FileNotFoundError(f"no checkpoint in {self.workdir}/checkpoints")
+    return restored[0]
+
   def init_state(self) -> TrainState:
     with self._context():
       return self._init(jax.random.PRNGKey(int(self.config.seed)))

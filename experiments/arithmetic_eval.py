@@ -1,0 +1,81 @@
+"""Answer accuracy on the arithmetic test questions by generation with <bkspc>.
+
+  python -m experiments.arithmetic_eval --workdir=DIR [--max_questions=200]
+
+Reads the run's config.json, restores its newest checkpoint, decodes every test prompt
+greedily (KV cache, <bkspc> allowed, at most max_actions actions) and scores the final
+text after backspaces against the exact answer. Writes DIR/arithmetic_eval.json."""
+import argparse
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import seqmatch
+from experiments.tasks import arithmetic
+
+
+def load_trainer(workdir):
+  from experiments.trainer import Trainer
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.train.progress = False
+  return Trainer(config, workdir, progress=False)
+
+
+def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50):
+  obj = trainer.objective
+  tok = trainer.task.tokenizer
+  questions = list(trainer.task.source("test"))[:max_questions]
+  prompts = [[tok.bos_id] + tok.encode(q["prompt"]) for q in questions]
+  p = max(len(x) for x in prompts)
+  gen = jax.jit(functools.partial(
+      seqmatch.generate, obj.apply_fn, obj.init_cache_fn, max_actions=max_actions,
+      backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=0.0))
+  correct, backspaces, actions, rows = 0, 0, 0, []
+  params = state.params
+  show = seqmatch.BackspaceTokenizer(tok, obj.vocab.backspace_id)
+  for start in range(0, len(prompts), batch_size):
+    chunk = prompts[start:start + batch_size]
+    pad = batch_size - len(chunk)
+    arr = np.zeros((batch_size, p), np.int32)
+    for i, x in enumerate(chunk):
+      arr[i, :len(x)] = x
+    lens = np.array([len(x) for x in chunk] + [1] * pad, np.int32)
+    g = jax.device_get(gen(params, jnp.asarray(arr), jnp.asarray(lens), jax.random.PRNGKey(0)))
+    for i, q in enumerate(questions[start:start + len(chunk)]):
+      final = [int(t) for t in g.tokens[i, lens[i]:g.lengths[i]] if t != tok.eos_id]
+      answer = tok.decode(final)
+      acts = g.actions[i, :g.num_actions[i]]
+      ok = arithmetic.score(q, answer)
+      correct += ok
+      backspaces += int((acts == obj.vocab.backspace_id).sum())
+      actions += int(g.num_actions[i])
+      rows.append({"prompt": q["prompt"], "answer": q["answer"], "generated": answer,
+                   "correct": bool(ok), "trace": show.decode(acts.tolist(), mode="show")})
+  n = len(questions)
+  return {"accuracy": correct / n, "num_questions": n,
+          "backspace_rate": backspaces / max(actions, 1), "samples": rows[:20]}
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--max_questions", type=int, default=200)
+  ap.add_argument("--max_actions", type=int, default=16)
+  a = ap.parse_args()
+  trainer = load_trainer(a.workdir)
+  result = evaluate(trainer, trainer.restore_latest(), max_questions=a.max_questions,
+                    max_actions=a.max_actions)
+  with open(os.path.join(a.workdir, "arithmetic_eval.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  print(f"accuracy {result['accuracy']:.3f} on {result['num_questions']} questions; "
+        f"backspace rate {result['backspace_rate']:.3f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,38 @@
+"""SequenceMatch's arithmetic experiment (SPEC section 4): add or subtract in a base.
+
+  python -m experiments.train --config=experiments/configs/arithmetic_seqmatch.py:METHOD \
+      --workdir=DIR [--config.objective.p_noise=0.2]
+
+METHOD: mle (cross-entropy, no noise), bc (cross-entropy on noise-augmented data with
+<bkspc>: "MLE + backspace"), sm (SequenceMatch-chi2: BC warm-up, then the mixture loss
+with on-policy rollouts). Append ',tiny' for a seconds-long smoke run, e.g. 'sm,tiny'.
+All three share the model (the vocabulary includes <bkspc>), data and step budget."""
+from experiments.configs.base import base_config
+
+
+def get_config(arg: str = "sm"):
+  method, *flags = (arg or "sm").split(",")
+  c = base_config()
+  c.task.update(dict(name="arithmetic", num_train=5000, num_test=200))
+  c.objective = c.objective.__class__(dict(
+      name="seqmatch", loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=600,
+      beta=0.2, p_noise=0.1, noise="ground_truth", max_items=64, rollouts=8,
+      rollout_prompt_len=40, rollout_max_actions=12, rollout_temperature=1.0))
+  c.data.update(dict(seq_len=56, global_batch_size=32))
+  c.train.update(dict(steps=1200, eval_every=300, checkpoint_every=300))
+  if method == "mle":
+    c.objective.update(dict(loss="bc", p_noise=0.0, rollouts=0))
+  elif method == "bc":
+    c.objective.update(dict(loss="bc", rollouts=0))
+  elif method != "sm":
+    raise ValueError(f"arithmetic_seqmatch methods: mle, bc, sm; got {method!r}")
+  if "tiny" in flags:
+    c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
+                        max_len=64))
+    c.data.global_batch_size = 8
+    c.objective.update(dict(bc_steps=2, rollouts=min(c.objective.rollouts, 4),
+                            rollout_max_actions=6))
+    c.train.update(dict(steps=5, log_every=1, eval_every=5, eval_batches=2,
+                        checkpoint_every=5, peak_flops=1e11, progress=False))
+    c.optimizer.warmup_steps = 1
+  return c

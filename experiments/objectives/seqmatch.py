@@ -1,0 +1,193 @@
+"""SequenceMatch on the catrans trunk: <bkspc> added to the task's vocabulary, noise
+augmentation on the host, one-pass masking, the chi2 (or another divergence) occupancy loss
+with optional on-policy rollouts inside the compiled step, and the BC -> mixture schedule.
+
+config.objective keys (all optional except name):
+  loss          'sm' (SequenceMatch with the BC warm-up) | 'bc' (cross-entropy on augmented
+                data: "MLE + backspace")
+  divergence    chi2 | kl | tv | js (seqmatch.DIVERGENCES); gamma, alpha as in the paper
+  bc_steps, beta  k BC steps, then (1 - beta) L_SM + beta L_BC
+  p_noise, noise  augmentation rate and kind: random | ground_truth (from the task module)
+  max_items     N, the padded action-sequence length (seq_len + room for noise pairs)
+  rollouts      rollouts per step (prompts from the first rows' data prefixes); 0 = none
+  rollout_prompt_len, rollout_max_actions, rollout_temperature
+"""
+import importlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import seqmatch
+from catrans.transformer import Transformer, init_cache
+from experiments.objectives.base import Objective
+
+DEFAULTS = dict(loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=100, beta=0.1,
+                p_noise=0.1, noise="random", max_items=0, rollouts=0, rollout_prompt_len=40,
+                rollout_max_actions=12, rollout_temperature=1.0)
+
+
+def catrans_model_fn(model, cfg):
+  """The seqmatch model-function protocol for a catrans Transformer."""
+  def apply_fn(params, tokens, positions, mask, cache=None):
+    out = model.apply({"params": params}, tokens, positions, mask, cache=cache)
+    return out.logits, out.cache
+
+  def init_cache_fn(batch_size, cache_len):
+    return init_cache(cfg, batch_size, cache_len)
+  return apply_fn, init_cache_fn
+
+
+def rows_to_sequences(batch):
+  """Pipeline rows (inputs/targets/weights/segment_ids, padding mode) -> whole documents
+  [B, L+1] with their lengths and prompt lengths (bos + the zero-weight prompt targets)."""
+  inputs, targets = np.asarray(batch["inputs"]), np.asarray(batch["targets"])
+  live = np.asarray(batch["segment_ids"]) > 0
+  if np.any(np.asarray(batch["segment_ids"]) > 1):
+    raise ValueError("seqmatch needs one document per row: set data.mode='padding'")
+  seqs = np.concatenate([inputs[:, :1], targets], axis=1)
+  lengths = live.sum(1) + 1
+  weights = np.asarray(batch["weights"]) > 0
+  first_target = np.where(weights.any(1), weights.argmax(1), live.sum(1))
+  return seqs, lengths.astype(np.int32), (first_target + 1).astype(np.int32)
+
+
+class SequenceMatch(Objective):
+
+  def __init__(self, config, task):
+    opts = dict(DEFAULTS)
+    unknown = sorted(set(config.objective) - set(DEFAULTS) - {"name"})
+    if unknown:
+      raise ValueError(f"unknown seqmatch objective keys {unknown}; known: {sorted(DEFAULTS)}")
+    opts.update({k: v for k, v in config.objective.items() if k != "name"})
+    self.opts = ml_collections.ConfigDict(opts)
+    if self.opts.loss not in ("sm", "bc"):
+      raise ValueError(f"objective.loss={self.opts.loss!r}; choose 'sm' or 'bc'")
+    self.vocab = seqmatch.BackspaceVocab(task.tokenizer.vocab_size)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.vocab_size = self.vocab.num_actions
+    super().__init__(config, task)
+    self.n_items = int(self.opts.max_items or config.data.seq_len + 1)
+    self.apply_fn, self.init_cache_fn = catrans_model_fn(self.model, self.model_config)
+    self.eos_id = task.tokenizer.eos_id
+    self._ground_truth = None
+    if self.opts.noise == "ground_truth":
+      module = importlib.import_module(f"experiments.tasks.{task.name}")
+      if not hasattr(module, "ground_truth_noise"):
+        raise ValueError(f"task {task.name!r} has no ground_truth_noise(); use noise=random")
+      self._ground_truth = self._token_noise(module.ground_truth_noise)
+
+  def make_model(self):
+    return Transformer(self.model_config)
+
+  def _token_noise(self, text_noise):
+    """Adapts a task's text-level noise(prompt, answer_prefix, rng) -> char to token ids."""
+    tok = self.task.tokenizer
+
+    def fn(prefix_tokens, true_next, rng, prompt_len):
+      prefix = [int(t) for t in prefix_tokens[1:]]  # drop bos
+      prompt = tok.decode(prefix[:prompt_len - 1])
+      answer = tok.decode(prefix[prompt_len - 1:])
+      ids = tok.encode(text_noise(prompt, answer, rng))
+      return ids[0] if ids else int(rng.integers(3, tok.vocab_size))
+    return fn
+
+  # --- host side ---------------------------------------------------------------------------
+  def prepare_batch(self, local_batch, step):
+    seqs, lengths, prompt_lens = rows_to_sequences(local_batch)
+    n = self.n_items
+    if step < 0 or self.opts.p_noise <= 0:  # eval: the clean expert data
+      items = np.zeros((len(seqs), n), np.int32)
+      m = min(n, seqs.shape[1])
+      items[:, :m] = seqs[:, :m]
+      expert = np.arange(n)[None] < np.minimum(lengths, n)[:, None]
+      return {"items": items, "expert": expert, "lengths": np.minimum(lengths, n),
+              "prompt_lens": prompt_lens}
+    rng = np.random.default_rng([int(self.config.seed), int(step), jax.process_index()])
+    if self._ground_truth is not None:
+      items, expert, lens = _augment_with_prompt_aware_noise(
+          seqs, lengths, prompt_lens, rng, n, self.vocab.backspace_id, self.opts.p_noise,
+          self._ground_truth)
+    else:
+      items, expert, lens = seqmatch.augment_batch(
+          seqs, lengths, prompt_lens, rng, max_len=n, p_noise=self.opts.p_noise,
+          backspace_id=self.vocab.backspace_id, kind="random",
+          base_vocab_size=self.vocab.base_vocab_size)
+    return {"items": items, "expert": expert, "lengths": lens, "prompt_lens": prompt_lens}
+
+  # --- device side -------------------------------------------------------------------------
+  def _rollouts(self, params, batch, rng):
+    r, p = int(self.opts.rollouts), int(self.opts.rollout_prompt_len)
+    prompts = batch["items"][:r, :p]
+    prompt_lens = jnp.minimum(batch["prompt_lens"][:r], p)
+    seqs, pl, lens = seqmatch.rollout(
+        self.apply_fn, params, prompts, prompt_lens, rng, init_cache_fn=self.init_cache_fn,
+        max_actions=int(self.opts.rollout_max_actions), backspace_id=self.vocab.backspace_id,
+        eos_id=self.eos_id, temperature=float(self.opts.rollout_temperature))
+    n = self.n_items
+    width = seqs.shape[1]
+    if width < n:
+      seqs = jnp.pad(seqs, ((0, 0), (0, n - width)))
+    seqs, lens = seqs[:, :n], jnp.minimum(lens, n)
+    seqs = jnp.where(jnp.arange(n)[None] < lens[:, None], seqs, 0)
+    return seqs, pl, lens
+
+  def loss(self, params, batch, rng, step):
+    items, pl, lens = batch["items"], batch["prompt_lens"], batch["lengths"]
+    expert = batch["expert"]
+    b = items.shape[0]
+    is_data = jnp.ones((b,), bool)
+    use_sm = self.opts.loss == "sm"
+    if use_sm and self.opts.rollouts:
+      r_seqs, r_pl, r_lens = self._rollouts(params, batch, rng)
+      items = jnp.concatenate([items, r_seqs])
+      pl, lens = jnp.concatenate([pl, r_pl]), jnp.concatenate([lens, r_lens])
+      expert = jnp.concatenate([expert, jnp.zeros_like(r_seqs, bool)])
+      is_data = jnp.concatenate([is_data, jnp.zeros((r_seqs.shape[0],), bool)])
+    one = seqmatch.build_one_pass(items, pl, lens, vocab_size=self.vocab.num_actions,
+                                  backspace_id=self.vocab.backspace_id, eos_id=self.eos_id,
+                                  expert_BxN=expert)
+    logits, _ = self.apply_fn(params, one.tokens, one.positions, one.mask)
+    bc, bc_metrics = seqmatch.bc_loss(logits, one, is_data, backspace_id=self.vocab.backspace_id)
+    metrics = dict(bc_metrics, weight=bc_metrics["bc/num_targets"].astype(jnp.float32))
+    if not use_sm:
+      return bc, dict(metrics, loss=bc)
+    sm, sm_metrics = seqmatch.sequencematch_loss(
+        logits, one, is_data, backspace_id=self.vocab.backspace_id, gamma=self.opts.gamma,
+        alpha=self.opts.alpha, divergence=self.opts.divergence)
+    total = seqmatch.combined_loss(step, sm, bc, bc_steps=int(self.opts.bc_steps),
+                                   beta=float(self.opts.beta))
+    metrics.update(sm_metrics)
+    return total, dict(metrics, loss=total, **{"sm/loss": sm})
+
+  def eval_metrics(self, params, batch):
+    one = seqmatch.build_one_pass(batch["items"], batch["prompt_lens"], batch["lengths"],
+                                  vocab_size=self.vocab.num_actions,
+                                  backspace_id=self.vocab.backspace_id, eos_id=self.eos_id,
+                                  expert_BxN=batch["expert"])
+    logits, _ = self.apply_fn(params, one.tokens, one.positions, one.mask)
+    bc, m = seqmatch.bc_loss(logits, one, backspace_id=self.vocab.backspace_id)
+    return {"loss": bc, "weight": m["bc/num_targets"].astype(jnp.float32)}
+
+
+def _augment_with_prompt_aware_noise(seqs, lengths, prompt_lens, rng, n, backspace_id,
+                                     p_noise, token_noise):
+  """ground_truth noise needs the prompt length to read the question; seqmatch's augment
+  passes (prefix, true_next, rng), so bind the prompt length per row."""
+  b = len(seqs)
+  items = np.zeros((b, n), np.int32)
+  expert = np.zeros((b, n), bool)
+  lens = np.zeros((b,), np.int32)
+  for i in range(b):
+    pl = int(prompt_lens[i])
+    fn = lambda prefix, true_next, g, pl=pl: token_noise(prefix, true_next, g, pl)
+    it, ex = seqmatch.augment(seqs[i, :lengths[i]], pl, rng, p_noise=p_noise,
+                              backspace_id=backspace_id, kind="ground_truth", max_len=n,
+                              ground_truth_fn=fn)
+    items[i, :len(it)], expert[i, :len(ex)], lens[i] = it, ex, len(it)
+  return items, expert, lens
+
+
+def make_objective(config, task):
+  return SequenceMatch(config, task)
