@@ -7,12 +7,14 @@ Never imports catrans or experiments: models enter through the model-function pr
   noise      data augmentation (noise token + <bkspc>) with the expert mask
   objective  SequenceMatch loss (pluggable divergence), BC loss, BC -> mix schedule
   decoding   batched KV-cache generation with <bkspc> (lax.while_loop) and rollouts
+  prefixes   rollout prompts cut from (collapsed) data prefixes
 """
 from seqmatch.decoding import Generation, generate, mask_backspace, rollout, sample_actions
 from seqmatch.masking import (OnePass, build_one_pass, collapse, collapse_jax, collapse_states,
                               validate)
 from seqmatch.model_fn import ApplyFn, InitCacheFn
 from seqmatch.noise import augment, augment_batch
+from seqmatch.prefixes import data_prefix_prompts
 from seqmatch.objective import (DIVERGENCES, Divergence, bc_loss, chi2, combined_loss,
                                 get_divergence, jensen_shannon, kl, mask_illegal_backspace,
                                 schedule_weights, sequencematch_loss, total_variation,
@@ -22,7 +24,7 @@ from seqmatch.vocab import BackspaceTokenizer, BackspaceVocab, extend_rows
 __all__ = [
     "ApplyFn", "BackspaceTokenizer", "BackspaceVocab", "DIVERGENCES", "Divergence",
     "Generation", "InitCacheFn", "OnePass", "augment", "augment_batch", "bc_loss",
-    "build_one_pass", "chi2", "collapse", "collapse_jax", "collapse_states", "combined_loss",
+    "build_one_pass", "data_prefix_prompts", "chi2", "collapse", "collapse_jax", "collapse_states", "combined_loss",
     "extend_rows", "generate", "get_divergence", "jensen_shannon", "kl", "mask_backspace",
     "mask_illegal_backspace", "rollout", "sample_actions", "schedule_weights",
     "sequencematch_loss", "total_variation", "transition_terms", "validate",

@@ -178,14 +178,26 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
 
 def rollout(apply_fn, params, prompts_BxP, prompt_lens_B, rng, *, init_cache_fn,
             max_actions: int, backspace_id: int, eos_id: int | None = None,
-            temperature: float = 1.0, reuse_logits: bool = True):
+            temperature: float = 1.0, reuse_logits: bool = True, width: int | None = None,
+            pad_id: int = 0):
   """Training rollouts from the current policy, gradient-free (params are stop_gradient'ed).
 
-  Returns (sequences_BxN, prompt_lens_B, lengths_B) with N = P + max_actions, ready for
-  masking.build_one_pass (and is_data_B = False in the objective)."""
+  Returns (sequences_BxN, prompt_lens_B, lengths_B) ready for masking.build_one_pass (with
+  is_data_B = False in the objective). N = P + max_actions, or `width` when given: sequences
+  are then cut or padded to width (lengths clipped; a cut rollout simply ends, done = 1 at its
+  last transition) so they concatenate with a data batch of that width."""
   params = jax.lax.stop_gradient(params)
   g = generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng,
                max_actions=max_actions, backspace_id=backspace_id, eos_id=eos_id,
-               temperature=temperature, reuse_logits=reuse_logits)
-  return (jax.lax.stop_gradient(g.sequences), jnp.asarray(prompt_lens_B, jnp.int32),
-          jax.lax.stop_gradient(g.sequence_lengths))
+               temperature=temperature, reuse_logits=reuse_logits, pad_id=pad_id)
+  seqs, lens = g.sequences, g.sequence_lengths
+  pl = jnp.asarray(prompt_lens_B, jnp.int32)
+  if width is not None:
+    if width < prompts_BxP.shape[1]:
+      raise ValueError(f"width {width} is shorter than the prompts ({prompts_BxP.shape[1]})")
+    n = seqs.shape[1]
+    seqs = seqs[:, :width] if n >= width else jnp.pad(seqs, ((0, 0), (0, width - n)),
+                                                      constant_values=pad_id)
+    lens = jnp.minimum(lens, width)
+    seqs = jnp.where(jnp.arange(width)[None] < lens[:, None], seqs, pad_id)
+  return jax.lax.stop_gradient(seqs), pl, jax.lax.stop_gradient(lens)
