@@ -13,6 +13,8 @@ Output layout = masking.py's: items = prompt + actions, expert flags aligned wit
 """
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 KINDS = ("random", "ground_truth", "model")
@@ -101,3 +103,29 @@ def augment_batch(tokens_BxL, lengths_B, prompt_lens_B, rng: np.random.Generator
                      model_tokens=mt, **kw)
     items[i, :len(it)], expert[i, :len(ex)], lens[i] = it, ex, len(it)
   return items, expert, lens
+
+
+def model_noise_tokens(logits_BxLxA, tokens_BxL, rng, *, base_vocab_size: int,
+                       temperature: float = 1.0, exclude_true: bool = True):
+  """Noise tokens for kind='model', sampled from the model's logits on the clean sequences
+  (jit-compatible; run it on device, pass row b to augment as model_tokens).
+
+  logits_BxLxA: logits of a plain forward over tokens_BxL (row j-1 predicts position j).
+  Returns int32 [B, L]: out[:, j] ~ softmax(logits[:, j-1, :base_vocab_size] / temperature),
+  never <bkspc> or another non-base action, and with exclude_true never the true token
+  tokens[:, j] (so the noise is a genuine mistake). out[:, 0] = 0 (position 0 is always
+  prompt, never noised)."""
+  if logits_BxLxA.ndim != 3 or logits_BxLxA.shape[:2] != tokens_BxL.shape:
+    raise ValueError(f"logits_BxLxA must be [B, L, A] with [B, L] = {tokens_BxL.shape}, got "
+                     f"{logits_BxLxA.shape}")
+  if base_vocab_size > logits_BxLxA.shape[-1]:
+    raise ValueError(f"base_vocab_size {base_vocab_size} exceeds the logits' "
+                     f"{logits_BxLxA.shape[-1]} actions")
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  logits = logits_BxLxA[:, :-1, :base_vocab_size].astype(jnp.float32) / temperature
+  if exclude_true:
+    true_next = tokens_BxL[:, 1:]
+    logits = jnp.where(jnp.arange(base_vocab_size) == true_next[..., None], -jnp.inf, logits)
+  out = jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+  return jnp.concatenate([jnp.zeros_like(out[:, :1]), out], axis=1)

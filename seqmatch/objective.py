@@ -133,7 +133,10 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
   w, r = t["w"], t["r"]
   expert = (one.expert & is_data_B[:, None]).astype(jnp.float32)
   n_data = jnp.maximum(is_data_B.sum(), 1).astype(jnp.float32)
-  expert_term = jnp.sum(w * expert * jnp.where(expert > 0, div.phi(r), 0.0)) / n_data
+  # phi sees r only where it counts: phi(r) of a non-expert row could overflow (kl: exp(-r))
+  # and a where() after the fact would still send 0 * inf = NaN into the gradient.
+  r_expert = jnp.where(expert > 0, r, 0.0)
+  expert_term = jnp.sum(w * expert * div.phi(r_expert)) / n_data
   value_term = jnp.sum(w * (t["v"] - gamma * t["v_next"])) / b
   reg_term = jnp.sum(w * div.reg(r)) / b
   loss = -expert_term + value_term + reg_term

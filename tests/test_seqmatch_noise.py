@@ -100,3 +100,27 @@ def test_bad_inputs():
     noise.augment([1, 2], 1, rng, p_noise=1.0, kind="model", model_tokens=[0, 99], **kw)
   with pytest.raises(ValueError, match=r"tokens_BxL must be \[B, L\]"):
     noise.augment_batch([1, 2], [2], [1], rng, max_len=4, p_noise=0.1, **kw)
+
+
+def test_model_noise_tokens():
+  """Samples follow the shifted logits, never <bkspc>, never the true token when excluded."""
+  b, l = 3, 6
+  tokens = np.random.default_rng(4).integers(0, BASE_VOCAB, size=(b, l))
+  # Rows j-1 strongly prefer the true token tokens[:, j], then <bkspc>, then token 7.
+  logits = np.zeros((b, l, NUM_ACTIONS), np.float32)
+  logits[:, :, BKSPC] = 50.0
+  logits[:, :, 7] = 20.0
+  for j in range(1, l):
+    logits[np.arange(b), j - 1, tokens[:, j]] = 100.0
+  import jax
+  out = np.asarray(noise.model_noise_tokens(logits, tokens, jax.random.key(0),
+                                            base_vocab_size=BASE_VOCAB))
+  want = np.where(tokens[:, 1:] == 7, -1, 7)     # 7 unless 7 is the true token
+  assert np.all(out[:, 0] == 0)
+  assert np.all((out[:, 1:] == want) | ((want == -1) & (out[:, 1:] != 7)))
+  assert np.all(out < BASE_VOCAB) and np.all(out[:, 1:] != tokens[:, 1:])
+  kept = np.asarray(noise.model_noise_tokens(logits, tokens, jax.random.key(0),
+                                             base_vocab_size=BASE_VOCAB, exclude_true=False))
+  np.testing.assert_array_equal(kept[:, 1:], tokens[:, 1:])
+  with pytest.raises(ValueError, match=r"logits_BxLxA must be \[B, L, A\]"):
+    noise.model_noise_tokens(logits[:, :3], tokens, jax.random.key(0), base_vocab_size=11)
