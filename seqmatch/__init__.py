@@ -11,7 +11,7 @@ Never imports catrans or experiments: models enter through the model-function pr
 """
 from seqmatch.decoding import Generation, generate, mask_backspace, rollout, sample_actions
 from seqmatch.masking import (OnePass, build_one_pass, collapse, collapse_jax, collapse_states,
-                              validate)
+                              fit_width, validate)
 from seqmatch.model_fn import ApplyFn, InitCacheFn
 from seqmatch.noise import augment, augment_batch, model_noise_tokens
 from seqmatch.prefixes import data_prefix_prompts
@@ -25,7 +25,7 @@ __all__ = [
     "ApplyFn", "BackspaceTokenizer", "BackspaceVocab", "DIVERGENCES", "Divergence",
     "Generation", "InitCacheFn", "OnePass", "augment", "augment_batch", "bc_loss",
     "build_one_pass", "data_prefix_prompts", "chi2", "collapse", "collapse_jax", "collapse_states", "combined_loss",
-    "extend_rows", "generate", "get_divergence", "jensen_shannon", "kl", "mask_backspace",
+    "extend_rows", "fit_width", "generate", "get_divergence", "jensen_shannon", "kl", "mask_backspace",
     "mask_illegal_backspace", "model_noise_tokens", "rollout", "sample_actions", "schedule_weights",
     "sequencematch_loss", "total_variation", "transition_terms", "validate",
 ]

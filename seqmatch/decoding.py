@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqmatch.masking import fit_width
+
 
 class Generation(NamedTuple):
   actions: jnp.ndarray        # int32 [B, T] action trace, pad_action after the end
@@ -195,9 +197,5 @@ def rollout(apply_fn, params, prompts_BxP, prompt_lens_B, rng, *, init_cache_fn,
   if width is not None:
     if width < prompts_BxP.shape[1]:
       raise ValueError(f"width {width} is shorter than the prompts ({prompts_BxP.shape[1]})")
-    n = seqs.shape[1]
-    seqs = seqs[:, :width] if n >= width else jnp.pad(seqs, ((0, 0), (0, width - n)),
-                                                      constant_values=pad_id)
-    lens = jnp.minimum(lens, width)
-    seqs = jnp.where(jnp.arange(width)[None] < lens[:, None], seqs, pad_id)
+    seqs, lens = fit_width(seqs, lens, width, pad_id=pad_id)
   return jax.lax.stop_gradient(seqs), pl, jax.lax.stop_gradient(lens)

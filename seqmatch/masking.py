@@ -188,3 +188,17 @@ def build_one_pass(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
       is_backspace=is_bk, bkspc_illegal=h <= pl, is_transition=is_tr, next_action=nxt,
       transition_index=jnp.where(is_tr, t - (pl - 1), 0).astype(jnp.int32), done=done,
       expert=is_tr & exp_next.astype(bool))
+
+
+def fit_width(sequences_BxN, lengths_B, width: int, *, pad_id: int = 0):
+  """Cuts or pads a batch of sequences to `width` items (lengths clipped, tails = pad_id),
+  e.g. to concatenate rollouts with a data batch. A cut sequence simply ends there (its last
+  transition gets done = 1). jit-compatible; returns (sequences_BxW int32, lengths_B int32)."""
+  if width < 1:
+    raise ValueError(f"width must be >= 1, got {width}")
+  seqs = jnp.asarray(sequences_BxN)
+  n = seqs.shape[1]
+  seqs = seqs[:, :width] if n >= width else jnp.pad(seqs, ((0, 0), (0, width - n)),
+                                                    constant_values=pad_id)
+  lens = jnp.minimum(jnp.asarray(lengths_B, jnp.int32), width)
+  return jnp.where(jnp.arange(width)[None] < lens[:, None], seqs, pad_id).astype(jnp.int32), lens

@@ -118,15 +118,6 @@ def test_rollout_feeds_one_pass_and_has_no_gradient():
   one = masking.build_one_pass(seq, pl, ln, vocab_size=NUM_ACTIONS, backspace_id=BKSPC,
                                eos_id=EOS)
   assert seq.shape == (4, 4 + T) and bool(one.is_transition.any())
-  # width: cut to width (lengths clipped, tails padded), the same rollout otherwise.
-  for width in (7,):
-    s2, pl2, ln2 = jax.jit(functools.partial(f, width=width))(
-        params, PROMPTS, PROMPT_LENS, jax.random.key(2))
-    assert s2.shape == (4, width)
-    np.testing.assert_array_equal(ln2, np.minimum(ln, width))
-    for i in range(4):
-      np.testing.assert_array_equal(s2[i, :ln2[i]], seq[i, :ln2[i]])
-      assert np.all(np.asarray(s2[i, ln2[i]:]) == 0)
 
 
 def test_bad_inputs():

@@ -92,3 +92,15 @@ def test_bad_inputs():
     masking.build_one_pass(np.array([[1, 5, BKSPC, BKSPC]]), np.array([1]), np.array([4]), **kw)
   with pytest.raises(ValueError, match="backspace_id"):
     masking.build_one_pass(seq, np.array([1]), np.array([3]), vocab_size=5, backspace_id=5)
+
+
+def test_fit_width():
+  seq = np.array([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]], np.int32)
+  cut, lens = masking.fit_width(seq, np.array([5, 2]), 3, pad_id=-1)
+  np.testing.assert_array_equal(cut, [[1, 2, 3], [6, 7, -1]])
+  np.testing.assert_array_equal(lens, [3, 2])
+  padded, lens = masking.fit_width(seq, np.array([5, 2]), 7, pad_id=-1)
+  np.testing.assert_array_equal(padded, [[1, 2, 3, 4, 5, -1, -1], [6, 7, -1, -1, -1, -1, -1]])
+  np.testing.assert_array_equal(lens, [5, 2])
+  with pytest.raises(ValueError, match="width must be >= 1"):
+    masking.fit_width(seq, np.array([5, 2]), 0)
