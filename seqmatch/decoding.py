@@ -95,10 +95,17 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
       (idx_s[None, None, :] < pl[:, None, None]) | (idx_s[None, None, :] == rows[None, :, None]))
   cache = init_cache_fn(b, s)
   positions = jnp.broadcast_to(rows.astype(jnp.int32), (b, p))
-  logits_BxPxA, cache = apply_fn(params, prompts_BxP, positions, pmask, cache=cache)
-  a = logits_BxPxA.shape[-1]
+  # The action count from shapes only (no compute), so bad input fails before any work.
+  a = jax.eval_shape(lambda *x: apply_fn(*x, cache=cache)[0], params, prompts_BxP, positions,
+                     pmask).shape[-1]
   if not 0 <= backspace_id < a:
     raise ValueError(f"backspace_id {backspace_id} outside the model's {a} actions")
+  if not isinstance(prompts_BxP, jax.core.Tracer):
+    pr = np.asarray(prompts_BxP)
+    bad = (np.arange(p)[None] < np.asarray(pl)[:, None]) & (pr >= a)
+    if bad.any():
+      raise ValueError(f"prompt id {int(pr[bad][0])} outside the model's {a} actions")
+  logits_BxPxA, cache = apply_fn(params, prompts_BxP, positions, pmask, cache=cache)
   logits_BxPxA = logits_BxPxA.astype(jnp.float32)
   cur = logits_BxPxA[jnp.arange(b), pl - 1]
   if reuse_logits:

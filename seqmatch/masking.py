@@ -157,6 +157,8 @@ def build_one_pass(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
     expert_BxN: bool aligned with the items (from noise.augment); default all True. Row t's
       transition is expert iff item t+1 is.
   Returns OnePass; feed apply_fn(params, out.tokens, out.positions, out.mask).
+  Values are checked (ValueError) only on concrete inputs; under jit an illegal <bkspc>
+  (at the prompt boundary) leaves the state unchanged (its row re-copies the last token).
   """
   sequences_BxN = jnp.asarray(sequences_BxN)
   prompt_lens_B, lengths_B = jnp.asarray(prompt_lens_B), jnp.asarray(lengths_B)

@@ -130,9 +130,11 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match="not <bkspc>"):
     gen.generate(apply_fn, init_cache_fn, params, np.full((4, 4), BKSPC), PROMPT_LENS, None,
                  **kw)
+  with pytest.raises(ValueError, match="prompt id 30 outside the model's 12 actions"):
+    gen.generate(apply_fn, init_cache_fn, params, np.full((4, 4), 30), PROMPT_LENS, None, **kw)
   with pytest.raises(ValueError, match="max_actions must be >= 1"):
     gen.generate(apply_fn, init_cache_fn, params, PROMPTS, PROMPT_LENS, None, max_actions=0,
                  backspace_id=BKSPC)
-  with pytest.raises(ValueError, match="outside the model's 12 actions"):  # raised while tracing
-    jax.jit(functools.partial(gen.generate, apply_fn, init_cache_fn, max_actions=3,
-                              backspace_id=40))(params, PROMPTS, PROMPT_LENS, None)
+  with pytest.raises(ValueError, match="backspace_id 40 outside the model's 12 actions"):
+    gen.generate(apply_fn, init_cache_fn, params, PROMPTS, PROMPT_LENS, None, max_actions=3,
+                 backspace_id=40)
