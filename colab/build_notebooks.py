@@ -101,7 +101,102 @@ def launch():
   ]
 
 
-NOTEBOOKS = {"launch_on_pods.ipynb": launch}
+def seqmatch_demo():
+  return [
+      new_markdown_cell(
+          "# SequenceMatch: a `<bkspc>` action and a chi-squared occupancy objective\n\n"
+          "1. how one causal forward pass scores every state of an action sequence with "
+          "backspaces (the attention mask, drawn), 2. training on the arithmetic task "
+          "(BC warm-up, then SequenceMatch with on-policy rollouts), 3. generations that "
+          "use `<bkspc>`."),
+      new_code_cell(INSTALL),
+      new_code_cell(
+          "import jax, jax.numpy as jnp, numpy as np\n"
+          "import matplotlib.pyplot as plt\n"
+          "import seqmatch\n"
+          "from catrans import ModelConfig, Transformer\n"
+          "from experiments.data.tokenizers import ByteTokenizer\n"
+          "tok = ByteTokenizer()\n"
+          "vocab = seqmatch.BackspaceVocab(tok.vocab_size)      # <bkspc> = 259\n"
+          "BK = vocab.backspace_id\n"
+          "prompt = [tok.bos_id] + tok.encode('7+5=')\n"
+          "actions = tok.encode('13') + [BK, BK] + tok.encode('12') + [tok.eos_id]\n"
+          "seq = prompt + actions\n"
+          "one = seqmatch.build_one_pass(jnp.array([seq]), jnp.array([len(prompt)]),\n"
+          "                              jnp.array([len(seq)]), vocab_size=vocab.num_actions,\n"
+          "                              backspace_id=BK, eos_id=tok.eos_id)\n"
+          "def label(t):\n"
+          "    return '<bk>' if t == BK else '<eos>' if t == tok.eos_id else '<bos>' if t == tok.bos_id else tok.decode([t])\n"
+          "rows = [f'{label(a)} -> {label(int(x))}@{int(p)}' for a, x, p in\n"
+          "        zip(seq, one.tokens[0], one.positions[0])]\n"
+          "fig, ax = plt.subplots(figsize=(6, 6))\n"
+          "ax.imshow(np.asarray(one.mask[0]), cmap='Greens')\n"
+          "ax.set_yticks(range(len(seq))); ax.set_yticklabels(rows, fontsize=8)\n"
+          "ax.set_xticks(range(len(seq))); ax.set_xticklabels([label(int(x)) for x in one.tokens[0]], fontsize=8)\n"
+          "ax.set_title('row t attends to the rows alive in state t\\n(action -> input token @ position)')\n"
+          "plt.show()"),
+      new_markdown_cell(
+          "Each `<bkspc>` row holds a copy of the token that is now last, at that token's "
+          "original position; the deleted token and the superseded original are dead for "
+          "all later rows. So row t's logits are those of a plain forward over the collapsed "
+          "state after action t. Check it on a random model:"),
+      new_code_cell(
+          "cfg = ModelConfig(vocab_size=vocab.num_actions, d_model=32, num_layers=2, num_heads=2,\n"
+          "                  num_kv_heads=1, mlp_dim=64, max_len=64)\n"
+          "model = Transformer(cfg)\n"
+          "params = model.init(jax.random.PRNGKey(0), one.tokens)['params']\n"
+          "one_pass = model.apply({'params': params}, one.tokens, one.positions, one.mask).logits[0]\n"
+          "worst = 0.0\n"
+          "for t, state in enumerate(seqmatch.collapse_states(seq, len(prompt), BK)):\n"
+          "    if t < len(prompt) - 1: continue\n"
+          "    plain = model.apply({'params': params}, jnp.array([state])).logits[0, -1]\n"
+          "    worst = max(worst, float(jnp.abs(plain - one_pass[t]).max()))\n"
+          "print('max |one-pass - per-state forward| =', worst)"),
+      new_markdown_cell("## Train on arithmetic\nThe trainer config `arithmetic_seqmatch.py:sm`: "
+                        "ground-truth noise (plausible wrong digits followed by `<bkspc>`), "
+                        "BC for `bc_steps`, then the SequenceMatch-chi2 mixture loss with "
+                        "rollouts sampled inside the compiled step."),
+      new_code_cell(
+          "import tempfile\n"
+          "from experiments.configs import arithmetic_seqmatch\n"
+          "from experiments.trainer import Trainer\n"
+          "from experiments.observe import read_metrics\n"
+          "config = arithmetic_seqmatch.get_config('sm,tiny' if TINY else 'sm')\n"
+          "if not TINY:  # a few minutes on a CPU runtime\n"
+          "    config.train.steps, config.objective.bc_steps = 400, 250\n"
+          "    config.model.update(dict(d_model=96, num_layers=3))\n"
+          "config.train.progress = not TINY\n"
+          "workdir = tempfile.mkdtemp()\n"
+          "summary = Trainer(config, workdir).run()\n"
+          "m = read_metrics(workdir)\n"
+          "plt.plot([r['step'] for r in m if 'bc/nll' in r], [r['bc/nll'] for r in m if 'bc/nll' in r], label='BC nll')\n"
+          "plt.axvline(config.objective.bc_steps, color='gray', ls='--', label='SequenceMatch starts')\n"
+          "plt.xlabel('step'); plt.legend(); plt.show()"),
+      new_markdown_cell("## Generations with `<bkspc>`\nSampled at temperature 1 so that "
+                        "the model makes (and undoes) mistakes."),
+      new_code_cell(
+          "from experiments.arithmetic_eval import evaluate, load_trainer\n"
+          "trainer = load_trainer(workdir)\n"
+          "state = trainer.restore_latest()\n"
+          "result = evaluate(trainer, state, max_questions=10 if TINY else 100, batch_size=10)\n"
+          "print('greedy accuracy', result['accuracy'], 'backspace rate', result['backspace_rate'])\n"
+          "obj = trainer.objective\n"
+          "qs = list(trainer.task.source('test'))[:8]\n"
+          "prompts = [[tok.bos_id] + tok.encode(q['prompt']) for q in qs]\n"
+          "P = max(map(len, prompts))\n"
+          "arr = np.zeros((len(qs), P), np.int32)\n"
+          "for i, p in enumerate(prompts): arr[i, :len(p)] = p\n"
+          "g = seqmatch.generate(obj.apply_fn, obj.init_cache_fn, state.params, jnp.array(arr),\n"
+          "                      jnp.array([len(p) for p in prompts]), jax.random.PRNGKey(1),\n"
+          "                      max_actions=16, backspace_id=BK, eos_id=tok.eos_id, temperature=1.0)\n"
+          "show = seqmatch.BackspaceTokenizer(tok)\n"
+          "for i, q in enumerate(qs):\n"
+          "    acts = np.asarray(g.actions[i, :int(g.num_actions[i])])\n"
+          "    print(f\"{q['prompt']}{show.decode(acts, mode='show')!r:40s} expected {q['answer']}\")"),
+  ]
+
+
+NOTEBOOKS = {"launch_on_pods.ipynb": launch, "seqmatch_arithmetic.ipynb": seqmatch_demo}
 
 
 def build(names=None):
