@@ -87,7 +87,9 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
   s = p + t_max
   idx_s = jnp.arange(s)
   pl = prompt_lens_B.astype(jnp.int32)
-  prompts_BxP = prompts_BxP.astype(jnp.int32)
+  # Prompt padding may hold any value (e.g. -1); feed id 0 there so no out-of-range gather
+  # (NaN embeddings in dead cache slots would still poison attention via 0 * NaN).
+  prompts_BxP = jnp.where(jnp.arange(p)[None] < pl[:, None], prompts_BxP, 0).astype(jnp.int32)
 
   # Prefill: prompt rows see earlier prompt rows; padding rows see only themselves.
   rows = jnp.arange(p)
@@ -100,7 +102,7 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
                      pmask).shape[-1]
   if not 0 <= backspace_id < a:
     raise ValueError(f"backspace_id {backspace_id} outside the model's {a} actions")
-  if not isinstance(prompts_BxP, jax.core.Tracer):
+  if not any(isinstance(x, jax.core.Tracer) for x in (prompts_BxP, pl)):
     pr = np.asarray(prompts_BxP)
     bad = (np.arange(p)[None] < np.asarray(pl)[:, None]) & (pr >= a)
     if bad.any():
