@@ -15,8 +15,7 @@ backspace-in-reuse steps and of finished sequences are dead rows that attend onl
 <bkspc> is illegal (logit -inf) while the state is the bare prompt. <eos> (when eos_id is
 given) is appended to the state and ends the sequence. At most max_actions actions are taken.
 """
-import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,5 @@
 """seqmatch.masking: one-pass rows == plain forwards of collapsed states; collapse; errors."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
