@@ -13,9 +13,12 @@ General divergence (IQ-Learn): with a concave phi and a regulariser rho,
       + E_mix[sum_i w_i (V(u_i) - gamma (1 - done_i) V(u_{i+1}))]
       + E_mix[sum_i w_i rho(r_i)]
 chi2 (the default, SPEC's L_SM): phi(r) = r, rho(r) = r^2 / (4 alpha).
-E_data averages over data sequences; E_mix over all sequences of the batch (data and model
-rollouts: the mixture occupancy). All transitions of a sequence enter E_mix, noise ones
-included (they are states the mixture visits); only expert actions enter E_data.
+E_data averages over data sequences. E_mix is the mixture occupancy (rho_data + rho_model)/2:
+with rollouts in the batch it is model_share * (mean over rollouts) + (1 - model_share) *
+(mean over data sequences), model_share = 0.5 by default, whatever the two counts are;
+without rollouts it is the mean over data sequences. All transitions of a sequence enter
+E_mix, noise ones included (they are states the mixture visits); only expert actions enter
+E_data.
 """
 from typing import Callable, NamedTuple
 
@@ -113,7 +116,8 @@ def transition_terms(logits_BxNxA, one: OnePass, *, backspace_id: int, gamma: fl
 
 def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_id: int,
                        gamma: float = 0.998, alpha: float = 0.01,
-                       divergence: str | Divergence = "chi2", horizon: int | None = None):
+                       divergence: str | Divergence = "chi2", horizon: int | None = None,
+                       model_share: float = 0.5):
   """L_SM (SPEC 3) for a batch mixing data sequences (is_data_B True) and model rollouts.
 
   Args:
@@ -121,6 +125,7 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
     one: masking.OnePass of the same batch (expert flags from noise augmentation).
     is_data_B: bool; default all data.
     divergence: a name in DIVERGENCES or a Divergence.
+    model_share: weight of the rollouts in E_mix when the batch has any (module doc).
   Returns (scalar loss, metrics dict of scalars).
   """
   b = one.tokens.shape[0]
@@ -137,8 +142,15 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
   # and a where() after the fact would still send 0 * inf = NaN into the gradient.
   r_expert = jnp.where(expert > 0, r, 0.0)
   expert_term = jnp.sum(w * expert * div.phi(r_expert)) / n_data
-  value_term = jnp.sum(w * (t["v"] - gamma * t["v_next"])) / b
-  reg_term = jnp.sum(w * div.reg(r)) / b
+  if not 0.0 <= model_share <= 1.0:
+    raise ValueError(f"model_share must be in [0, 1], got {model_share}")
+  n_model = (~is_data_B).sum().astype(jnp.float32)
+  seq_w_B = jnp.where(n_model > 0,
+                      jnp.where(is_data_B, (1.0 - model_share) / n_data,
+                                model_share / jnp.maximum(n_model, 1.0)),
+                      is_data_B / n_data)
+  value_term = jnp.sum(seq_w_B[:, None] * w * (t["v"] - gamma * t["v_next"]))
+  reg_term = jnp.sum(seq_w_B[:, None] * w * div.reg(r))
   loss = -expert_term + value_term + reg_term
   return loss, {"sm/expert_term": expert_term, "sm/value_term": value_term,
                 "sm/reg_term": reg_term,

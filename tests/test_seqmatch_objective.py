@@ -22,7 +22,8 @@ def _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence):
   phi = {"chi2": lambda r: r, "kl": lambda r: -np.exp(-(r + 1.0))}[divergence]
   reg = {"chi2": lambda r: r * r / (4 * ALPHA), "kl": lambda r: 0.0}[divergence]
   z = sum(GAMMA ** j for j in range(n - 1))
-  data_sum = mix_sum = reg_sum = 0.0
+  data_sum = 0.0
+  mix_sum, reg_sum = {True: 0.0, False: 0.0}, {True: 0.0, False: 0.0}   # by is_data
   nll, n_bc = 0.0, 0
   for b in range(len(seq)):
     states = masking.collapse_states(seq[b, :ln[b]], int(pl[b]), BKSPC)
@@ -41,9 +42,12 @@ def _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence):
         data_sum += w * phi(r)
         nll += v - logits[t, a]
         n_bc += 1
-      mix_sum += w * (v - GAMMA * v_next)
-      reg_sum += w * reg(r)
-  loss = -data_sum / sum(is_data) + mix_sum / len(seq) + reg_sum / len(seq)
+      mix_sum[bool(is_data[b])] += w * (v - GAMMA * v_next)
+      reg_sum[bool(is_data[b])] += w * reg(r)
+  n_data, n_model = sum(is_data), len(seq) - sum(is_data)
+  # E_mix: half data occupancy, half model occupancy.
+  e_mix = lambda d: 0.5 * d[True] / n_data + 0.5 * d[False] / n_model
+  loss = -data_sum / n_data + e_mix(mix_sum) + e_mix(reg_sum)
   return loss, nll / n_bc
 
 
@@ -124,6 +128,9 @@ def test_bad_inputs(batch):
   with pytest.raises(ValueError, match="is_data_B must have shape"):
     objective.sequencematch_loss(jnp.zeros(one.tokens.shape + (NUM_ACTIONS,)), one,
                                  np.ones(3, bool), backspace_id=BKSPC)
+  with pytest.raises(ValueError, match="model_share must be in"):
+    objective.sequencematch_loss(jnp.zeros(one.tokens.shape + (NUM_ACTIONS,)), one,
+                                 backspace_id=BKSPC, model_share=2.0)
   with pytest.raises(ValueError, match="beta must be in"):
     objective.schedule_weights(0, bc_steps=1, beta=1.5)
 
