@@ -34,6 +34,28 @@ def _remat_policy(name):
   return None
 
 
+def resolve_positions_and_mask(tokens_BxL, positions_BxL=None, mask=None,
+                               segment_ids_BxL=None, cache=None):
+  """The defaults of Transformer.__call__: positions 0..L-1 (after the cache's index) and a
+  causal / segment / cache mask. Returns (positions_BxL, mask_BxLxS bool)."""
+  b, l = tokens_BxL.shape
+  index = None if cache is None else cache["index"]
+  if positions_BxL is None:
+    positions_BxL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
+    if index is not None:
+      positions_BxL = positions_BxL + index
+  if mask is None:
+    if cache is not None:
+      if segment_ids_BxL is not None:
+        raise ValueError("segment_ids_BxL with a cache is unsupported; pass an explicit mask")
+      mask = masks.cache_causal_mask(index, l, cache["k"].shape[2])
+    elif segment_ids_BxL is not None:
+      mask = masks.segment_mask(segment_ids_BxL)
+    else:
+      mask = masks.causal_mask(l)
+  return positions_BxL, jnp.broadcast_to(mask, (b,) + mask.shape[-2:]).astype(bool)
+
+
 class Transformer(nn.Module):
   cfg: ModelConfig
 
@@ -91,20 +113,8 @@ class Transformer(nn.Module):
     """
     b, l = tokens_BxL.shape
     index = None if cache is None else cache["index"]
-    if positions_BxL is None:
-      positions_BxL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
-      if index is not None:
-        positions_BxL = positions_BxL + index
-    if mask is None:
-      if cache is not None:
-        if segment_ids_BxL is not None:
-          raise ValueError("segment_ids_BxL with a cache is unsupported; pass an explicit mask")
-        mask = masks.cache_causal_mask(index, l, cache["k"].shape[2])
-      elif segment_ids_BxL is not None:
-        mask = masks.segment_mask(segment_ids_BxL)
-      else:
-        mask = masks.causal_mask(l)
-    mask_BxLxS = jnp.broadcast_to(mask, (b,) + mask.shape[-2:]).astype(bool)
+    positions_BxL, mask_BxLxS = resolve_positions_and_mask(
+        tokens_BxL, positions_BxL, mask, segment_ids_BxL, cache)
 
     x = self.embed_tokens(tokens_BxL)
     new_cache = None

@@ -1,0 +1,113 @@
+"""Sequence-level attributes: what each kind outputs per candidate token, its loss and its
+probabilities. Labels: int class ids with -1 = unknown (categorical/binary), float values
+with NaN = unknown (numeric)."""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+KINDS = ("categorical", "binary", "numeric")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeSpec:
+  """One attribute of a sequence.
+
+  kind: categorical (K classes, softmax) | binary (softmax over 2, or one sigmoid logit as in
+  Director with binary_style='sigmoid') | numeric (Gaussian mean and log-variance).
+  weight: its share of the attribute loss."""
+  name: str
+  kind: str = "categorical"
+  num_classes: int = 2
+  binary_style: str = "softmax"
+  weight: float = 1.0
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"attribute {self.name!r}: kind={self.kind!r}; choose from {KINDS}")
+    if self.kind == "categorical" and self.num_classes < 2:
+      raise ValueError(f"attribute {self.name!r}: a categorical needs >= 2 classes")
+    if self.binary_style not in ("softmax", "sigmoid"):
+      raise ValueError(f"attribute {self.name!r}: binary_style must be softmax|sigmoid")
+
+  @property
+  def num_outputs(self) -> int:
+    if self.kind == "numeric":
+      return 2
+    if self.kind == "binary":
+      return 1 if self.binary_style == "sigmoid" else 2
+    return self.num_classes
+
+  @property
+  def is_sigmoid(self) -> bool:
+    return self.kind == "binary" and self.binary_style == "sigmoid"
+
+  @classmethod
+  def from_dict(cls, d) -> "AttributeSpec":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"unknown attribute keys {unknown}; known: {sorted(known)}")
+    return cls(**dict(d))
+
+
+def label_mask(spec: AttributeSpec, labels_B) -> jnp.ndarray:
+  """True where the label is known."""
+  if spec.kind == "numeric":
+    return ~jnp.isnan(labels_B)
+  return labels_B >= 0
+
+
+def loss(spec: AttributeSpec, out_BxLxK, labels_B) -> jnp.ndarray:
+  """Per-position loss [B, L] of outputs read at the observed next token; 0 where unknown."""
+  known = label_mask(spec, labels_B)[:, None]
+  out = out_BxLxK.astype(jnp.float32)
+  if spec.kind == "numeric":
+    y = jnp.where(known, labels_B[:, None], 0.0)
+    mean, logvar = out[..., 0], out[..., 1]
+    nll = 0.5 * (logvar + (y - mean) ** 2 * jnp.exp(-logvar) + math.log(2 * math.pi))
+    return jnp.where(known, nll, 0.0)
+  y = jnp.where(known, labels_B[:, None], 0).astype(jnp.int32)
+  if spec.is_sigmoid:
+    logit = out[..., 0]
+    nll = jnp.logaddexp(0.0, logit) - y * logit       # BCE with logits
+  else:
+    logp = jax.nn.log_softmax(out, axis=-1)
+    nll = -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+  return jnp.where(known, nll, 0.0)
+
+
+def probabilities(spec: AttributeSpec, out_xK) -> jnp.ndarray:
+  """Class probabilities [..., C] (C = 2 for any binary); for numeric: [..., 2] = (mean,
+  variance)."""
+  out = out_xK.astype(jnp.float32)
+  if spec.kind == "numeric":
+    return jnp.stack([out[..., 0], jnp.exp(out[..., 1])], axis=-1)
+  if spec.is_sigmoid:
+    p = jax.nn.sigmoid(out[..., 0])
+    return jnp.stack([1.0 - p, p], axis=-1)
+  return jax.nn.softmax(out, axis=-1)
+
+
+def log_prob_of_target(spec: AttributeSpec, out_xK, target, numeric_mode: str = "likelihood"):
+  """log P(a = target | ...) per candidate: [...]. Numeric: the Gaussian log-likelihood of
+  the target value ('likelihood') or minus the squared distance of the mean ('mean')."""
+  out = out_xK.astype(jnp.float32)
+  if spec.kind == "numeric":
+    mean, logvar = out[..., 0], out[..., 1]
+    if numeric_mode == "mean":
+      return -((mean - target) ** 2)
+    return -0.5 * (logvar + (target - mean) ** 2 * jnp.exp(-logvar) + math.log(2 * math.pi))
+  if spec.is_sigmoid:
+    logit = out[..., 0]
+    return jnp.where(target == 1, jax.nn.log_sigmoid(logit), jax.nn.log_sigmoid(-logit))
+  return jax.nn.log_softmax(out, axis=-1)[..., target]
+
+
+def expected_value(spec: AttributeSpec, out_xK, target=None):
+  """E[a | ...] for numeric, P(a = target) for classes (target default: the last class)."""
+  p = probabilities(spec, out_xK)
+  if spec.kind == "numeric":
+    return p[..., 0]
+  return p[..., p.shape[-1] - 1 if target is None else target]

@@ -1,0 +1,123 @@
+"""The Conditional Attribute Transformer: the trunk plus an attribute branch.
+
+hidden h_t -> g_t = branch(h_t) ('mlp': a residual SwiGLU MLP, 'block': one extra transformer
+block with its own KV cache, 'none') -> one AttributeHead per attribute. The token head is
+the trunk's own logits, so a pretrained trunk keeps its language model."""
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from catrans.attributes import AttributeSpec
+from catrans.config import ModelConfig
+from catrans.heads import PARAMS, AttributeHead
+from catrans.layers import Block, RMSNorm, SwiGLU
+from catrans.transformer import Transformer, init_cache, resolve_positions_and_mask
+
+BRANCHES = ("mlp", "block", "none")
+MODES = ("joint", "finetune", "attr_only")
+
+
+@dataclasses.dataclass(frozen=True)
+class CATConfig:
+  attributes: tuple[AttributeSpec, ...]
+  param: str = "full"            # full | factorized
+  branch: str = "mlp"            # mlp | block | none
+  factor_dim: int = 64
+  lam: float = 0.15              # weight of the attribute loss (reported best)
+  mode: str = "joint"            # joint | finetune | attr_only (trunk frozen)
+
+  def __post_init__(self):
+    if not self.attributes:
+      raise ValueError("CATConfig needs at least one attribute")
+    names = [a.name for a in self.attributes]
+    if len(set(names)) != len(names):
+      raise ValueError(f"attribute names must be unique, got {names}")
+    for field, value, allowed in (("param", self.param, PARAMS),
+                                  ("branch", self.branch, BRANCHES),
+                                  ("mode", self.mode, MODES)):
+      if value not in allowed:
+        raise ValueError(f"CATConfig.{field}={value!r}; choose from {allowed}")
+
+  def spec(self, name: str) -> AttributeSpec:
+    for a in self.attributes:
+      if a.name == name:
+        return a
+    raise KeyError(f"no attribute {name!r}; attributes: {[a.name for a in self.attributes]}")
+
+  @classmethod
+  def from_dict(cls, d) -> "CATConfig":
+    d = dict(d)
+    attrs = tuple(a if isinstance(a, AttributeSpec) else AttributeSpec.from_dict(a)
+                  for a in d.pop("attributes", ()))
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"unknown CAT config keys {unknown}; known: {sorted(known)}")
+    return cls(attributes=attrs, **d)
+
+
+class CATOutput(NamedTuple):
+  logits: jnp.ndarray               # [B, L, V] next-token logits
+  attributes: dict[str, jnp.ndarray]  # name -> [B, L, K] (at next tokens) or [B, L, V, K]
+  hidden: jnp.ndarray               # [B, L, D] trunk hidden (after the final norm)
+  cache: Any
+
+
+def init_cat_cache(cfg: ModelConfig, cat: CATConfig, batch_size: int, cache_len: int):
+  """{'trunk': trunk cache, 'attr': the branch block's k/v (or None)}."""
+  trunk = init_cache(cfg, batch_size, cache_len)
+  attr = None
+  if cat.branch == "block":
+    one = init_cache(cfg.replace(num_layers=1), batch_size, cache_len)
+    attr = {"k": one["k"][0], "v": one["v"][0]}
+  return {"trunk": trunk, "attr": attr}
+
+
+class CATModel(nn.Module):
+  cfg: ModelConfig
+  cat: CATConfig
+
+  def setup(self):
+    cfg, cat = self.cfg, self.cat
+    self.trunk = Transformer(cfg)
+    if cat.branch == "block":
+      self.branch = Block(cfg)
+    elif cat.branch == "mlp":
+      self.branch_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
+      self.branch = SwiGLU(cfg)
+    self.out_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
+    self.heads = {a.name: AttributeHead(
+        vocab_size=cfg.vocab_size, padded_vocab_size=cfg.padded_vocab_size,
+        num_outputs=a.num_outputs, d_model=cfg.d_model, parameterization=cat.param,
+        factor_dim=cat.factor_dim, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+        name=f"head_{a.name}") for a in cat.attributes}
+
+  def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
+               cache=None, *, next_tokens_BxL=None, all_tokens: bool = False,
+               stop_trunk_gradient: bool = False) -> CATOutput:
+    """next_tokens_BxL: attribute outputs at those tokens ([B, L, K], training);
+    all_tokens=True: for every candidate ([B, L, V, K], inference); neither: no attributes."""
+    trunk_cache = None if cache is None else cache["trunk"]
+    positions_BxL, mask_BxLxS = resolve_positions_and_mask(
+        tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
+    out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache)
+    h = jax.lax.stop_gradient(out.hidden) if stop_trunk_gradient else out.hidden
+    attr_cache = None
+    if self.cat.branch == "block":
+      layer_cache = None if cache is None else cache["attr"]
+      index = None if cache is None else trunk_cache["index"]
+      g, attr_cache = self.branch(h, layer_cache, positions_BxL, mask_BxLxS, index)
+    elif self.cat.branch == "mlp":
+      g = h + self.branch(self.branch_norm(h))
+    else:
+      g = h
+    g = self.out_norm(g)
+    attrs = {}
+    if next_tokens_BxL is not None or all_tokens:
+      for name, head in self.heads.items():
+        attrs[name] = head.all_tokens(g) if all_tokens else head.at_tokens(g, next_tokens_BxL)
+    new_cache = None if cache is None else {"trunk": out.cache, "attr": attr_cache}
+    return CATOutput(out.logits, attrs, out.hidden, new_cache)
