@@ -1,0 +1,80 @@
+"""CAT inference in one forward pass (no change to the input), batched and jit-compiled.
+
+Row t - 1 of the attribute branch conditions on s_{t-1}; its entry at v = x_t is
+P(a | s_{t-1}, x_t) = P(a | s_t) =: q_t. The same row gives every alternative v'
+(counterfactuals) and the value V(s_{t-1}) = sum_v p(v | s_{t-1}) P(a | s_{t-1}, v).
+Position 0 has no row before it: sequences start with a BOS (or prompt) token, and every
+estimate below is for t >= 1 (index t of the outputs; index 0 is the prior V(s_0) at row 0
+for 'value' and NaN-free zeros elsewhere)."""
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from catrans import attributes as attr_lib
+
+
+class Estimates(NamedTuple):
+  q: jnp.ndarray           # [B, L] q_t = P(a=target | s_t) (E[a | s_t] for numeric); q_0 = V(s_0)
+  value: jnp.ndarray       # [B, L] V(s_t) = sum_v p(v|s_t) Q(s_t, v)
+  advantage: jnp.ndarray   # [B, L] c_t = Q(s_{t-1}, x_t) - V(s_{t-1}); 0 at t = 0
+  difference: jnp.ndarray  # [B, L] q_t - q_{t-1}; 0 at t = 0
+  token_probs: jnp.ndarray  # [B, L] p(x_t | s_{t-1}); 1 at t = 0
+
+
+def _q_table(spec, attrs_BxLxVxK, target):
+  """Q(s_t, v) for every candidate: [B, L, V]."""
+  return attr_lib.expected_value(spec, attrs_BxLxVxK, target)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "attribute", "target"))
+def estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
+             target: int | None = None) -> Estimates:
+  """q_t, V(s_t), the advantage and the difference credit for every position.
+
+  attribute: which CAT attribute; target: the class whose probability is reported (default:
+  the last class, e.g. 'positive' / 'win'); ignored for numeric attributes (expected value).
+  """
+  spec = model.cat.spec(attribute)
+  out = model.apply({"params": params}, tokens_BxL, positions_BxL, mask, all_tokens=True)
+  q_all = _q_table(spec, out.attributes[attribute], target)          # [B, L, V]
+  p_all = jax.nn.softmax(out.logits.astype(jnp.float32), axis=-1)   # [B, L, V]
+  value = (p_all * q_all).sum(-1)                                    # V(s_t)
+  nxt = tokens_BxL[:, 1:, None]
+  q_next = jnp.take_along_axis(q_all[:, :-1], nxt, axis=-1)[..., 0]   # q_t for t >= 1
+  p_next = jnp.take_along_axis(p_all[:, :-1], nxt, axis=-1)[..., 0]
+  q = jnp.concatenate([value[:, :1], q_next], axis=1)
+  adv = jnp.concatenate([jnp.zeros_like(value[:, :1]), q_next - value[:, :-1]], axis=1)
+  diff = jnp.concatenate([jnp.zeros_like(value[:, :1]), q[:, 1:] - q[:, :-1]], axis=1)
+  tok_p = jnp.concatenate([jnp.ones_like(value[:, :1]), p_next], axis=1)
+  return Estimates(q, value, adv, diff, tok_p)
+
+
+class Counterfactuals(NamedTuple):
+  tokens: jnp.ndarray      # [B, K] alternative tokens v'
+  q: jnp.ndarray           # [B, K] P(a=target | s_{t-1}, v')
+  token_probs: jnp.ndarray  # [B, K] p(v' | s_{t-1})
+  actual_q: jnp.ndarray    # [B] P(a=target | s_t) for the actual x_t
+  delta: jnp.ndarray       # [B, K] q - actual_q
+
+
+@functools.partial(jax.jit, static_argnames=("model", "attribute", "target", "top_k"))
+def counterfactuals(model, params, tokens_BxL, position_B, *, attribute: str,
+                    alternatives_BxK=None, top_k: int = 5, target: int | None = None,
+                    positions_BxL=None, mask=None) -> Counterfactuals:
+  """What if x_t (t = position_B >= 1) had been another token? For the given alternatives,
+  or the top_k tokens by p(v | s_{t-1})."""
+  spec = model.cat.spec(attribute)
+  out = model.apply({"params": params}, tokens_BxL, positions_BxL, mask, all_tokens=True)
+  b = tokens_BxL.shape[0]
+  row = jnp.asarray(position_B) - 1
+  q_row = _q_table(spec, out.attributes[attribute][jnp.arange(b), row], target)   # [B, V]
+  p_row = jax.nn.softmax(out.logits[jnp.arange(b), row].astype(jnp.float32), -1)  # [B, V]
+  if alternatives_BxK is None:
+    _, alternatives_BxK = jax.lax.top_k(p_row, top_k)
+  q = jnp.take_along_axis(q_row, alternatives_BxK, axis=-1)
+  actual = q_row[jnp.arange(b), tokens_BxL[jnp.arange(b), row + 1]]
+  return Counterfactuals(alternatives_BxK, q,
+                         jnp.take_along_axis(p_row, alternatives_BxK, axis=-1), actual,
+                         q - actual[:, None])
