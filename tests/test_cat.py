@@ -1,0 +1,203 @@
+"""CAT heads, loss, steering and baselines: exact identities and hand-checkable rules."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from catrans import baselines
+from catrans.attributes import AttributeSpec
+from catrans.cat_model import CATConfig, CATModel
+from catrans.config import ModelConfig
+from catrans.objective import cat_loss
+from catrans.steering import SteeringConfig, Target, choose_token, steered_decode
+from catrans.transformer import Transformer
+
+V = 13
+CFG = ModelConfig(vocab_size=V, d_model=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                  mlp_dim=64, max_len=32)
+ATTRS = (AttributeSpec("sentiment", num_classes=3), AttributeSpec("flag", kind="binary",
+                                                                  binary_style="sigmoid"),
+         AttributeSpec("rating", kind="numeric"))
+
+
+@functools.lru_cache(maxsize=None)
+def _model(param="full", branch="mlp"):
+  model = CATModel(CFG, CATConfig(attributes=ATTRS, param=param, branch=branch))
+  t = jnp.zeros((1, 4), jnp.int32)
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), t, all_tokens=True)["params"])
+  # Non-zero biases so that the gather of the bias table is exercised too.
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
+                        params)
+  return model, params
+
+
+def _batch(b=3, l=7, seed=0):
+  k = jax.random.PRNGKey(seed)
+  toks = jax.random.randint(k, (b, l + 1), 0, V)
+  w = jnp.ones((b, l)).at[0, :2].set(0.0).at[1, 5:].set(0.0)   # a prompt and padding
+  return {"inputs": toks[:, :-1], "targets": toks[:, 1:], "weights": w,
+          "sentiment": jnp.array([2, -1, 0]), "flag": jnp.array([1, 0, -1]),
+          "rating": jnp.array([4.5, jnp.nan, 1.0])}
+
+
+@pytest.mark.parametrize("param,branch", [("full", "mlp"), ("factorized", "block"),
+                                          ("factorized", "none")])
+def test_at_token_gather_equals_all_token_table(param, branch):
+  model, params = _model(param, branch)
+  b = _batch()
+  at = model.apply({"params": params}, b["inputs"], next_tokens_BxL=b["targets"]).attributes
+  full = model.apply({"params": params}, b["inputs"], all_tokens=True).attributes
+  for name, table in full.items():
+    assert table.shape == (3, 7, V, ATTRS[[a.name for a in ATTRS].index(name)].num_outputs)
+    gathered = jnp.take_along_axis(table, b["targets"][..., None, None], axis=2)[:, :, 0]
+    np.testing.assert_allclose(at[name], gathered, atol=1e-5)
+
+
+def test_factorized_head_has_fewer_parameters():
+  count = lambda p: sum(x.size for x in jax.tree.leaves(p["head_sentiment"]))
+  full, fact = count(_model("full")[1]), count(_model("factorized")[1])
+  assert full == 128 * 3 * 32 + 128 * 3          # U [V_pad, K, D] + bias
+  assert fact == 32 * 3 * 64 + 128 * 64 + 128 * 3  # P [D, K, F] + E [V_pad, F] + bias
+
+
+def test_loss_masks_unknown_labels_padding_and_prompt():
+  model, params = _model()
+  b = _batch()
+  loss, m = cat_loss(model, params, b)
+  out = model.apply({"params": params}, b["inputs"], next_tokens_BxL=b["targets"])
+  # Reference written out by hand for the categorical attribute: rows 0 and 2 known.
+  logp = jax.nn.log_softmax(out.attributes["sentiment"], -1)
+  w = b["weights"]
+  nll = -(logp[0, :, 2] * w[0]).sum() - (logp[2, :, 0] * w[2]).sum()
+  np.testing.assert_allclose(m["attr/sentiment"], nll / (w[0].sum() + w[2].sum()), rtol=1e-5)
+  # Changing an unknown label or a masked position's target changes nothing.
+  b2 = dict(b, sentiment=b["sentiment"].at[1].set(-7))
+  b2["targets"] = b["targets"].at[0, 0].set((b["targets"][0, 0] + 1) % V)
+  np.testing.assert_allclose(cat_loss(model, params, b2)[0], loss, rtol=1e-6)
+  # lam scales the attribute part only.
+  l0, m0 = cat_loss(model, params, b, lam=0.0)
+  np.testing.assert_allclose(l0, m0["ce"], rtol=1e-6)
+  np.testing.assert_allclose(loss, m["ce"] + 0.15 * m["attr_loss"], rtol=1e-6)
+
+
+def test_attr_only_mode_sends_no_gradient_to_the_trunk():
+  model, params = _model()
+  g = jax.grad(lambda p: cat_loss(model, p, _batch(), mode="attr_only")[0])(params)
+  assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g["trunk"]))
+  assert float(jnp.abs(g["head_sentiment"]["U"]).max()) > 0
+
+
+def _slow_steered(model, params, prompt, n, sc):
+  """Reference: recompute the whole prefix every step, same rule and rng."""
+  seq = list(prompt)
+  rng = jax.random.PRNGKey(0)
+  for i in range(n):
+    out = model.apply({"params": params}, jnp.array([seq]), all_tokens=True)
+    attrs = {k: v[:, -1] for k, v in out.attributes.items()}
+    tok, _ = choose_token(model, out.logits[:, -1], attrs, jax.random.fold_in(rng, i), sc)
+    seq.append(int(tok[0]))
+  return seq[len(prompt):]
+
+
+@pytest.mark.parametrize("rule", ["none", "weighted", "satisficing", "greedy_attr"])
+def test_cached_steered_decoding_equals_recompute(rule):
+  model, params = _model("factorized", "block")
+  targets = () if rule == "none" else (Target("sentiment", 2, 3.0), Target("rating", 5.0, 0.5))
+  sc = SteeringConfig(rule=rule, targets=targets, temperature=0.0 if rule != "satisficing"
+                      else 1.0, candidates=5, eps=0.0, threshold=0.34)
+  prompts = jnp.array([[1, 4, 5, 0], [1, 3, 0, 0]])
+  d = steered_decode(model, params, prompts, jnp.array([3, 2]), jax.random.PRNGKey(0),
+                     steering=sc, max_new_tokens=5)
+  for i, p in enumerate([[1, 4, 5], [1, 3]]):
+    ref = _slow_steered(model, params, p, 5,
+                        sc) if rule != "satisficing" else None
+    if ref is not None:
+      assert d.new_tokens[i].tolist() == ref
+
+
+def test_gamma_zero_is_the_unsteered_model():
+  model, params = _model()
+  prompts, pl = jnp.array([[1, 4, 5, 0]]), jnp.array([3])
+  plain = steered_decode(model, params, prompts, pl, jax.random.PRNGKey(0),
+                         steering=SteeringConfig(rule="none", temperature=0.0), max_new_tokens=6)
+  zero = steered_decode(model, params, prompts, pl, jax.random.PRNGKey(0),
+                        steering=SteeringConfig(rule="weighted", temperature=0.0,
+                                                targets=(Target("sentiment", 2, 0.0),)),
+                        max_new_tokens=6)
+  assert plain.new_tokens.tolist() == zero.new_tokens.tolist()
+
+
+def test_satisficing_rule_on_a_hand_built_distribution():
+  model, _ = _model()
+  # p: token 0 is likeliest; attribute probabilities (class 2) per token below.
+  p = jnp.array([[0.5, 0.2, 0.15, 0.1, 0.0499, 0.0001] + [0.0] * (V - 6)])
+  logits = jnp.log(jnp.maximum(p, 1e-12))
+  attr_p = jnp.array([0.1, 0.9, 0.85, 0.2, 0.95, 0.99] + [0.99] * (V - 6))
+  sentiment = jnp.log(jnp.stack([(1 - attr_p) / 2, (1 - attr_p) / 2, attr_p], -1))[None]
+  attrs = {"sentiment": sentiment}
+  sc = SteeringConfig(rule="satisficing", targets=(Target("sentiment", 2),), candidates=4,
+                      eps=1e-3, threshold=0.8)
+  picks = [int(choose_token(model, logits, attrs, jax.random.PRNGKey(s), sc)[0][0])
+           for s in range(200)]
+  # Candidates: top-4 by p with p >= eps = {0,1,2,3}; those >= 0.8: {1, 2}, sampled 0.2:0.15.
+  assert set(picks) == {1, 2}
+  assert abs(np.mean(np.array(picks) == 1) - 0.2 / 0.35) < 0.1
+  # Nothing clears the threshold: the candidate with the highest attribute probability.
+  sc_hi = SteeringConfig(rule="satisficing", targets=(Target("sentiment", 2),), candidates=4,
+                         eps=1e-3, threshold=0.95)
+  assert int(choose_token(model, logits, attrs, jax.random.PRNGKey(0), sc_hi)[0][0]) == 1
+  sc_g = SteeringConfig(rule="greedy_attr", targets=(Target("sentiment", 2),), candidates=5,
+                        eps=1e-3)
+  assert int(choose_token(model, logits, attrs, jax.random.PRNGKey(0), sc_g)[0][0]) == 4
+
+
+def test_bad_configuration_errors():
+  with pytest.raises(ValueError, match="kind='ordinal'"):
+    AttributeSpec("x", kind="ordinal")
+  with pytest.raises(ValueError, match="CATConfig.param='huge'"):
+    CATConfig(attributes=ATTRS, param="huge")
+  with pytest.raises(ValueError, match="needs a target attribute"):
+    SteeringConfig(rule="satisficing")
+  model, params = _model()
+  with pytest.raises(KeyError, match="no attribute 'mood'"):
+    steered_decode(model, params, jnp.array([[1, 2]]), jnp.array([2]), jax.random.PRNGKey(0),
+                   steering=SteeringConfig(targets=(Target("mood", 1),)), max_new_tokens=2)
+
+
+def test_monte_carlo_is_unbiased_on_a_uniform_model():
+  lm = Transformer(CFG)
+  params = nn.meta.unbox(lm.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  params = jax.tree.map(jnp.zeros_like, params)   # all logits 0: uniform next tokens
+  score = lambda pr, pl, comp: (comp[:, 0] < 4).astype(jnp.float32)   # P = 4 / V
+  est = baselines.monte_carlo_estimate(lm, params, jnp.array([[1, 2], [1, 0]]),
+                                       jnp.array([2, 1]), jax.random.PRNGKey(1),
+                                       num_samples=3000, max_new_tokens=2, score_fn=score)
+  se = np.sqrt(4 / V * (1 - 4 / V) / 3000)
+  np.testing.assert_allclose(est, 4 / V, atol=4 * se)
+
+
+def test_fudge_without_classifier_weight_is_plain_greedy():
+  lm = Transformer(CFG)
+  lm_params = lm.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  clf = baselines.PrefixClassifier(CFG, num_classes=2)
+  clf_params = clf.init(jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32))["params"]
+  prompts, pl = jnp.array([[1, 4, 5], [1, 3, 0]]), jnp.array([3, 2])
+  greedy = baselines.sample_lm(lm, lm_params, prompts, pl, jax.random.PRNGKey(0),
+                               max_new_tokens=5, temperature=0.0)
+  fudge = baselines.fudge_decode(lm, lm_params, clf, clf_params, prompts, pl,
+                                 jax.random.PRNGKey(0), target=1, max_new_tokens=5, top_k=4,
+                                 gamma=0.0, temperature=0.0)
+  assert fudge.tolist() == greedy.tolist()
+  # With a large weight the classifier decides among the LM's top-k: check one step by hand.
+  fudge1 = baselines.fudge_decode(lm, lm_params, clf, clf_params, prompts[:1], pl[:1],
+                                  jax.random.PRNGKey(0), target=1, max_new_tokens=1, top_k=4,
+                                  gamma=100.0, temperature=0.0)
+  logits = lm.apply({"params": lm_params}, prompts[:1]).logits[0, -1]
+  top4 = jnp.argsort(-logits)[:4]
+  cands = jnp.concatenate([jnp.repeat(prompts[:1], 4, 0), top4[:, None]], 1)
+  clf_logits, _ = clf.apply({"params": clf_params}, cands)
+  score = jax.nn.log_softmax(logits)[top4] + 100.0 * jax.nn.log_softmax(clf_logits[:, -1])[:, 1]
+  assert int(fudge1[0, 0]) == int(top4[jnp.argmax(score)])
