@@ -13,13 +13,18 @@ from experiments.configs.base import base_config
 def get_config(arg: str = "sm"):
   method, *flags = (arg or "sm").split(",")
   c = base_config()
-  c.task.update(dict(name="arithmetic", num_train=5000, num_test=200))
+  # Operands of up to 2 digits: a size a 1M-parameter model learns on 2 CPU cores in
+  # ~15 minutes (with 4 digits every method stays below 5% accuracy at this budget).
+  c.task.update(dict(name="arithmetic", num_train=5000, num_test=200, max_digits=2))
+  # alpha = 0.01 (the paper's, seqmatch's default) made the chi2 regulariser dominate here:
+  # after the BC warm-up the policy collapsed into "1<bkspc>1<bkspc>..." loops (0% accuracy,
+  # BC nll 1.26 -> 2.0). alpha = 1 and beta = 0.5 kept it stable (see the issue notes).
   c.objective = c.objective.__class__(dict(
-      name="seqmatch", loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=600,
-      beta=0.2, p_noise=0.1, noise="ground_truth", max_items=64, rollouts=8,
+      name="seqmatch", loss="sm", divergence="chi2", gamma=0.998, alpha=1.0, bc_steps=900,
+      beta=0.5, p_noise=0.1, noise="ground_truth", max_items=64, rollouts=8,
       rollout_prompt_len=40, rollout_max_actions=12, rollout_temperature=1.0))
   c.data.update(dict(seq_len=56, global_batch_size=32))
-  c.train.update(dict(steps=1200, eval_every=300, checkpoint_every=300))
+  c.train.update(dict(steps=1500, eval_every=500, checkpoint_every=300))
   if method == "mle":
     c.objective.update(dict(loss="bc", p_noise=0.0, rollouts=0))
   elif method == "bc":
