@@ -97,13 +97,16 @@ class CATModel(nn.Module):
 
   def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
                cache=None, *, next_tokens_BxL=None, all_tokens: bool = False,
-               stop_trunk_gradient: bool = False) -> CATOutput:
+               stop_trunk_gradient: bool = False, rows_B=None) -> CATOutput:
     """next_tokens_BxL: attribute outputs at those tokens ([B, L, K], training);
-    all_tokens=True: for every candidate ([B, L, V, K], inference); neither: no attributes."""
+    all_tokens=True: for every candidate ([B, L, V, K], inference); neither: no attributes.
+    rows_B: compute logits and attributes at one row per sequence only (L becomes 1): a
+    policy reading the newest row of a long, fixed-width input."""
     trunk_cache = None if cache is None else cache["trunk"]
     positions_BxL, mask_BxLxS = resolve_positions_and_mask(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
-    out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache)
+    out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache,
+                     return_logits=rows_B is None)
     h = jax.lax.stop_gradient(out.hidden) if stop_trunk_gradient else out.hidden
     attr_cache = None
     if self.cat.branch == "block":
@@ -115,9 +118,16 @@ class CATModel(nn.Module):
     else:
       g = h
     g = self.out_norm(g)
+    logits = out.logits
+    if rows_B is not None:
+      pick = lambda x: x[jnp.arange(x.shape[0]), rows_B][:, None]
+      g = pick(g)
+      logits = self.trunk.logits(pick(out.hidden))
+      if next_tokens_BxL is not None:
+        next_tokens_BxL = pick(next_tokens_BxL)
     attrs = {}
     if next_tokens_BxL is not None or all_tokens:
       for name, head in self.heads.items():
         attrs[name] = head.all_tokens(g) if all_tokens else head.at_tokens(g, next_tokens_BxL)
     new_cache = None if cache is None else {"trunk": out.cache, "attr": attr_cache}
-    return CATOutput(out.logits, attrs, out.hidden, new_cache)
+    return CATOutput(logits, attrs, out.hidden, new_cache)

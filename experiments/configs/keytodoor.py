@@ -1,0 +1,35 @@
+"""Key-to-Door (SPEC section 4): CAT vs behaviour cloning on uniform-random trajectories.
+
+  python -m experiments.train --config=experiments/configs/keytodoor.py:METHOD --workdir=DIR
+  python -m experiments.keytodoor_eval --workdir=DIR      # win rate of the trained policy
+
+METHOD: cat (CAT, the policy picks argmax_a P(win | s, a)), bc (plain LM, the policy picks
+argmax_a p(a | s)), pbc (%BC: the LM trained on winning trajectories only). Append ',1k' for
+the 1K-trajectory dataset and ',tiny' for a seconds-long smoke run."""
+from experiments.configs.base import base_config
+from experiments.tasks import keytodoor
+
+
+def get_config(arg: str = "cat"):
+  method, *flags = (arg or "cat").split(",")
+  c = base_config()
+  c.task = c.task.__class__(dict(name="keytodoor", num_train=1000 if "1k" in flags else 10000,
+                                 num_test=500, seed=0, only_wins=method == "pbc"))
+  c.model.update(dict(d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=192,
+                      max_len=keytodoor.MAX_TOKENS + 5))
+  c.data.update(dict(seq_len=keytodoor.MAX_TOKENS - 1, global_batch_size=32))
+  c.train.update(dict(steps=800, eval_every=400, eval_batches=4, checkpoint_every=200))
+  c.optimizer.update(dict(learning_rate=3e-3, warmup_steps=50))
+  if method == "cat":
+    c.objective = c.objective.__class__(dict(name="cat", param="full", branch="mlp", lam=1.0))
+  elif method in ("bc", "pbc"):
+    c.objective.name = "mle"
+  else:
+    raise ValueError(f"keytodoor methods: cat, bc, pbc; got {method!r}")
+  if "tiny" in flags:
+    c.task.update(dict(num_train=64, num_test=16))
+    c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64))
+    c.data.global_batch_size = 8
+    c.train.update(dict(steps=4, log_every=2, eval_every=4, eval_batches=1,
+                        checkpoint_every=4, peak_flops=1e11, progress=False))
+  return c

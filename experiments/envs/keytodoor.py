@@ -1,0 +1,120 @@
+"""Key-to-Door (the sparse-reward task of the Decision Transformer and CAT papers), batched
+in numpy.
+
+A 7 x 11 grid, actions N, S, W, E, three phases with fixed timers 15 / 90 / 15 steps:
+  1. two 5x2 rooms joined by a 3-cell gap; the key lies on one of the 10 upper cells, the
+     agent starts on one of the 10 lower cells (both uniform); stepping on the key takes it;
+  2. an empty room (nothing to do, no reward): a long distraction between cause and effect;
+  3. a small room whose door is two cells north of the fixed start; the door is a wall
+     without the key; stepping on it with the key gives reward 1, the win, and ends the
+     episode.
+A move into a wall leaves the agent in place. At each phase change the agent is placed at
+the phase's start (phase 2: the middle of its room)."""
+import numpy as np
+
+PHASE1 = ("  #######  ",
+          "  #kkkkk#  ",
+          "  #kkkkk#  ",
+          "  ##   ##  ",
+          "  #+++++#  ",
+          "  #+++++#  ",
+          "  #######  ")
+PHASE2 = ("           ",
+          "  #######  ",
+          "  #     #  ",
+          "  #  +  #  ",
+          "  #     #  ",
+          "  #######  ",
+          "           ")
+PHASE3 = ("           ",
+          "   ##d##   ",
+          "   #   #   ",
+          "   # + #   ",
+          "   #   #   ",
+          "   #####   ",
+          "           ")
+ROWS, COLS = 7, 11
+TIMERS = (15, 90, 15)
+EPISODE_STEPS = sum(TIMERS)
+MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])   # N, S, W, E
+ACTION_NAMES = ("N", "S", "W", "E")
+
+
+def _cells(layout, chars):
+  return [(r, c) for r, row in enumerate(layout) for c, ch in enumerate(row) if ch in chars]
+
+
+def _walkable(layout):
+  """Interior cells: everything inside the walls that is not a wall (the door is handled
+  separately)."""
+  w = np.zeros((ROWS, COLS), bool)
+  for r, c in _cells(layout, " k+"):
+    # Only cells enclosed by walls count: a blank cell with a wall on both sides of its row.
+    row = layout[r]
+    if "#" in row[:c] and "#" in row[c + 1:]:
+      w[r, c] = True
+  return w
+
+
+KEY_CELLS = np.array(_cells(PHASE1, "k"))
+START_CELLS = np.array(_cells(PHASE1, "+"))
+PHASE2_START = np.array(_cells(PHASE2, "+")[0])
+PHASE3_START = np.array(_cells(PHASE3, "+")[0])
+DOOR = np.array(_cells(PHASE3, "d")[0])
+WALKABLE = np.stack([_walkable(PHASE1), _walkable(PHASE2), _walkable(PHASE3)])
+
+
+def phase_of_step(t):
+  """Phase index 0, 1, 2 of time step t (0-based)."""
+  t = np.asarray(t)
+  return (t >= TIMERS[0]).astype(np.int32) + (t >= TIMERS[0] + TIMERS[1]).astype(np.int32)
+
+
+class KeyToDoor:
+  """A batch of independent episodes. reset() -> observation dict; step(actions) ->
+  (observation, reward, done). Observations: phase [B], pos [B, 2], has_key [B],
+  key [B, 2] (the key's cell, fixed per episode), t [B]."""
+
+  def __init__(self, batch_size: int, seed: int = 0):
+    self.batch_size = batch_size
+    self.rng = np.random.default_rng(seed)
+
+  def reset(self):
+    b = self.batch_size
+    self.key = KEY_CELLS[self.rng.integers(len(KEY_CELLS), size=b)]
+    self.pos = START_CELLS[self.rng.integers(len(START_CELLS), size=b)].copy()
+    self.has_key = np.zeros(b, bool)
+    self.t = np.zeros(b, np.int32)
+    self.done = np.zeros(b, bool)
+    self.won = np.zeros(b, bool)
+    return self.observation()
+
+  def observation(self):
+    return {"phase": phase_of_step(np.minimum(self.t, EPISODE_STEPS - 1)), "pos": self.pos.copy(),
+            "has_key": self.has_key.copy(), "key": self.key.copy(), "t": self.t.copy()}
+
+  def step(self, actions):
+    actions = np.asarray(actions)
+    if actions.shape != (self.batch_size,) or np.any((actions < 0) | (actions > 3)):
+      raise ValueError(f"actions must be [{self.batch_size}] ints in 0..3, got {actions}")
+    live = ~self.done
+    phase = phase_of_step(self.t)
+    target = self.pos + MOVES[actions]
+    r, c = np.clip(target[:, 0], 0, ROWS - 1), np.clip(target[:, 1], 0, COLS - 1)
+    free = WALKABLE[phase, r, c]
+    at_door = (phase == 2) & (r == DOOR[0]) & (c == DOOR[1])
+    win = live & at_door & self.has_key
+    move = live & (free | win)
+    self.pos = np.where(move[:, None], np.stack([r, c], 1), self.pos)
+    got_key = live & (phase == 0) & np.all(self.pos == self.key, axis=1)
+    self.has_key = self.has_key | got_key
+    self.won = self.won | win
+    self.t = np.where(live, self.t + 1, self.t)
+    # Phase changes put the agent at the new phase's start.
+    new_phase = phase_of_step(np.minimum(self.t, EPISODE_STEPS - 1))
+    entered2 = live & (new_phase == 1) & (phase == 0)
+    entered3 = live & (new_phase == 2) & (phase == 1)
+    self.pos = np.where(entered2[:, None], PHASE2_START, self.pos)
+    self.pos = np.where(entered3[:, None], PHASE3_START, self.pos)
+    self.done = self.done | win | (self.t >= EPISODE_STEPS)
+    return self.observation(), win.astype(np.float32), self.done.copy()

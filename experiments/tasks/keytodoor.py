@@ -1,0 +1,101 @@
+"""Key-to-Door trajectories as token sequences for CAT (SPEC section 4).
+
+Vocabulary (479 tokens): pad 0, bos 1, eos 2; actions N S W E = 3..6; the key's location
+(10 cells) = 7..16; observations = 17 + (phase * 2 + has_key) * 77 + row * 11 + col, so an
+observation shows the phase, the agent's cell and whether it holds the key, and the key
+location token at the start shows where the key is.
+Sequence: [bos, key, obs_0, act_0, obs_1, act_1, ..., obs_{T-1}, act_{T-1}, eos] (at most 243
+tokens; a won episode ends at the door). Sequence attribute 'win' (0/1).
+
+Config keys: num_train (10000; the paper's 1K setting: 1000), num_test (500), seed (0),
+only_wins (False: the %BC baseline trains on the winning trajectories only)."""
+import numpy as np
+
+from experiments.envs import keytodoor as env_lib
+from experiments.tasks import Task
+
+PAD, BOS, EOS = 0, 1, 2
+ACTION0, KEY0, OBS0 = 3, 7, 17
+NUM_CELLS = env_lib.ROWS * env_lib.COLS
+VOCAB_SIZE = OBS0 + 3 * 2 * NUM_CELLS
+MAX_TOKENS = 3 + 2 * env_lib.EPISODE_STEPS
+DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False)
+
+
+class KeyToDoorTokenizer:
+  vocab_size, pad_id, bos_id, eos_id = VOCAB_SIZE, PAD, BOS, EOS
+
+  def encode(self, text):
+    raise ValueError("Key-to-Door examples carry 'tokens'; there is no text form")
+
+  def decode(self, ids):
+    return " ".join(describe(int(i)) for i in ids)
+
+
+def key_token(key_rc):
+  idx = [tuple(k) for k in env_lib.KEY_CELLS.tolist()].index(tuple(int(x) for x in key_rc))
+  return KEY0 + idx
+
+
+def obs_token(phase, has_key, pos):
+  return OBS0 + (np.asarray(phase) * 2 + np.asarray(has_key, np.int32)) * NUM_CELLS + \
+      np.asarray(pos)[..., 0] * env_lib.COLS + np.asarray(pos)[..., 1]
+
+
+def describe(token: int) -> str:
+  if token in (PAD, BOS, EOS):
+    return ("<pad>", "<bos>", "<eos>")[token]
+  if ACTION0 <= token < KEY0:
+    return env_lib.ACTION_NAMES[token - ACTION0]
+  if KEY0 <= token < OBS0:
+    r, c = env_lib.KEY_CELLS[token - KEY0].tolist()
+    return f"key@{r},{c}"
+  o = token - OBS0
+  ph, rest = divmod(o, 2 * NUM_CELLS)
+  has_key, cell = divmod(rest, NUM_CELLS)
+  r, c = divmod(cell, env_lib.COLS)
+  return f"p{ph + 1}{'K' if has_key else ''}@{r},{c}"
+
+
+def random_trajectories(num: int, seed: int):
+  """num uniform-random episodes as token lists and win labels."""
+  env = env_lib.KeyToDoor(num, seed=seed)
+  rng = np.random.default_rng(seed + 1)
+  obs = env.reset()
+  cols = [np.full(num, BOS), np.array([key_token(k) for k in obs["key"]])]
+  live = [np.ones(num, bool), np.ones(num, bool)]
+  for _ in range(env_lib.EPISODE_STEPS):
+    alive = ~env.done
+    actions = rng.integers(0, 4, size=num)
+    cols += [obs_token(obs["phase"], obs["has_key"], obs["pos"]), ACTION0 + actions]
+    live += [alive, alive]
+    obs, _, _ = env.step(actions)
+  tokens, live = np.stack(cols, 1), np.stack(live, 1)
+  out = []
+  for i in range(num):
+    seq = tokens[i][live[i]].tolist() + [EOS]
+    out.append(seq)
+  return out, env.won.astype(np.int32)
+
+
+def make_task(config) -> Task:
+  opts = {k: config.get(k, v) for k, v in DEFAULTS.items()}
+  test, test_won = random_trajectories(int(opts["num_test"]), int(opts["seed"]) + 10_000)
+  train, won = random_trajectories(int(opts["num_train"]), int(opts["seed"]))
+  if opts["only_wins"]:
+    train = [t for t, w in zip(train, won) if w]
+    won = np.ones(len(train), np.int32)
+  splits = {
+      "train": [{"tokens": np.asarray(t[1:-1], np.int32), "label": int(w)}
+                for t, w in zip(train, won)],
+      "test": [{"tokens": np.asarray(t[1:-1], np.int32), "label": int(w)}
+               for t, w in zip(test, test_won)],
+  }
+
+  def source(split):
+    if split not in splits:
+      raise ValueError(f"keytodoor has splits {tuple(splits)}, not {split!r}")
+    return splits[split]
+
+  return Task(name="keytodoor", tokenizer=KeyToDoorTokenizer(), source=source,
+              splits=("train", "test"), label_names={"label": ("lose", "win")})
