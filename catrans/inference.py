@@ -11,8 +11,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from catrans import attributes as attr_lib
+from catrans import validation
 
 
 class Estimates(NamedTuple):
@@ -28,14 +30,25 @@ def _q_table(spec, attrs_BxLxVxK, target):
   return attr_lib.expected_value(spec, attrs_BxLxVxK, target)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "attribute", "target"))
 def estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
              target: int | None = None) -> Estimates:
   """q_t, V(s_t), the advantage and the difference credit for every position.
 
-  attribute: which CAT attribute; target: the class whose probability is reported (default:
-  the last class, e.g. 'positive' / 'win'); ignored for numeric attributes (expected value).
-  """
+  tokens_BxL: int ids, starting with BOS (or a prompt); attribute: which CAT attribute;
+  target: the class whose probability is reported (default: the last class, e.g.
+  'positive' / 'win'); ignored for numeric attributes (expected value). Returns Estimates of
+  [B, L] arrays."""
+  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
+  if np.shape(tokens_BxL)[1] < 2:
+    raise ValueError("estimate needs sequences of at least 2 tokens (BOS + one token)")
+  model.cat.spec(attribute)
+  return _estimate(model, params, tokens_BxL, positions_BxL, mask, attribute=attribute,
+                   target=target)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "attribute", "target"))
+def _estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
+              target: int | None = None) -> Estimates:
   spec = model.cat.spec(attribute)
   out = model.apply({"params": params}, tokens_BxL, positions_BxL, mask, all_tokens=True)
   q_all = _q_table(spec, out.attributes[attribute], target)          # [B, L, V]
@@ -59,12 +72,33 @@ class Counterfactuals(NamedTuple):
   delta: jnp.ndarray       # [B, K] q - actual_q
 
 
-@functools.partial(jax.jit, static_argnames=("model", "attribute", "target", "top_k"))
 def counterfactuals(model, params, tokens_BxL, position_B, *, attribute: str,
                     alternatives_BxK=None, top_k: int = 5, target: int | None = None,
                     positions_BxL=None, mask=None) -> Counterfactuals:
-  """What if x_t (t = position_B >= 1) had been another token? For the given alternatives,
-  or the top_k tokens by p(v | s_{t-1})."""
+  """What if x_t (t = position_B >= 1) had been another token? For the given alternatives
+  [B, K], or the top_k tokens by p(v | s_{t-1}). Returns Counterfactuals ([B, K] / [B])."""
+  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
+  model.cat.spec(attribute)
+  b, l = np.shape(tokens_BxL)
+  if np.shape(position_B) != (b,):
+    raise ValueError(f"position_B must have shape ({b},), got {np.shape(position_B)}")
+  if validation.is_concrete(position_B):
+    pos = np.asarray(position_B)
+    if np.any(pos < 1) or np.any(pos >= l):
+      raise ValueError(f"positions must be in [1, {l}), got {pos.tolist()}")
+  if alternatives_BxK is not None:
+    validation.check_tokens(alternatives_BxK, model.cfg.vocab_size, "alternatives_BxK")
+  elif not 1 <= top_k <= model.cfg.vocab_size:
+    raise ValueError(f"top_k must be in [1, {model.cfg.vocab_size}], got {top_k}")
+  return _counterfactuals(model, params, tokens_BxL, position_B, attribute=attribute,
+                          alternatives_BxK=alternatives_BxK, top_k=top_k, target=target,
+                          positions_BxL=positions_BxL, mask=mask)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "attribute", "target", "top_k"))
+def _counterfactuals(model, params, tokens_BxL, position_B, *, attribute: str,
+                     alternatives_BxK=None, top_k: int = 5, target: int | None = None,
+                     positions_BxL=None, mask=None) -> Counterfactuals:
   spec = model.cat.spec(attribute)
   out = model.apply({"params": params}, tokens_BxL, positions_BxL, mask, all_tokens=True)
   b = tokens_BxL.shape[0]

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from catrans import attributes as attr_lib
-from catrans import sampling
+from catrans import sampling, validation
 from catrans.cat_model import init_cat_cache
 
 RULES = ("weighted", "satisficing", "greedy_attr", "none")
@@ -109,18 +109,28 @@ def choose_token(model, logits_BxV, attrs, rng, sc: SteeringConfig):
   return tok, est
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steering", "max_new_tokens", "eos_id",
-                                             "pad_id"))
 def steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, *,
                    steering: SteeringConfig, max_new_tokens: int, eos_id: int | None = None,
                    pad_id: int = 0) -> Decoded:
   """Decodes max_new_tokens tokens per prompt under a steering rule (see module doc).
 
-  model: a CATModel; prompts_BxP: right-padded prompts, prompt_lens_B in [1, P]."""
+  model: a CATModel; prompts_BxP: right-padded prompts [B, P], prompt_lens_B in [1, P].
+  Returns Decoded (tokens [B, P+T], new_tokens [B, T], lengths [B], attr_trace [B, T])."""
+  for t in steering.targets:
+    model.cat.spec(t.name)  # KeyError naming an unknown attribute
+  validation.check_prompts(prompts_BxP, prompt_lens_B, model.cfg.vocab_size,
+                           model.cfg.max_len, max_new_tokens)
+  return _steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, steering=steering,
+                         max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steering", "max_new_tokens", "eos_id",
+                                             "pad_id"))
+def _steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, *,
+                    steering: SteeringConfig, max_new_tokens: int, eos_id: int | None = None,
+                    pad_id: int = 0) -> Decoded:
   b, p = prompts_BxP.shape
   names = tuple(t.name for t in steering.targets)
-  for n in names:
-    model.cat.spec(n)  # KeyError naming the attribute before tracing further
   s = p + max_new_tokens
   slots = jnp.arange(s)
   pl = prompt_lens_B.astype(jnp.int32)

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from catrans import masks
+from catrans import masks, validation
 from catrans.config import ModelConfig
 from catrans.layers import Block, RMSNorm
 
@@ -111,6 +111,7 @@ class Transformer(nn.Module):
       segment_ids_BxL: packed-document ids, 0 = padding (not with a cache).
       cache: from init_cache; new rows are written at cache['index'] and the index advances.
     """
+    validation.check_tokens(tokens_BxL, self.cfg.vocab_size)
     b, l = tokens_BxL.shape
     index = None if cache is None else cache["index"]
     positions_BxL, mask_BxLxS = resolve_positions_and_mask(
