@@ -35,7 +35,9 @@ setuptools.setup(
     install_requires=CORE,
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient==0.11.0",
-                "nbformat==5.11.1", "ipykernel==7.4.0"],
+                "nbformat==5.11.1", "ipykernel==7.4.0", "gguf==0.19.0",
+                "tokenizers==0.23.3"],
+        "pretrained": ["gguf==0.19.0", "tokenizers==0.23.3"],
         "tpu": ["jax[tpu]==0.10.2"],
         "gpu": ["jax[cuda12]==0.10.2"],
     },
