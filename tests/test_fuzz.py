@@ -103,6 +103,19 @@ def test_all_padding_batch_gives_a_zero_finite_loss():
 
 
 @FUZZ
+@given(st.integers(1, 4), st.integers(1, 6))
+def test_backspace_only_actions(prompt_len, k):
+  """A prompt then only <bkspc>: beyond the prompt there is nothing to delete, so the very
+  first action is illegal, with an error naming it; the jitted masking agrees."""
+  seq = np.array([[1] * prompt_len + [V] * k])
+  with pytest.raises(ValueError, match="prompt"):
+    seqmatch.collapse(seq[0], prompt_len, V)
+  with pytest.raises(ValueError, match="bkspc|backspace|prompt"):
+    seqmatch.build_one_pass(seq, np.array([prompt_len]), np.array([prompt_len + k]),
+                            vocab_size=V + 1, backspace_id=V)
+
+
+@FUZZ
 @given(st.integers(1, 3), st.integers(1, 10), st.integers(0, 2 ** 16))
 def test_one_pass_masking_accepts_or_names_the_problem(b, n, seed):
   rng = np.random.default_rng(seed)

@@ -158,3 +158,18 @@ def test_unknown_nonfinite_policy(tmp_path):
   c.train.nonfinite = "explode"
   with pytest.raises(ValueError, match="train.nonfinite='explode'"):
     Trainer(c, str(tmp_path))
+
+
+def test_resuming_never_unpickles(tmp_path, monkeypatch):
+  """Checkpoints (orbax: tensorstore arrays + JSON) restore with pickle disabled, so a
+  tampered workdir cannot run code through a pickle."""
+  import pickle
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("something tried to unpickle")
+  _run(tmp_path, _config(2, checkpoint_every=2))
+  monkeypatch.setattr(pickle, "load", refuse)
+  monkeypatch.setattr(pickle, "loads", refuse)
+  monkeypatch.setattr(pickle, "Unpickler", refuse)
+  summary = _run(tmp_path, _config(3, checkpoint_every=2))
+  assert summary.steps == 3
