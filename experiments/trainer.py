@@ -188,8 +188,10 @@ class Trainer:
                  "objective": cfg.objective.name, "task": cfg.task.name}
     self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_params)))
 
-    def init(rng):
+    def init(rng, pretrained=None):
       params = sharding.strip_boxes(obj.init_params(rng))
+      if pretrained is not None:
+        params = obj.place_pretrained(params, pretrained)
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=self.tx.init(params), rng=rng,
                         skipped=jnp.zeros((), jnp.int32))
@@ -225,8 +227,11 @@ class Trainer:
     return restored[0]
 
   def init_state(self) -> TrainState:
+    trunk = self.objective.pretrained_trunk()
+    if trunk is not None:
+      log.info("initialising the trunk from %s", self.objective.init_from)
     with self._context():
-      return self._init(jax.random.PRNGKey(int(self.config.seed)))
+      return self._init(jax.random.PRNGKey(int(self.config.seed)), trunk)
 
   def train_step(self, state, local_batch, step: int | None = None):
     """One update from host-local numpy rows: checked, prepared by the objective (host-side
@@ -392,7 +397,7 @@ def _fmt(metrics: dict) -> str:
   return " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
 
-KNOWN_SECTIONS = {"seed", "task", "model", "objective", "mesh", "logical_rules", "data",
+KNOWN_SECTIONS = {"seed", "init_from", "task", "model", "objective", "mesh", "logical_rules", "data",
                   "train", "optimizer"}
 
 

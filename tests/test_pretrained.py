@@ -50,23 +50,24 @@ def _same_forward(cfg_a, pa, cfg_b, pb):
   np.testing.assert_allclose(a, b, atol=2e-5)
 
 
-def _write_gguf(path, w, mlp_dim=CFG.mlp_dim):
+def _write_gguf(path, w, mlp_dim=None, cfg=CFG):
+  """A llama GGUF file holding the [out, in] weights `w`, as llama.cpp's converter writes it."""
   writer = gguf.GGUFWriter(str(path), "llama")
-  writer.add_context_length(CFG.max_len)
-  writer.add_embedding_length(CFG.d_model)
-  writer.add_block_count(CFG.num_layers)
-  writer.add_feed_forward_length(mlp_dim)
-  writer.add_head_count(CFG.num_heads)
-  writer.add_head_count_kv(CFG.num_kv_heads)
-  writer.add_rope_freq_base(CFG.rope_theta)
-  writer.add_layer_norm_rms_eps(CFG.norm_eps)
-  writer.add_vocab_size(CFG.vocab_size)
+  writer.add_context_length(cfg.max_len)
+  writer.add_embedding_length(cfg.d_model)
+  writer.add_block_count(cfg.num_layers)
+  writer.add_feed_forward_length(mlp_dim or cfg.mlp_dim)
+  writer.add_head_count(cfg.num_heads)
+  writer.add_head_count_kv(cfg.num_kv_heads)
+  writer.add_rope_freq_base(cfg.rope_theta)
+  writer.add_layer_norm_rms_eps(cfg.norm_eps)
+  writer.add_vocab_size(cfg.vocab_size)
   for key, arr in w.items():
     kind, layer = key if isinstance(key, tuple) else (key, None)
     if kind == "q":   # what llama.cpp's converter does to HF q/k rows
-      arr = gguf_loader.permute_rotary(arr, CFG.num_heads)
+      arr = gguf_loader.permute_rotary(arr, cfg.num_heads)
     elif kind == "k":
-      arr = gguf_loader.permute_rotary(arr, CFG.num_kv_heads)
+      arr = gguf_loader.permute_rotary(arr, cfg.num_kv_heads)
     writer.add_tensor(gguf_loader.GGUF_NAMES[kind].format(layer), np.asarray(arr, np.float32))
   writer.write_header_to_file()
   writer.write_kv_data_to_file()

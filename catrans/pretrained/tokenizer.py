@@ -49,3 +49,35 @@ class GGUFTokenizer:
   def chat(self, user_message: str) -> str:
     """The file's chat template for one user turn, rendered for generation (ChatML)."""
     return (f"<|im_start|>user\n{user_message}<|im_end|>\n<|im_start|>assistant\n")
+
+
+class HFTokenizer:
+  """A Hugging Face directory's tokenizer.json (+ tokenizer_config.json for special ids)."""
+
+  def __init__(self, directory):
+    import json
+    import pathlib
+    from tokenizers import Tokenizer
+    directory = pathlib.Path(directory)
+    if not (directory / "tokenizer.json").exists():
+      raise FileNotFoundError(f"{directory} has no tokenizer.json")
+    self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+    conf = directory / "tokenizer_config.json"
+    conf = json.loads(conf.read_text()) if conf.exists() else {}
+
+    def special(key, default):
+      tok = conf.get(key)
+      tok = tok.get("content") if isinstance(tok, dict) else tok
+      i = self._tok.token_to_id(tok) if tok else None
+      return default if i is None else int(i)
+    self.bos_id = special("bos_token", 1)
+    self.eos_id = special("eos_token", 2)
+    self.pad_id = special("pad_token", self.eos_id)
+    self.chat_template = conf.get("chat_template")
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -8,6 +8,10 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # '' = random init; 'smollm2', a .gguf file or a Hugging Face Llama directory = start the
+  # trunk from that model (its architecture replaces config.model's; pair it with
+  # task.tokenizer set to the same value).
+  c.init_from = ""
   c.task = ml_collections.ConfigDict({"name": "arithmetic"})
   # catrans.ModelConfig fields; vocab_size 0 = the task tokenizer's vocabulary.
   c.model = ml_collections.ConfigDict(dict(

@@ -126,15 +126,21 @@ def sentencepiece(examples, vocab_size: int, data_dir: str,
 
 
 def make_tokenizer(config, train_examples, data_dir: str, dataset_name: str):
-  """config.tokenizer 'byte' (default) or 'sentencepiece' (+ vocab size)."""
+  """config.tokenizer 'byte' (default), 'sentencepiece' (+ vocab size), or a pretrained
+  model's own tokenizer: 'smollm2', a .gguf file or a Hugging Face directory (use it with
+  the same `init_from`)."""
   kind = config.get('tokenizer', 'byte')
+  if kind == 'smollm2' or str(kind).endswith('.gguf') or os.path.isdir(str(kind)):
+    from catrans.pretrained import load_pretrained_tokenizer
+    return load_pretrained_tokenizer(kind)
   if kind == 'byte':
     return ByteTokenizer()
   if kind == 'sentencepiece':
     return sentencepiece(train_examples,
                          int(config.get('sentencepiece_vocab_size', 2048)),
                          data_dir, dataset_name)
-  raise ValueError(f"tokenizer must be 'byte' or 'sentencepiece', got {kind!r}")
+  raise ValueError(f"tokenizer must be 'byte', 'sentencepiece', 'smollm2', a .gguf file or "
+                   f"a Hugging Face directory, got {kind!r}")
 
 
 def split_getter(task_name: str, splits: dict):

@@ -3,6 +3,7 @@
 The trainer owns sharding, optimisation, checkpoints and logging; an objective owns the
 model, its parameters and the loss. Everything an objective returns is a pure function of
 its inputs so the trainer can jit it with explicit shardings."""
+import dataclasses
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -21,6 +22,9 @@ class Objective:
   Attributes set here: `config` (the whole experiment ConfigDict), `task`, `model_config`
   (catrans ModelConfig built from `config.model` with the task's vocabulary size)."""
 
+  # Where the trunk's params sit in this objective's param tree (CAT nests it).
+  trunk_path: tuple[str, ...] = ()
+
   def __init__(self, config, task):
     self.config = config
     self.task = task
@@ -28,8 +32,59 @@ class Objective:
     model.setdefault("vocab_size", task.tokenizer.vocab_size)
     if model.get("vocab_size") in (None, 0):
       model["vocab_size"] = task.tokenizer.vocab_size
+    self.init_from = config.get("init_from", "") or ""
+    self._pretrained = None
+    if self.init_from:
+      model = self._pretrained_architecture(model, task)
     self.model_config = ModelConfig.from_dict(model)
     self.model = self.make_model()
+
+  # --- starting from a pretrained model ----------------------------------------------------
+  def _pretrained_architecture(self, model: dict, task) -> dict:
+    """config.model with the architecture of `init_from` (only max_len, dtypes and remat are
+    kept from the config). The vocabulary may grow past the file's (e.g. <bkspc>)."""
+    from catrans.pretrained import load_pretrained
+    if model.get("scan_layers"):
+      raise ValueError("init_from needs model.scan_layers=False (pretrained layers are unrolled)")
+    cfg, self._pretrained = load_pretrained(self.init_from, max_len=model["max_len"],
+                                            dtype=model.get("dtype", "float32"))
+    if task.tokenizer.vocab_size != cfg.vocab_size:
+      raise ValueError(
+          f"init_from={self.init_from!r} has a {cfg.vocab_size}-token vocabulary but the task's "
+          f"tokenizer has {task.tokenizer.vocab_size}; set task.tokenizer={self.init_from!r}")
+    if model["vocab_size"] < cfg.vocab_size:
+      raise ValueError(f"model.vocab_size {model['vocab_size']} < the pretrained "
+                       f"{cfg.vocab_size}")
+    keep = {k: model[k] for k in ("vocab_size", "max_len", "dtype", "param_dtype", "remat",
+                                  "scan_layers") if k in model}
+    arch = dataclasses.asdict(cfg)
+    arch.update(keep)
+    return arch
+
+  def pretrained_trunk(self):
+    """Host (numpy) trunk params from `init_from`, or None. Objectives that add vocabulary
+    rows (SequenceMatch's <bkspc>) override this to initialise them."""
+    return self._pretrained
+
+  def place_pretrained(self, params, trunk):
+    """params with the trunk subtree replaced by `trunk` (traceable, runs inside the jitted
+    init). A pretrained table smaller than the model's (more vocabulary, or vocabulary
+    padding) fills its leading block; the remaining rows keep their fresh init."""
+    def put(path, dst):
+      keys = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
+      if keys[:len(self.trunk_path)] != self.trunk_path:
+        return dst
+      src = _lookup(trunk, keys[len(self.trunk_path):])
+      if src is None:
+        raise ValueError(f"pretrained trunk lacks {'/'.join(map(str, keys))}")
+      if src.ndim != dst.ndim or any(s > d for s, d in zip(src.shape, dst.shape)):
+        raise ValueError(f"pretrained {'/'.join(map(str, keys))} has shape {src.shape}, the "
+                         f"model needs {dst.shape}")
+      src = jnp.asarray(src, dst.dtype)
+      if src.shape == dst.shape:
+        return src
+      return jax.lax.dynamic_update_slice(dst, src, (0,) * dst.ndim)
+    return jax.tree_util.tree_map_with_path(put, params)
 
   # --- model -----------------------------------------------------------------------------
   def make_model(self) -> nn.Module:
@@ -65,3 +120,11 @@ class Objective:
     weighted by `metrics['weight']` when present."""
     _, metrics = self.loss(params, batch, jax.random.PRNGKey(0), jnp.zeros((), jnp.int32))
     return metrics
+
+
+def _lookup(tree, keys):
+  for k in keys:
+    if not isinstance(tree, Mapping) or k not in tree:
+      return None
+    tree = tree[k]
+  return tree

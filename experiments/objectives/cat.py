@@ -25,6 +25,7 @@ def cat_config_from(objective_config, task) -> CATConfig:
 
 
 class CAT(Objective):
+  trunk_path = ("trunk",)
 
   def __init__(self, config, task):
     self.cat = cat_config_from(config.objective, task)

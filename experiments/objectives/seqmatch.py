@@ -81,6 +81,20 @@ class SequenceMatch(Objective):
   def make_model(self):
     return Transformer(self.model_config)
 
+  def pretrained_trunk(self):
+    """The pretrained trunk with a <bkspc> row (mean of the real rows) in its embedding and,
+    if untied, its logits head: seqmatch.extend_rows."""
+    trunk = super().pretrained_trunk()
+    if trunk is None:
+      return None
+    n = self.vocab.backspace_id            # == the pretrained vocabulary size
+    trunk = dict(trunk)
+    trunk["embed"] = {"embedding": np.asarray(seqmatch.extend_rows(
+        trunk["embed"]["embedding"], n, axis=0))}
+    if "unembed" in trunk:
+      trunk["unembed"] = np.asarray(seqmatch.extend_rows(trunk["unembed"], n, axis=1))
+    return trunk
+
   def _token_noise(self, text_noise):
     """Adapts a task's text-level noise(prompt, answer_prefix, rng) -> char to token ids."""
     tok = self.task.tokenizer
