@@ -4,7 +4,10 @@
 
 policy: 'cat' (argmax over the 4 actions of P(win | s, a): one-step policy improvement
 read off the attribute head), 'bc' (argmax of p(a | s)), 'sample' (a ~ p(a | s)), or 'auto'
-(cat for a CAT run, bc otherwise). Writes DIR/keytodoor_eval.json."""
+(cat for a CAT run, bc otherwise). A Decision Transformer run (task.return_conditioned)
+plays with the 'won' return token after bos. Writes DIR/keytodoor_eval.json, and for a CAT
+run DIR/keytodoor_credit.png: the advantage credit of every token of one winning episode,
+with the key pickup and the door marked (their credit ranks go into the JSON)."""
 import argparse
 import functools
 import json
@@ -19,7 +22,7 @@ from catrans.cat_model import CATModel
 from experiments.envs import keytodoor as env_lib
 from experiments.tasks import keytodoor as k2d
 
-WIDTH = k2d.MAX_TOKENS + 1
+WIDTH = k2d.MAX_TOKENS + 2   # room for a return token
 ACTIONS = k2d.ACTION0 + np.arange(4)
 
 
@@ -47,10 +50,14 @@ def make_scorer(objective, policy):
   return scores
 
 
-def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250):
+def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250,
+         return_conditioned=False):
+  """Win rate over `episodes` fresh environments; with return_conditioned every episode's
+  tokens start [bos, <won>, key, ...] (the Decision Transformer asks for a win)."""
   if policy == "auto":
     policy = "cat" if isinstance(objective.model, CATModel) else "bc"
   scores = make_scorer(objective, policy)
+  o = 1 if return_conditioned else 0
   rng = np.random.default_rng(seed)
   wins = []
   for start in range(0, episodes, batch):
@@ -59,10 +66,12 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
     obs = env.reset()
     tokens = np.zeros((n, WIDTH), np.int32)
     tokens[:, 0] = k2d.BOS
-    tokens[:, 1] = [k2d.key_token(k) for k in obs["key"]]
+    if return_conditioned:
+      tokens[:, 1] = k2d.RETURN0 + 1
+    tokens[:, 1 + o] = [k2d.key_token(k) for k in obs["key"]]
     for t in range(env_lib.EPISODE_STEPS):
-      tokens[:, 2 + 2 * t] = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])
-      logp, p_win = jax.device_get(scores(params, jnp.asarray(tokens), 2 + 2 * t))
+      tokens[:, 2 + o + 2 * t] = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])
+      logp, p_win = jax.device_get(scores(params, jnp.asarray(tokens), 2 + o + 2 * t))
       if policy == "cat":
         # Ties (e.g. four equal estimates) are broken by the behaviour policy.
         actions = np.argmax(p_win + 1e-6 * logp, axis=-1)
@@ -71,26 +80,81 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
       else:
         p = np.exp(logp) / np.exp(logp).sum(-1, keepdims=True)
         actions = np.array([rng.choice(4, p=row) for row in p])
-      tokens[:, 3 + 2 * t] = k2d.ACTION0 + actions
+      tokens[:, 3 + o + 2 * t] = k2d.ACTION0 + actions
       obs, _, done = env.step(actions)
       if done.all():
         break
     wins.append(env.won)
   won = np.concatenate(wins).astype(np.float64)
-  return {"policy": policy, "episodes": int(len(won)), "win_rate": float(won.mean()),
-          "stderr": float(won.std() / np.sqrt(len(won)))}
+  return {"policy": ("dt" if return_conditioned else policy), "episodes": int(len(won)),
+          "win_rate": float(won.mean()), "stderr": float(won.std() / np.sqrt(len(won)))}
 
 
-def main():
+def key_and_door(tokens):
+  """Indices of the action that picks up the key (the one before the first observation
+  holding it) and of the last action (a won episode ends on the door) in one episode's
+  tokens [bos, key, obs_0, act_0, ..., eos]. Observations follow deterministically from
+  the action before them, so the credit belongs to the actions."""
+  tokens = np.asarray(tokens)
+  obs = tokens - k2d.OBS0
+  has_key = (obs >= 0) & ((obs % (2 * k2d.NUM_CELLS)) >= k2d.NUM_CELLS)
+  acts = np.flatnonzero((tokens >= k2d.ACTION0) & (tokens < k2d.KEY0))
+  return int(np.argmax(has_key)) - 1, int(acts[-1])
+
+
+def credit_of_winning_episode(objective, params, seed=777):
+  """Advantage credit (catrans.inference.estimate) of each token of the first winning
+  random episode, its tokens, and the key-pickup / door indices."""
+  from catrans.inference import estimate
+  trajs, won = k2d.random_trajectories(400, seed)
+  tokens = np.asarray(trajs[int(np.argmax(won))][:-1], np.int32)   # drop eos
+  spec = objective.model.cat.attributes[0]
+  est = estimate(objective.model, params, tokens[None], attribute=spec.name, target=1)
+  return tokens, np.asarray(est.advantage[0]), np.asarray(est.q[0]), key_and_door(tokens)
+
+
+def plot_credit(tokens, credit, q, key_idx, door_idx, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  x = np.arange(len(tokens))
+  is_act = (tokens >= k2d.ACTION0) & (tokens < k2d.KEY0)
+  fig, (a0, a1) = plt.subplots(2, 1, figsize=(11, 5), sharex=True)
+  a0.bar(x[is_act], credit[is_act], color="tab:blue", label="action tokens", width=1.0)
+  a0.bar(x[~is_act], credit[~is_act], color="tab:orange", label="observation tokens", width=1.0)
+  for i, name in ((key_idx, "takes the key"), (door_idx, "door")):
+    a0.annotate(name, (i, credit[i]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+  a0.set_ylabel("credit Q(s,x) - V(s)")
+  a0.legend(fontsize=8)
+  a1.plot(x, q, color="k")
+  a1.set_ylabel("P(win | prefix)")
+  a1.set_xlabel("token index in one winning episode")
+  a1.set_ylim(0, 1.02)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--episodes", type=int, default=1000)
   ap.add_argument("--policy", default="auto", choices=("auto", "cat", "bc", "sample"))
-  a = ap.parse_args()
+  a = ap.parse_args(argv)
   from experiments.arithmetic_eval import load_trainer
   trainer = load_trainer(a.workdir)
-  result = play(trainer.objective, trainer.restore_latest().params, episodes=a.episodes,
-                policy=a.policy)
+  params = trainer.restore_latest().params
+  result = play(trainer.objective, params, episodes=a.episodes, policy=a.policy,
+                return_conditioned=bool(trainer.config.task.get("return_conditioned", False)))
+  if isinstance(trainer.objective.model, CATModel):
+    tokens, credit, q, (key_idx, door_idx) = credit_of_winning_episode(trainer.objective, params)
+    # Rank 1 = the largest credit in the episode: the paper's claim is that these two stand out.
+    order = np.argsort(-credit)
+    result["credit_rank_key_pickup"] = int(np.flatnonzero(order == key_idx)[0]) + 1
+    result["credit_rank_door"] = int(np.flatnonzero(order == door_idx)[0]) + 1
+    result["credit_episode_tokens"] = int(len(tokens))
+    plot_credit(tokens, credit, q, key_idx, door_idx,
+                os.path.join(a.workdir, "keytodoor_credit.png"))
   with open(os.path.join(a.workdir, "keytodoor_eval.json"), "w") as f:
     json.dump(result, f, indent=1)
   print(f"{result['policy']} policy: win rate {result['win_rate']:.3f} "

@@ -119,3 +119,70 @@ def test_bad_actions():
   env.reset()
   with pytest.raises(ValueError, match="ints in 0..3"):
     env.step(np.array([0, 4]))
+
+
+def _scripted_winning_tokens(seed=5):
+  """One scripted winning episode as tokens [bos, key, obs_0, act_0, ..., eos] and the step at
+  which the key was taken."""
+  env = env_lib.KeyToDoor(1, seed=seed)
+  obs = env.reset()
+  toks, key_step = [k2d.BOS, k2d.key_token(obs["key"][0])], None
+  for t in range(env_lib.EPISODE_STEPS):
+    toks.append(int(k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])[0]))
+    if obs["phase"][0] == 0 and not obs["has_key"][0]:
+      a = _bfs_action(env_lib.WALKABLE[0], obs["pos"][0], obs["key"][0])
+    else:
+      a = N if obs["phase"][0] == 2 else E
+    toks.append(k2d.ACTION0 + a)
+    had = bool(obs["has_key"][0])
+    obs, _, done = env.step(np.array([a]))
+    if obs["has_key"][0] and not had:
+      key_step = t
+    if done[0]:
+      break
+  assert env.won[0]
+  return toks + [k2d.EOS], key_step
+
+
+def test_key_and_door_indices():
+  from experiments.keytodoor_eval import key_and_door
+  toks, key_step = _scripted_winning_tokens()
+  key_idx, door_idx = key_and_door(toks)
+  assert key_idx == 3 + 2 * key_step           # the action token of the pickup step
+  assert door_idx == len(toks) - 2             # the last action, right before eos
+  assert k2d.describe(toks[key_idx + 1]).startswith("p1K@")
+
+
+def test_decision_transformer_task_and_policy(tmp_path):
+  from experiments.configs.keytodoor import get_config
+  from experiments.keytodoor_eval import play
+  from experiments.trainer import Trainer
+  c = get_config("dt,tiny")
+  task = get_task("keytodoor", c.task)
+  assert task.tokenizer.vocab_size == k2d.VOCAB_SIZE + 2
+  ex = task.source("train")
+  assert all(e["tokens"][0] == k2d.RETURN0 + e["label"] for e in ex)
+  assert k2d.describe(k2d.RETURN0 + 1) == "<won>"
+  assert c.data.seq_len == get_config("bc,tiny").data.seq_len + 1
+  t = Trainer(c, str(tmp_path), progress=False)
+  t.run()
+  r = play(t.objective, t.restore_latest().params, episodes=8, batch=8,
+           return_conditioned=True)
+  assert r["policy"] == "dt" and r["episodes"] == 8 and 0.0 <= r["win_rate"] <= 1.0
+  with pytest.raises(ValueError, match="keytodoor methods"):
+    get_config("decision")
+
+
+def test_cat_eval_writes_credit_plot_of_a_winning_episode(tmp_path):
+  import json
+  import os
+  from experiments.configs.keytodoor import get_config
+  from experiments.keytodoor_eval import main
+  from experiments.trainer import Trainer
+  Trainer(get_config("cat,tiny"), str(tmp_path), progress=False).run()
+  main([f"--workdir={tmp_path}", "--episodes=8"])
+  r = json.load(open(os.path.join(tmp_path, "keytodoor_eval.json")))
+  assert r["policy"] == "cat" and 0.0 <= r["win_rate"] <= 1.0
+  for k in ("credit_rank_key_pickup", "credit_rank_door"):
+    assert 1 <= r[k] <= r["credit_episode_tokens"]
+  assert os.path.getsize(os.path.join(tmp_path, "keytodoor_credit.png")) > 10_000

@@ -4,7 +4,9 @@
   python -m experiments.keytodoor_eval --workdir=DIR      # win rate of the trained policy
 
 METHOD: cat (CAT, the policy picks argmax_a P(win | s, a)), bc (plain LM, the policy picks
-argmax_a p(a | s)), pbc (%BC: the LM trained on winning trajectories only). Append ',1k' for
+argmax_a p(a | s)), pbc (%BC: the LM trained on winning trajectories only), dt (Decision Transformer: the LM
+trained on all trajectories with a won/lost return token after bos; it plays conditioned on
+'won'). Append ',1k' for
 the 1K-trajectory dataset and ',tiny' for a seconds-long smoke run."""
 from experiments.configs.base import base_config
 from experiments.tasks import keytodoor
@@ -14,18 +16,20 @@ def get_config(arg: str = "cat"):
   method, *flags = (arg or "cat").split(",")
   c = base_config()
   c.task = c.task.__class__(dict(name="keytodoor", num_train=1000 if "1k" in flags else 10000,
-                                 num_test=500, seed=0, only_wins=method == "pbc"))
+                                 num_test=500, seed=0, only_wins=method == "pbc",
+                                 return_conditioned=method == "dt"))
+  extra = int(method == "dt")   # the return token
   c.model.update(dict(d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=192,
-                      max_len=keytodoor.MAX_TOKENS + 5))
-  c.data.update(dict(seq_len=keytodoor.MAX_TOKENS - 1, global_batch_size=32))
+                      max_len=keytodoor.MAX_TOKENS + 5 + extra))
+  c.data.update(dict(seq_len=keytodoor.MAX_TOKENS - 1 + extra, global_batch_size=32))
   c.train.update(dict(steps=800, eval_every=400, eval_batches=4, checkpoint_every=200))
   c.optimizer.update(dict(learning_rate=3e-3, warmup_steps=50))
   if method == "cat":
     c.objective = c.objective.__class__(dict(name="cat", param="full", branch="mlp", lam=1.0))
-  elif method in ("bc", "pbc"):
+  elif method in ("bc", "pbc", "dt"):
     c.objective.name = "mle"
   else:
-    raise ValueError(f"keytodoor methods: cat, bc, pbc; got {method!r}")
+    raise ValueError(f"keytodoor methods: cat, bc, pbc, dt; got {method!r}")
   if "tiny" in flags:
     c.task.update(dict(num_train=64, num_test=16))
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64))

@@ -8,7 +8,10 @@ Sequence: [bos, key, obs_0, act_0, obs_1, act_1, ..., obs_{T-1}, act_{T-1}, eos]
 tokens; a won episode ends at the door). Sequence attribute 'win' (0/1).
 
 Config keys: num_train (10000; the paper's 1K setting: 1000), num_test (500), seed (0),
-only_wins (False: the %BC baseline trains on the winning trajectories only)."""
+only_wins (False: the %BC baseline trains on the winning trajectories only),
+return_conditioned (False: the Decision Transformer baseline puts a return token, 'won' or
+'lost', right after bos; two extra vocabulary ids). With one terminal 0/1 reward the return to
+go is the same at every step, so one token at the start carries all that DT conditions on."""
 import numpy as np
 
 from experiments.envs import keytodoor as env_lib
@@ -18,12 +21,17 @@ PAD, BOS, EOS = 0, 1, 2
 ACTION0, KEY0, OBS0 = 3, 7, 17
 NUM_CELLS = env_lib.ROWS * env_lib.COLS
 VOCAB_SIZE = OBS0 + 3 * 2 * NUM_CELLS
+RETURN0 = VOCAB_SIZE          # return tokens (lost, won) of the Decision Transformer variant
 MAX_TOKENS = 3 + 2 * env_lib.EPISODE_STEPS
-DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False)
+DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False,
+                return_conditioned=False)
 
 
 class KeyToDoorTokenizer:
-  vocab_size, pad_id, bos_id, eos_id = VOCAB_SIZE, PAD, BOS, EOS
+  pad_id, bos_id, eos_id = PAD, BOS, EOS
+
+  def __init__(self, return_conditioned: bool = False):
+    self.vocab_size = VOCAB_SIZE + (2 if return_conditioned else 0)
 
   def encode(self, text):
     raise ValueError("Key-to-Door examples carry 'tokens'; there is no text form")
@@ -45,6 +53,8 @@ def obs_token(phase, has_key, pos):
 def describe(token: int) -> str:
   if token in (PAD, BOS, EOS):
     return ("<pad>", "<bos>", "<eos>")[token]
+  if token in (RETURN0, RETURN0 + 1):
+    return ("<lost>", "<won>")[token - RETURN0]
   if ACTION0 <= token < KEY0:
     return env_lib.ACTION_NAMES[token - ACTION0]
   if KEY0 <= token < OBS0:
@@ -85,11 +95,12 @@ def make_task(config) -> Task:
   if opts["only_wins"]:
     train = [t for t, w in zip(train, won) if w]
     won = np.ones(len(train), np.int32)
+  # bos and eos are the pipeline's to add; a return token goes right after bos.
+  head = (lambda w: [RETURN0 + int(w)]) if opts["return_conditioned"] else (lambda w: [])
   splits = {
-      "train": [{"tokens": np.asarray(t[1:-1], np.int32), "label": int(w)}
-                for t, w in zip(train, won)],
-      "test": [{"tokens": np.asarray(t[1:-1], np.int32), "label": int(w)}
-               for t, w in zip(test, test_won)],
+      name: [{"tokens": np.asarray(head(w) + t[1:-1], np.int32), "label": int(w)}
+             for t, w in zip(trajs, wins)]
+      for name, trajs, wins in (("train", train, won), ("test", test, test_won))
   }
 
   def source(split):
@@ -97,5 +108,5 @@ def make_task(config) -> Task:
       raise ValueError(f"keytodoor has splits {tuple(splits)}, not {split!r}")
     return splits[split]
 
-  return Task(name="keytodoor", tokenizer=KeyToDoorTokenizer(), source=source,
+  return Task(name="keytodoor", tokenizer=KeyToDoorTokenizer(bool(opts["return_conditioned"])), source=source,
               splits=("train", "test"), label_names={"label": ("lose", "win")})
