@@ -1,0 +1,150 @@
+"""Compounding error on a known Markov chain: MLE vs MLE + <bkspc> vs SequenceMatch.
+
+  python -m experiments.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
+
+Trains configs/markov_seqmatch.py:METHOD in DIR/METHOD (finished runs are skipped, killed
+ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
+continuations of every test prompt, up to twice the training length, and scores the final
+text after backspaces exactly under the true chain: the share of sequences with an invalid
+transition, where the first one happens, the log-likelihood per valid transition, the
+length and the backspace rate. Writes DIR/report.md, DIR/report.json and DIR/survival.png
+(share of sequences still valid after t transitions)."""
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import seqmatch
+from experiments.arithmetic_compare import _run
+from experiments.arithmetic_eval import load_trainer
+from experiments.tasks import markov
+
+
+def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
+  """Generations from every test prompt, scored under the chain of the run's task."""
+  obj, tok = trainer.objective, trainer.task.tokenizer
+  p = markov.chain_of(trainer.config.task)
+  length = int(trainer.config.task.get("length", markov.DEFAULTS["length"]))
+  prompts = [[tok.bos_id] + tok.encode(ex["prompt"]) for ex in trainer.task.source("test")]
+  prompts = [x for x in prompts for _ in range(samples)]
+  gen = jax.jit(functools.partial(
+      seqmatch.generate, obj.apply_fn, obj.init_cache_fn, max_actions=2 * length,
+      backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=1.0))
+  rows, backspaces, actions = [], 0, 0
+  rng = jax.random.PRNGKey(seed)
+  for start in range(0, len(prompts), batch_size):
+    chunk = prompts[start:start + batch_size]
+    arr = np.full((batch_size, 2), tok.bos_id, np.int32)
+    arr[:len(chunk)] = chunk
+    lens = np.full((batch_size,), 2, np.int32)
+    rng, sub = jax.random.split(rng)
+    g = jax.device_get(gen(params, jnp.asarray(arr), jnp.asarray(lens), sub))
+    for i in range(len(chunk)):
+      final = [int(t) for t in g.tokens[i, 1:g.lengths[i]] if t != tok.eos_id]
+      text = tok.decode(final)
+      acts = g.actions[i, :g.num_actions[i]]
+      backspaces += int((acts == obj.vocab.backspace_id).sum())
+      actions += int(g.num_actions[i])
+      rows.append(dict(markov.score(p, text), text=text))
+  bad = [r for r in rows if r["first_invalid"] >= 0]
+  valid_transitions = sum(r["first_invalid"] - 1 if r["first_invalid"] >= 0
+                          else r["transitions"] for r in rows)
+  return {
+      "sequences": len(rows),
+      "invalid_share": len(bad) / len(rows),
+      "first_invalid_mean": float(np.mean([r["first_invalid"] for r in bad])) if bad else None,
+      "loglik_per_valid_transition": sum(r["loglik"] for r in rows) / max(valid_transitions, 1),
+      "mean_transitions": float(np.mean([r["transitions"] for r in rows])),
+      "backspace_rate": backspaces / max(actions, 1),
+      "first_invalid_positions": [r["first_invalid"] for r in rows],
+      "samples": [r["text"] for r in rows[:6]],
+  }
+
+
+def chain_reference(config, num=2000, seed=5):
+  """Log-likelihood per transition of the chain's own samples (its entropy rate, negated)."""
+  p = markov.chain_of(config)
+  length = int(config.get("length", markov.DEFAULTS["length"]))
+  s = markov.sample_states(p, num, length, np.random.default_rng(seed))
+  return float(np.log(p[s[:, :-1], s[:, 1:]]).mean())
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--root", required=True)
+  ap.add_argument("--methods", default="mle,bc,sm")
+  ap.add_argument("--samples", type=int, default=4, help="generations per test prompt")
+  ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
+  a = ap.parse_args(argv)
+  os.makedirs(a.root, exist_ok=True)
+  results, trainer = {}, None
+  for method in a.methods.split(","):
+    workdir = os.path.join(a.root, method)
+    cfg = f"experiments/configs/markov_seqmatch.py:{method}" + (",tiny" if a.tiny else "")
+    if not os.path.exists(os.path.join(workdir, "train_done.json")):
+      t0 = time.time()
+      print(f"training {method} in {workdir} ...", flush=True)
+      os.makedirs(workdir, exist_ok=True)
+      _run([sys.executable, "-m", "experiments.train", f"--config={cfg}",
+            f"--workdir={workdir}", "--config.train.progress=false"],
+           os.path.join(workdir, "stdout.log"))
+      with open(os.path.join(workdir, "train_done.json"), "w") as f:
+        json.dump({"train_seconds": time.time() - t0}, f)
+    trainer = load_trainer(workdir)
+    r = evaluate(trainer, trainer.restore_latest().params, samples=a.samples)
+    with open(os.path.join(workdir, "train_done.json")) as f:
+      r.update(json.load(f))
+    results[method] = r
+    print(f"{method:4s} invalid {r['invalid_share']:.3f}  loglik/transition "
+          f"{r['loglik_per_valid_transition']:.3f}  backspace rate {r['backspace_rate']:.3f}",
+          flush=True)
+  ref = chain_reference(trainer.config.task)
+  _report(a.root, results, ref)
+  return results, ref
+
+
+def _report(root, results, ref):
+  lines = ["# Compounding error on a known Markov chain", "",
+           f"True chain's own samples: log-likelihood {ref:.3f} per transition.", "",
+           "| method | sequences | with an invalid transition | mean first invalid at | "
+           "loglik / valid transition | mean transitions | backspace rate | train s |",
+           "|---|---|---|---|---|---|---|---|"]
+  for m, r in results.items():
+    fi = "-" if r["first_invalid_mean"] is None else f"{r['first_invalid_mean']:.1f}"
+    lines.append(f"| {m} | {r['sequences']} | {r['invalid_share']:.3f} | {fi} | "
+                 f"{r['loglik_per_valid_transition']:.3f} | {r['mean_transitions']:.1f} | "
+                 f"{r['backspace_rate']:.3f} | {r['train_seconds']:.0f} |")
+  lines += ["", "Samples (final text after backspaces):", ""]
+  for m, r in results.items():
+    lines += [f"- {m}: `{s}`" for s in r["samples"][:3]]
+  with open(os.path.join(root, "report.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(root, "report.json"), "w") as f:
+    json.dump({"chain_loglik_per_transition": ref, "methods": results}, f, indent=1)
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for m, r in results.items():
+    fi = np.asarray(r["first_invalid_positions"])
+    t = np.arange(0, max(int(r["mean_transitions"] * 2), 2))
+    alive = [np.mean((fi < 0) | (fi > x)) for x in t]
+    ax.plot(t, alive, label=m)
+  ax.set_xlabel("transitions generated")
+  ax.set_ylabel("share of sequences still valid")
+  ax.set_ylim(0, 1.02)
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(os.path.join(root, "survival.png"), dpi=100)
+  print(f"report: {os.path.join(root, 'report.md')}")
+
+
+if __name__ == "__main__":
+  main()

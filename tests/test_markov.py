@@ -1,0 +1,54 @@
+"""The Markov-chain task: exact scoring under the true chain, forbidden-transition noise."""
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.tasks import get_task
+from experiments.tasks import markov
+
+
+def test_chain_is_sparse_and_stochastic():
+  p = markov.transition_matrix(12, 3, seed=0)
+  assert np.allclose(p.sum(1), 1.0) and ((p > 0).sum(1) == 3).all()
+  with pytest.raises(ValueError, match="branching"):
+    markov.transition_matrix(4, 4, seed=0)
+
+
+def test_score_is_exact_on_chain_samples_and_finds_the_first_forbidden_step():
+  p = markov.transition_matrix(12, 3, seed=0)
+  s = markov.sample_states(p, 50, 30, np.random.default_rng(0))
+  for row in s:
+    r = markov.score(p, markov.to_text(row))
+    assert r["first_invalid"] == -1 and r["transitions"] == 29
+    assert r["loglik"] == pytest.approx(np.log(p[row[:-1], row[1:]]).sum())
+  row = s[0].copy()
+  row[7] = int(np.flatnonzero(p[row[6]] == 0)[0])       # a forbidden step at transition 7
+  r = markov.score(p, markov.to_text(row))
+  assert r["first_invalid"] == 7
+  assert r["loglik"] == pytest.approx(np.log(p[row[:6], row[1:7]]).sum())
+  assert markov.score(p, markov.to_text(s[0][:5]) + "#")["first_invalid"] == 5
+  assert markov.score(p, "")["transitions"] == 0
+
+
+def test_samples_follow_the_transition_probabilities():
+  p = markov.transition_matrix(6, 2, seed=3)
+  s = markov.sample_states(p, 4000, 6, np.random.default_rng(1))
+  counts = np.zeros_like(p)
+  np.add.at(counts, (s[:, :-1].ravel(), s[:, 1:].ravel()), 1)
+  freq = counts / counts.sum(1, keepdims=True)
+  assert np.abs(freq - p).max() < 0.05                  # ~3.3k transitions per row
+
+
+def test_task_and_ground_truth_noise_is_always_forbidden():
+  cfg = ml_collections.ConfigDict(dict(num_train=20, num_test=5, length=10))
+  task = get_task("markov", cfg)
+  p = markov.chain_of(cfg)
+  ex = task.source("train")[0]
+  assert ex["text"] == ex["prompt"] + ex["answer"] and len(ex["text"]) == 10
+  assert markov.score(p, ex["text"])["first_invalid"] == -1
+  rng = np.random.default_rng(0)
+  for ex in task.source("train"):
+    for k in range(1, 10):
+      noise = markov.ground_truth_noise(ex["prompt"], ex["answer"][:k - 1], rng)
+      text = ex["text"][:k] + noise
+      assert markov.score(p, text)["first_invalid"] == k
