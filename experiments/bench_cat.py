@@ -1,6 +1,6 @@
 """CAT's cost against what it replaces or adds to, each ratio measured in one run (issue 3).
 
-  python -m experiments.bench_cat [--steps 300 --mc_samples 64 --num_sequences 64]
+  python -m experiments.bench_cat [--steps 500 --mc_samples 64 --num_sequences 64]
 
 (a) Estimation on random bits with an exact attribute (majority; experiments/tasks/bits.py):
     P(a | prefix) for every prefix t = 0..n of a batch of sequences, by CAT's one forward pass
@@ -59,6 +59,12 @@ def _alternate(fns, rounds):
   return [float(np.median(t)) for t in times]
 
 
+def _init(model, tokens_BxL, seed):
+  """CATModel params with the attribute heads; jitted (op-by-op init is slower to run)."""
+  init = lambda r: model.init(r, tokens_BxL, next_tokens_BxL=tokens_BxL)["params"]
+  return jax.jit(init)(jax.random.PRNGKey(seed))
+
+
 # --- (a) estimation: CAT one pass vs Monte Carlo ---------------------------------------------
 def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0):
   """A small factorized CAT trained on the bits task (as in tests/test_cat_exactness.py).
@@ -74,8 +80,7 @@ def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0
   it = pipeline.make_train_iterator(task, "train", global_batch_size=batch, seq_len=length + 1,
                                     seed=seed, read_threads=1)
   first = {k: jnp.asarray(v) for k, v in next(it).items()}
-  params = model.init(jax.random.PRNGKey(seed), first["inputs"],
-                      next_tokens_BxL=first["targets"])["params"]
+  params = _init(model, first["inputs"], seed)
   tx = optax.adam(3e-3)
 
   @jax.jit
@@ -190,8 +195,7 @@ def make_cat_model(a, param):
 def bench_train_step(a, param):
   model = make_cat_model(a, param)
   batch = _random_batch(a.vocab, a.batch, a.seq_len, a.seed)
-  params = model.init(jax.random.PRNGKey(a.seed), batch["inputs"][:, :8],
-                      next_tokens_BxL=batch["targets"][:, :8])["params"]
+  params = _init(model, batch["inputs"][:, :8], a.seed)
   trunk = Transformer(model.cfg)
   tx = optax.adam(1e-4)
 
@@ -225,8 +229,7 @@ def bench_decoding(a, param):
   rng = np.random.default_rng(a.seed)
   prompts = jnp.asarray(rng.integers(3, a.vocab, (a.decode_batch, a.prompt_len)), jnp.int32)
   lens = jnp.full((a.decode_batch,), a.prompt_len, jnp.int32)
-  params = model.init(jax.random.PRNGKey(a.seed), prompts[:, :8],
-                      next_tokens_BxL=prompts[:, :8])["params"]
+  params = _init(model, prompts[:, :8], a.seed)
   key = jax.random.PRNGKey(a.seed)
   steer = SteeringConfig(rule="weighted", targets=(Target("label", 1, gamma=a.gamma),))
   plain = SteeringConfig(rule="none")
@@ -242,7 +245,7 @@ def parse_args(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   g = ap.add_argument_group("(a) estimation on bits")
   g.add_argument("--length", type=int, default=9, help="bits per sequence")
-  g.add_argument("--steps", type=int, default=300, help="CAT training steps (batch 128)")
+  g.add_argument("--steps", type=int, default=500, help="CAT training steps (batch 128)")
   g.add_argument("--num_sequences", type=int, default=64, help="test sequences estimated")
   g.add_argument("--mc_samples", type=int, default=64, help="Monte Carlo completions/prefix")
   g.add_argument("--cat_repeats", type=int, default=20, help="timed CAT passes (median)")

@@ -1,0 +1,202 @@
+"""SequenceMatch's cost against MLE on the same model and batch, in one run (issue 4).
+
+  python -m experiments.bench_seqmatch [--rounds 5 --every 1,4,16]
+
+The setting is experiments/configs/arithmetic_seqmatch.py ('sm': d=128, 4 layers, batch 32,
+N = 64 action slots, 8 rollouts of up to 12 actions from 40-token data prompts); flags
+override the model size. Timed, after compilation, alternating round by round:
+
+  train steps   MLE (cross-entropy on the clean rows, [B, seq_len])
+                SM without rollouts (augmented data only, one-pass masked forward, [B, N])
+                SM with rollouts generated inside the compiled step (the objective as trained)
+                SM on stored rollouts (a replay buffer: the same [B + R, N] loss, no sampling)
+                rollout generation alone
+  amortised     rollouts refreshed every m steps: rollout / m + stored-rollout step
+  forward       one-pass masked forward (given tokens / positions / liveness mask) and
+                build_one_pass + forward, vs a plain causal forward over the same [B, N] rows.
+
+All SM steps are at step > bc_steps, so the mixture loss (not BC) is what is timed."""
+import argparse
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import seqmatch
+from experiments.configs import arithmetic_seqmatch
+from experiments.data import pipeline
+from experiments.objectives.mle import token_cross_entropy
+from experiments.objectives.seqmatch import SequenceMatch
+from experiments.tasks import get_task
+
+
+class StoredRollouts(SequenceMatch):
+  """SequenceMatch fed rollouts from the batch (a replay buffer refreshed every m steps)
+  instead of sampling them in the step: the loss is otherwise the objective's own."""
+
+  def _rollouts(self, params, batch, rng):
+    return batch["rollout_items"], batch["rollout_prompt_lens"], batch["rollout_lengths"]
+
+
+def _block(x):
+  return jax.block_until_ready(x)
+
+
+def _alternate(fns, rounds):
+  """Median seconds per thunk over `rounds` rounds, each thunk called once per round in
+  turn after one warm-up call (compilation), so background load hits all alike."""
+  for f in fns:
+    _block(f())
+  times = [[] for _ in fns]
+  for _ in range(rounds):
+    for i, f in enumerate(fns):
+      t0 = time.perf_counter()
+      _block(f())
+      times[i].append(time.perf_counter() - t0)
+  return [float(np.median(t)) for t in times]
+
+
+def make_config(a) -> ml_collections.ConfigDict:
+  c = arithmetic_seqmatch.get_config("sm")
+  for k in ("d_model", "num_layers", "num_heads", "mlp_dim"):
+    if getattr(a, k):
+      c.model[k] = getattr(a, k)
+  if a.num_heads:
+    c.model.num_kv_heads = max(1, a.num_heads // 2)
+  if a.batch:
+    c.data.global_batch_size = a.batch
+  if a.rollouts:
+    c.objective.rollouts = a.rollouts
+  return c
+
+
+def _stateful_step(loss_fn, params, tx, batch, losses, name):
+  """A thunk doing one jitted value_and_grad + Adam update on its own copy of the state."""
+  @jax.jit
+  def step(params, opt, batch):
+    loss, g = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  state = [params, tx.init(params)]
+
+  def go():
+    state[0], state[1], loss = step(state[0], state[1], batch)
+    losses[name] = loss
+    return loss
+  return go
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--d_model", type=int, default=0, help="0 = the config's (128)")
+  ap.add_argument("--num_layers", type=int, default=0, help="0 = the config's (4)")
+  ap.add_argument("--num_heads", type=int, default=0, help="0 = the config's (4)")
+  ap.add_argument("--mlp_dim", type=int, default=0, help="0 = the config's (512)")
+  ap.add_argument("--batch", type=int, default=0, help="0 = the config's (32)")
+  ap.add_argument("--rollouts", type=int, default=0, help="0 = the config's (8)")
+  ap.add_argument("--every", default="1,4,16", help="rollout refresh intervals m")
+  ap.add_argument("--rounds", type=int, default=5)
+  a = ap.parse_args(argv)
+
+  c = make_config(a)
+  task = get_task(c.task.name, c.task)
+  with_rollouts = SequenceMatch(c, task)
+  no_rollouts_cfg = ml_collections.ConfigDict(c.to_dict())
+  no_rollouts_cfg.objective.rollouts = 0
+  no_rollouts = SequenceMatch(no_rollouts_cfg, task)
+  stored = StoredRollouts(c, task)
+  model = with_rollouts.model                 # one Transformer (vocabulary + <bkspc>)
+  params = jax.jit(lambda r: nn.meta.unbox(with_rollouts.init_params(r)))(
+      jax.random.PRNGKey(c.seed))
+
+  rows = next(pipeline.make_train_iterator(task, "train", global_batch_size=c.data.global_batch_size,
+                                           seq_len=c.data.seq_len, seed=c.seed, read_threads=1))
+  sm_step = int(c.objective.bc_steps) + 1     # past the BC warm-up: the mixture loss
+  sm_batch = {k: jnp.asarray(v) for k, v in with_rollouts.prepare_batch(rows, sm_step).items()}
+  mle_batch = {k: jnp.asarray(rows[k]) for k in ("inputs", "targets", "weights", "positions",
+                                                 "segment_ids")}
+  rng, step = jax.random.PRNGKey(1), jnp.asarray(sm_step, jnp.int32)
+
+  # The objective's own rollout sampler, timed alone and used to fill the replay batch.
+  rollout_fn = jax.jit(lambda p, b, r: with_rollouts._rollouts(p, b, r))
+  r_items, r_pl, r_lens = _block(rollout_fn(params, sm_batch, rng))
+  stored_batch = dict(sm_batch, rollout_items=r_items, rollout_prompt_lens=r_pl,
+                      rollout_lengths=r_lens)
+
+  def mle_loss(p, b):
+    out = model.apply({"params": p}, b["inputs"], b["positions"],
+                      segment_ids_BxL=b["segment_ids"])
+    return token_cross_entropy(out.logits, b["targets"], b["weights"])[0]
+
+  sm_loss = lambda obj: (lambda p, b: obj.loss(p, b, rng, step)[0])
+  tx = optax.adam(1e-4)
+  losses = {}
+  thunks = {
+      "MLE": _stateful_step(mle_loss, params, tx, mle_batch, losses, "MLE"),
+      "SM, no rollouts": _stateful_step(sm_loss(no_rollouts), params, tx, sm_batch, losses,
+                                        "SM, no rollouts"),
+      "SM, rollouts in step": _stateful_step(sm_loss(with_rollouts), params, tx, sm_batch,
+                                             losses, "SM, rollouts in step"),
+      "SM, stored rollouts": _stateful_step(sm_loss(stored), params, tx, stored_batch, losses,
+                                            "SM, stored rollouts"),
+      "rollout generation": lambda: rollout_fn(params, sm_batch, rng)[0],
+  }
+  times = dict(zip(thunks, _alternate(list(thunks.values()), a.rounds)))
+
+  # Forward passes over the same [B, N] rows: one-pass masked vs plain causal.
+  one = seqmatch.build_one_pass(sm_batch["items"], sm_batch["prompt_lens"], sm_batch["lengths"],
+                                vocab_size=with_rollouts.vocab.num_actions,
+                                backspace_id=with_rollouts.vocab.backspace_id,
+                                eos_id=with_rollouts.eos_id, expert_BxN=sm_batch["expert"])
+  fwd = jax.jit(lambda p, t, pos, m: model.apply({"params": p}, t, pos, m).logits)
+  plain = jax.jit(lambda p, t: model.apply({"params": p}, t).logits)
+
+  @jax.jit
+  def build_and_fwd(p, b):
+    o = seqmatch.build_one_pass(b["items"], b["prompt_lens"], b["lengths"],
+                                vocab_size=with_rollouts.vocab.num_actions,
+                                backspace_id=with_rollouts.vocab.backspace_id,
+                                eos_id=with_rollouts.eos_id)
+    return model.apply({"params": p}, o.tokens, o.positions, o.mask).logits
+
+  fwd_times = _alternate([lambda: plain(params, sm_batch["items"]),
+                          lambda: fwd(params, one.tokens, one.positions, one.mask),
+                          lambda: build_and_fwd(params, sm_batch)], a.rounds)
+
+  b, n = sm_batch["items"].shape
+  m = c.model
+  print(f"device: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
+  print(f"model: d={m.d_model} layers={m.num_layers} vocab={with_rollouts.vocab.num_actions}; "
+        f"batch {b}; MLE rows [{b}, {c.data.seq_len}]; SM rows [{b}, {n}] (+{r_items.shape[0]} "
+        f"rollouts of up to {c.objective.rollout_max_actions} actions); medians of {a.rounds}")
+  print(f"\n{'train step':<24}{'seconds':>10}{'loss':>10}{'x MLE':>9}")
+  base = times["MLE"]
+  for name, sec in times.items():
+    loss = f"{float(losses[name]):10.3f}" if name in losses else " " * 10
+    print(f"{name:<24}{sec:>10.4f}{loss}{sec / base:>8.2f}x")
+  print(f"ratio SM / MLE step: no rollouts {times['SM, no rollouts'] / base:.2f}x, rollouts "
+        f"in step {times['SM, rollouts in step'] / base:.2f}x (paper 1.5-8x, goal <= 2x "
+        f"amortised)")
+  amort = []
+  for every in (int(x) for x in a.every.split(",")):
+    sec = times["rollout generation"] / every + times["SM, stored rollouts"]
+    amort.append((every, sec / base))
+  print("ratio SM / MLE step with rollouts refreshed every m steps (rollout / m + stored-"
+        "rollout step): " + ", ".join(f"m={e} {r:.2f}x" for e, r in amort))
+  print(f"\n{'forward over [%d, %d] rows' % (b, n):<30}{'seconds':>10}{'x plain':>9}")
+  names = ("plain causal", "one-pass masked", "build_one_pass + masked")
+  for name, sec in zip(names, fwd_times):
+    print(f"{name:<30}{sec:>10.4f}{sec / fwd_times[0]:>8.3f}x")
+  print(f"ratio one-pass masked / plain causal forward: {fwd_times[1] / fwd_times[0]:.3f}x "
+        f"(with the mask construction {fwd_times[2] / fwd_times[0]:.3f}x; goal <= 1.1x)")
+  return dict(times=times, losses={k: float(v) for k, v in losses.items()}, amortised=amort,
+              forward=dict(zip(names, fwd_times)))
+
+
+if __name__ == "__main__":
+  main()
