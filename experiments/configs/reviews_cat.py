@@ -1,0 +1,69 @@
+"""CAT on Rotten Tomatoes reviews (SPEC section 4; issue 5): the runs behind
+`python -m experiments.reviews_report --root=DIR [--tiny]`, which trains what is missing and
+writes the report.
+
+  python -m experiments.train --config=experiments/configs/reviews_cat.py:RUN[,tiny] --workdir=DIR
+
+RUN:
+  cat       CAT (full U, MLP branch, lambda 0.15): next byte + P(fresh | prefix, next byte)
+  lm        the plain LM with the same trunk (Monte Carlo baseline, perplexity judge)
+  director  Director: the same trunk with one binary sigmoid logit per candidate token
+            (catrans.baselines.director_config, lambda 1)
+  clf       prefix classifier P(fresh | x_<=t): the estimation baseline and FUDGE's scorer
+  judge     another prefix classifier (other seed and depth) that scores generations and
+            Monte Carlo completions, so no method is judged by the model it steers with
+
+Byte-level, reviews only (rotten = 0, fresh = 1), seq_len 160 (90% of reviews fit). Sized for
+a shared 2-core CPU (measured about 0.4 steps/s for a d=128, 4-layer, batch-32 model while
+other jobs ran, far too slow): d=96, 3 layers, batch 16; cat/lm/director 600 steps (about
+one pass over the 10.9K training reviews), the classifiers 400. Expect roughly 30-40 min for
+the five on a busy 2-core CPU, then 10-20 min for the report. ',tiny' runs in seconds
+(smoke tests only)."""
+import dataclasses
+
+from catrans.baselines import director_config
+from experiments.configs.base import base_config
+
+RUNS = ("cat", "lm", "director", "clf", "judge")
+
+
+def get_config(arg: str = "cat"):
+  run, *flags = (arg or "cat").split(",")
+  unknown = sorted(set(flags) - {"tiny"})
+  if run not in RUNS or unknown:
+    raise ValueError(f"reviews_cat.py variants: {'|'.join(RUNS)}[,tiny]; got {arg!r}")
+  c = base_config()
+  c.task = c.task.__class__(dict(name="rotten_tomatoes"))
+  # max_len leaves room for a right-padded 161-token prompt plus 160 sampled tokens (Monte
+  # Carlo completes even a one-token prefix to a whole review); rotary positions, so it costs
+  # nothing in training.
+  c.model.update(dict(d_model=96, num_layers=3, num_heads=4, num_kv_heads=2, mlp_dim=256,
+                      max_len=324))
+  c.data.update(dict(seq_len=160, global_batch_size=16))
+  c.train.update(dict(steps=600, log_every=50, eval_every=300, eval_batches=8,
+                      checkpoint_every=150, peak_flops=1e11, progress=False))
+  c.optimizer.update(dict(learning_rate=2e-3, warmup_steps=60))
+  if run == "cat":
+    c.objective = c.objective.__class__(dict(
+        name="cat", param="full", branch="mlp", lam=0.15, mode="joint"))
+  elif run == "director":
+    d = director_config("label")
+    c.objective = c.objective.__class__(dict(
+        name="cat", attributes=tuple(dataclasses.asdict(a) for a in d.attributes),
+        param=d.param, branch=d.branch, lam=d.lam, mode="joint"))
+  elif run == "lm":
+    c.objective.name = "mle"
+  else:
+    c.objective = c.objective.__class__(dict(name="prefix_clf", num_classes=2))
+    c.train.steps = 400
+    if run == "judge":
+      c.seed = 1
+      c.model.num_layers = 2
+  if "tiny" in flags:
+    c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
+                        max_len=100))
+    c.data.update(dict(seq_len=48, global_batch_size=8))
+    # No eval in tiny runs: its compile would double a smoke run's wall time.
+    c.train.update(dict(steps=2, log_every=2, eval_every=0, eval_batches=1,
+                        checkpoint_every=2, keep_checkpoints=1))
+  return c
