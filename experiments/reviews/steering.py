@@ -1,0 +1,102 @@
+"""Steering towards fresh / rotten, judged by models that did not steer.
+
+Each method turns (prompts, target class) into new tokens; every generation is then read as
+one text (prompt + new tokens up to EOS) by
+  - the judge, a prefix classifier trained apart from every steering model: is it the target?
+  - the plain LM: perplexity of the new tokens given the prompt (fluency);
+and distinct-1/2 over words measure how repetitive a method's generations are."""
+import collections
+import dataclasses
+import logging
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from catrans.baselines import fudge_decode, sample_lm
+from catrans.steering import SteeringConfig, Target, steered_decode
+from experiments.reviews.data import join
+from experiments.reviews.estimation import classifier_fresh, timed, token_nll
+
+log = logging.getLogger("experiments")
+
+NEUTRAL_OPENINGS = ("The film", "This movie", "The story", "It's a", "The director",
+                    "Watching this")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str                 # cat_weighted | cat_satisficing | director | fudge | unsteered ...
+  strength: float | None    # gamma (weighted / FUDGE); None where it has none
+  decode: Callable          # (prompts_BxP, lens_B, target, rng) -> new tokens [B, T]
+
+
+def methods(models: dict, params: dict, *, gammas, max_new_tokens: int, eos_id: int,
+            pad_id: int = 0) -> list[Method]:
+  """The compared decoders. models/params hold 'cat', 'director', 'lm', 'clf'."""
+  kw = dict(max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
+
+  def steered(run, rule, gamma=1.0):
+    def decode(prompts, lens, target, rng):
+      targets = () if rule == "none" else (Target("label", target, gamma),)
+      sc = SteeringConfig(rule=rule, targets=targets)
+      return steered_decode(models[run], params[run], prompts, lens, rng, steering=sc,
+                            **kw).new_tokens
+    return decode
+
+  def fudge(gamma):
+    def decode(prompts, lens, target, rng):
+      return fudge_decode(models["lm"], params["lm"], models["clf"], params["clf"], prompts,
+                          lens, rng, target=target, gamma=gamma, **kw)
+    return decode
+
+  def plain_lm(prompts, lens, target, rng):
+    return sample_lm(models["lm"], params["lm"], prompts, lens, rng, **kw)
+
+  out = [Method("unsteered_cat", 0.0, steered("cat", "none")),
+         Method("unsteered_lm", 0.0, plain_lm),
+         Method("cat_satisficing", None, steered("cat", "satisficing"))]
+  for g in gammas:
+    out += [Method("cat_weighted", g, steered("cat", "weighted", g)),
+            Method("director", g, steered("director", "weighted", g)),
+            Method("fudge", g, fudge(g))]
+  return out
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+  """Unique word n-grams / all word n-grams over a set of generations (1 = no repeats);
+  None when the generations hold no n-gram at all (e.g. one-word outputs)."""
+  grams = collections.Counter()
+  for t in texts:
+    w = t.split()
+    grams.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+  total = sum(grams.values())
+  return len(grams) / total if total else None
+
+
+def judge_and_fluency(judge, judge_params, lm, lm_params, prompts_BxP, lens_B, new_BxT, target,
+                      *, width: int, eos_id: int, pad_id: int = 0):
+  """Per-row P_judge(target | whole text) [B], the LM's summed NLL of the new tokens [B]
+  (EOS included when produced) and their count [B]."""
+  seq, text_len, total = join(prompts_BxP, lens_B, new_BxT, eos_id=eos_id, pad_id=pad_id)
+  seq = seq[:, :width]
+  last = jnp.minimum(text_len, width) - 1
+  p_fresh = classifier_fresh(judge, judge_params, seq)[jnp.arange(seq.shape[0]), last]
+  p_target = p_fresh if target == 1 else 1.0 - p_fresh
+  nll = token_nll(lm, lm_params, seq)                                # [B, width-1]
+  t = jnp.arange(seq.shape[1] - 1)[None]
+  # Target index t + 1 is a new token when it is at or past the prompt and before the end.
+  new = (t + 1 >= jnp.asarray(lens_B)[:, None]) & (t + 1 < jnp.minimum(total, width)[:, None])
+  return p_target, (nll * new).sum(1), new.sum(1)
+
+
+def summarize(p_target, nll_sum, counts, texts) -> dict:
+  p_target = np.asarray(p_target, np.float64)
+  return {"target_rate": float(np.mean(p_target > 0.5)),
+          "judge_p_target": float(np.mean(p_target)),
+          "perplexity": float(math.exp(np.sum(nll_sum) / max(np.sum(counts), 1))),
+          "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
+          "mean_new_bytes": float(np.mean([len(t.encode()) for t in texts])),
+          "n": int(len(texts))}
