@@ -9,7 +9,6 @@ plays with the 'won' return token after bos. Writes DIR/keytodoor_eval.json, and
 run DIR/keytodoor_credit.png: the advantage credit of every token of one winning episode,
 with the key pickup and the door marked (their credit ranks go into the JSON)."""
 import argparse
-import functools
 import json
 import os
 
@@ -18,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from catrans.attributes import probabilities
-from catrans.cat_model import CATModel
+from catrans.cat_model import CATModel, init_cat_cache
+from catrans.transformer import init_cache
 from experiments.envs import keytodoor as env_lib
 from experiments.tasks import keytodoor as k2d
 
@@ -27,27 +27,37 @@ ACTIONS = k2d.ACTION0 + np.arange(4)
 
 
 def make_scorer(objective, policy):
+  """A jitted step(params, new_tokens_BxN, cache) -> (log p(a | s) [B, 4], P(win | s, a)
+  [B, 4], cache) reading the newest row: the episode's tokens go in through a KV cache, a
+  few per step, instead of re-reading the whole episode at every step."""
   model = objective.model
   is_cat = isinstance(model, CATModel)
   if policy == "cat" and not is_cat:
     raise ValueError("policy 'cat' needs a CAT run (objective.name = cat)")
 
   @jax.jit
-  def scores(params, tokens_BxW, row):
-    rows = jnp.full((tokens_BxW.shape[0],), row)
+  def step(params, new_BxN, cache):
+    b, n = new_BxN.shape
     if is_cat:
-      out = model.apply({"params": params}, tokens_BxW, rows_B=rows, all_tokens=True)
+      out = model.apply({"params": params}, new_BxN, cache=cache,
+                        rows_B=jnp.full((b,), n - 1), all_tokens=True)
       logits = out.logits[:, 0]
       spec = model.cat.attributes[0]
       p_win = probabilities(spec, out.attributes[spec.name][:, 0])[..., 1]   # [B, V]
     else:
-      out = model.apply({"params": params}, tokens_BxW, return_logits=False)
-      hidden = out.hidden[:, row][:, None]
-      logits = model.apply({"params": params}, hidden, method=model.logits)[:, 0]
+      out = model.apply({"params": params}, new_BxN, cache=cache)
+      logits = out.logits[:, -1]
       p_win = jnp.zeros_like(logits)
-    logp = jax.nn.log_softmax(logits, -1)
-    return logp[:, ACTIONS], p_win[:, ACTIONS]
-  return scores
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    return logp[:, ACTIONS], p_win[:, ACTIONS], out.cache
+  return step
+
+
+def new_cache(objective, batch):
+  model = objective.model
+  if isinstance(model, CATModel):
+    return init_cat_cache(model.cfg, model.cat, batch, WIDTH)
+  return init_cache(objective.model_config, batch, WIDTH)
 
 
 def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250,
@@ -56,22 +66,21 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
   tokens start [bos, <won>, key, ...] (the Decision Transformer asks for a win)."""
   if policy == "auto":
     policy = "cat" if isinstance(objective.model, CATModel) else "bc"
-  scores = make_scorer(objective, policy)
-  o = 1 if return_conditioned else 0
+  step = make_scorer(objective, policy)
   rng = np.random.default_rng(seed)
   wins = []
   for start in range(0, episodes, batch):
     n = min(batch, episodes - start)
     env = env_lib.KeyToDoor(n, seed=seed + start)
     obs = env.reset()
-    tokens = np.zeros((n, WIDTH), np.int32)
-    tokens[:, 0] = k2d.BOS
-    if return_conditioned:
-      tokens[:, 1] = k2d.RETURN0 + 1
-    tokens[:, 1 + o] = [k2d.key_token(k) for k in obs["key"]]
+    head = [np.full(n, k2d.BOS)] + ([np.full(n, k2d.RETURN0 + 1)] if return_conditioned else [])
+    new = np.stack(head + [np.array([k2d.key_token(k) for k in obs["key"]])], 1)
+    cache = new_cache(objective, n)
     for t in range(env_lib.EPISODE_STEPS):
-      tokens[:, 2 + o + 2 * t] = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])
-      logp, p_win = jax.device_get(scores(params, jnp.asarray(tokens), 2 + o + 2 * t))
+      o_t = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])
+      new = np.concatenate([new, o_t[:, None]], 1).astype(np.int32)
+      logp, p_win, cache = step(params, jnp.asarray(new), cache)
+      logp, p_win = jax.device_get((logp, p_win))
       if policy == "cat":
         # Ties (e.g. four equal estimates) are broken by the behaviour policy.
         actions = np.argmax(p_win + 1e-6 * logp, axis=-1)
@@ -80,7 +89,7 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
       else:
         p = np.exp(logp) / np.exp(logp).sum(-1, keepdims=True)
         actions = np.array([rng.choice(4, p=row) for row in p])
-      tokens[:, 3 + o + 2 * t] = k2d.ACTION0 + actions
+      new = (k2d.ACTION0 + actions)[:, None]
       obs, _, done = env.step(actions)
       if done.all():
         break

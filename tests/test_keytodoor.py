@@ -173,13 +173,37 @@ def test_decision_transformer_task_and_policy(tmp_path):
     get_config("decision")
 
 
+def _cached_policy_scores_equal_full_forward(objective, params):
+  """The evaluator feeds episodes through a KV cache; its scores must equal a forward pass
+  over the whole prefix read at the newest row."""
+  import jax
+  import jax.numpy as jnp
+  from catrans.attributes import probabilities
+  from experiments.keytodoor_eval import ACTIONS, make_scorer, new_cache
+  seqs, _ = k2d.random_trajectories(3, seed=4)
+  n = min(len(x) for x in seqs) - 1
+  tokens = np.stack([x[:n] for x in seqs]).astype(np.int32)
+  step, cache = make_scorer(objective, "cat"), new_cache(objective, 3)
+  spec = objective.model.cat.attributes[0]
+  full = objective.model.apply({"params": params}, jnp.asarray(tokens), all_tokens=True)
+  ref_logp = jax.nn.log_softmax(full.logits, -1)[..., ACTIONS]
+  ref_win = probabilities(spec, full.attributes[spec.name])[..., 1][..., ACTIONS]
+  for row in range(2, 12, 2):                   # rows of observations 0..4
+    new = tokens[:, :3] if row == 2 else tokens[:, row - 1:row + 1]
+    logp, p_win, cache = step(params, jnp.asarray(new), cache)
+    np.testing.assert_allclose(logp, ref_logp[:, row], atol=2e-5)
+    np.testing.assert_allclose(p_win, ref_win[:, row], atol=2e-5)
+
+
 def test_cat_eval_writes_credit_plot_of_a_winning_episode(tmp_path):
   import json
   import os
   from experiments.configs.keytodoor import get_config
   from experiments.keytodoor_eval import main
   from experiments.trainer import Trainer
-  Trainer(get_config("cat,tiny"), str(tmp_path), progress=False).run()
+  t = Trainer(get_config("cat,tiny"), str(tmp_path), progress=False)
+  t.run()
+  _cached_policy_scores_equal_full_forward(t.objective, t.restore_latest().params)
   main([f"--workdir={tmp_path}", "--episodes=8"])
   r = json.load(open(os.path.join(tmp_path, "keytodoor_eval.json")))
   assert r["policy"] == "cat" and 0.0 <= r["win_rate"] <= 1.0
