@@ -12,9 +12,9 @@ and writes DIR/report.md, DIR/report.json and DIR/*.png:
  2. Steering towards fresh and rotten from neutral openings and from openings of reviews of
     the other class: CAT weighted (several gamma), CAT satisficing, Director, FUDGE, and
     unsteered sampling; judged by 'judge' (never the steering model), with the plain LM's
-    perplexity of the new bytes and distinct-1/2.
+    perplexity of the new tokens and distinct-1/2.
  3. Perplexity (and bits per byte) of CAT and the plain LM on the test reviews.
- 4. Plots, including the per-byte credit of one review.
+ 4. Plots, including the per-token credit of one review.
 --tiny uses the ',tiny' configs and small subsets (a smoke test; numbers meaningless)."""
 import argparse
 import dataclasses
@@ -55,12 +55,14 @@ class Sizes:
   gammas: tuple
 
 
+# Prompt + new tokens stay within the training length (64 tokens; tiny 24), so the judge and
+# the LM read every generated token.
 FULL = Sizes(num_reviews=300, mc_reviews=((16, 64), (64, 64)), rows_per_call=512,
              ppl_reviews=None, openings=6, samples_per_opening=4, opposite_prompts=24,
-             prompt_words=8, max_prompt_bytes=60, max_new_tokens=96, gammas=(1.0, 3.0, 9.0))
+             prompt_words=8, max_prompt_bytes=60, max_new_tokens=40, gammas=(1.0, 3.0, 9.0))
 TINY = Sizes(num_reviews=8, mc_reviews=((16, 4), (64, 4)), rows_per_call=64, ppl_reviews=16,
              openings=2, samples_per_opening=2, opposite_prompts=4, prompt_words=3,
-             max_prompt_bytes=16, max_new_tokens=16, gammas=(2.0,))
+             max_prompt_bytes=16, max_new_tokens=8, gammas=(2.0,))
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def run_estimation(models, params, tok, reviews, *, width, sizes, rng) -> dict:
                      "seconds_all_fractions": float(np.sum(seconds)),
                      "ms_per_prefix": 1e3 * steady / per_call,
                      "note": (f"{per_call} prefixes x {n_samples} samples per call, "
-                              f"{width - 1} sampled bytes each; the total includes compiling; "
+                              f"{width - 1} sampled tokens each; the total includes compiling; "
                               "ms_per_prefix is the steady state of the sampled fractions; "
                               "at 100% nothing is sampled (= the classifier)")}
     log.info("estimation: %s %.1f s (%d reviews x %d fractions)", name,
@@ -163,10 +165,13 @@ def run_steering(models, params, tok, reviews_by_class, *, width, sizes, rng) ->
                               max_new_tokens=sizes.max_new_tokens, eos_id=tok.eos_id,
                               pad_id=tok.pad_id)
   rows, samples, timing = [], {}, {}
+  prompt_sets = {t: steering_prompts(tok, reviews_by_class, t, sizes) for t in (1, 0)}
+  ids = {t: [[tok.bos_id] + tok.encode(x) for x in texts]
+         for t, (texts, _) in prompt_sets.items()}
+  width_p = max(len(x) for v in ids.values() for x in v)  # one prompt shape for both targets
   for target in (1, 0):
-    texts, sets = steering_prompts(tok, reviews_by_class, target, sizes)
-    prompts, lens = data.right_pad([[tok.bos_id] + tok.encode(t) for t in texts],
-                                   sizes.max_prompt_bytes + 1, tok.pad_id)
+    texts, sets = prompt_sets[target]
+    prompts, lens = data.right_pad(ids[target], width_p, tok.pad_id)
     prompts, lens = jnp.asarray(prompts), jnp.asarray(lens)
     sets = np.array(sets)
     for mi, m in enumerate(tqdm(decoders, desc=f"steer to {CLASS_NAMES[target]}",
@@ -206,7 +211,7 @@ def _decode_new(tok, row) -> str:
 
 # --- 4. credit ---------------------------------------------------------------------------------
 def credit_example(model, params, tok, reviews, probs_100, *, width) -> dict:
-  """The per-byte credit of one review: a short one that CAT gets right most confidently."""
+  """The per-token credit of one review: a short one that CAT gets right most confidently."""
   best, best_margin = 0, -1.0
   for i, (r, p) in enumerate(zip(reviews, probs_100)):
     n = len(r["text"].encode())
@@ -218,6 +223,7 @@ def credit_example(model, params, tok, reviews, probs_100, *, width) -> dict:
   est = jax.device_get(estimate(model, params, jnp.asarray([ids]), attribute="label",
                                 target=1))
   return {"text": tok.decode(ids[1:]), "label": CLASS_NAMES[int(r["label"])],
+          "pieces": [tok.decode([i]) for i in ids[1:]],
           "q": est.q[0, 1:].tolist(), "advantage": est.advantage[0, 1:].tolist(),
           "difference": est.difference[0, 1:].tolist()}
 
@@ -229,7 +235,8 @@ def write_markdown(path, report: dict):
            f"`{report['command']}` — wall time {report['wall_time_s'] / 60:.1f} min "
            f"(training {report['train_time_s'] / 60:.1f} min of it)"
            + (" — **tiny: smoke-test sizes, numbers meaningless**" if report["tiny"] else ""),
-           "", "Byte-level models, see experiments/configs/reviews_cat.py. Plots: "
+           "", "SentencePiece (2048 pieces) models, see experiments/configs/reviews_cat.py "
+           "(parameters and steps in report.json). Plots: "
            + ", ".join(f"`{p}`" for p in report["plots"]), "",
            "## 1. Sentiment from partial reviews",
            "", f"P(fresh | first f of a test review) > 0.5 vs the label. CAT and 'clf' on "
@@ -258,10 +265,10 @@ def write_markdown(path, report: dict):
             "## 2. Steering", "",
             f"Targets fresh and rotten; prompts: {s['rows_per_condition']['neutral']} neutral "
             f"openings and {s['rows_per_condition']['opposite']} openings of reviews of the "
-            f"other class per target; {s['max_new_tokens']} new bytes at most, temperature 1. "
+            f"other class per target; {s['max_new_tokens']} new tokens at most, temperature 1. "
             "Target rate: the 'judge' classifier (trained apart from every steering model) "
             "reads prompt + generation and says P(target) > 0.5. Perplexity: the plain LM on "
-            "the new bytes given the prompt. Averaged over both targets (per-target rows in "
+            "the new tokens (EOS included) given the prompt. Averaged over both targets (per-target rows in "
             "report.json).", "",
             "| method | gamma | target rate (neutral) | target rate (opposite) | perplexity | "
             "distinct-1 | distinct-2 | decode time (2 targets, incl. compile) |",
@@ -288,13 +295,14 @@ def write_markdown(path, report: dict):
       lines.append(f"- {key} -> {x['target']}: {x['prompt']!r} + {x['generated']!r} "
                    f"(judge {x['judge_p_target']:.2f})")
   lines += ["", "## 3. Perplexity on the test reviews", "",
-            "| model | nats / byte | bits / byte | perplexity | bytes |", "|---|---|---|---|---|"]
+            "| model | nats / token | perplexity (per token) | bits / byte | tokens | bytes |",
+            "|---|---|---|---|---|---|"]
   for name, m in pp.items():
-    lines.append(f"| {name} | {m['nats_per_token']:.4f} | {m['bits_per_byte']:.4f} | "
-                 f"{m['perplexity']:.3f} | {m['tokens']} |")
-  lines += ["", "Per byte of BOS-prefixed review text plus its EOS, reviews cut to the "
-            "training length.", "", "## 4. Credit assignment", "",
-            f"`credit_heatmap.png`: advantage credit per byte of one {report['credit']['label']} "
+    lines.append(f"| {name} | {m['nats_per_token']:.4f} | {m['perplexity']:.3f} | "
+                 f"{m['bits_per_byte']:.4f} | {m['tokens']} | {m['bytes']} |")
+  lines += ["", f"{pp['lm']['reviews']} test reviews, each BOS + text + EOS cut to the training "
+            "length; the EOS counts as a token and as one byte.", "", "## 4. Credit assignment",
+            "", f"`credit_heatmap.png`: advantage credit per token of one {report['credit']['label']} "
             f"test review: \"{report['credit']['text']}\"", ""]
   with open(path, "w") as f:
     f.write("\n".join(lines))
@@ -347,7 +355,7 @@ def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = 
   pngs = ["estimate_accuracy.png", "steering_strength.png", "credit_heatmap.png"]
   plots.estimate_accuracy(os.path.join(root, pngs[0]), est)
   plots.steering_strength(os.path.join(root, pngs[1]), steer["rows"])
-  plots.credit_heatmap(os.path.join(root, pngs[2]), credit["text"], credit["advantage"],
+  plots.credit_heatmap(os.path.join(root, pngs[2]), credit["pieces"], credit["advantage"],
                        credit["difference"], credit["q"], credit["label"])
   report = {"command": command, "tiny": tiny, "seed": seed, "sizes": dataclasses.asdict(sizes),
             "runs": {r: {"workdir": trainers[r].workdir, "steps": trainers[r].steps,

@@ -117,7 +117,8 @@ def test_perplexity_credit_and_files(report_dir, report):
   for run in ("cat", "lm"):
     m = report["perplexity"][run]
     assert math.isfinite(m["perplexity"]) and m["perplexity"] > 1.0
-    assert m["bits_per_byte"] == pytest.approx(m["nats_per_token"] / math.log(2))
+    assert m["bits_per_byte"] == pytest.approx(
+        m["nats_per_token"] * m["tokens"] / m["bytes"] / math.log(2))
   c = report["credit"]
   n = len(c["q"])
   assert n == len(c["advantage"]) == len(c["difference"]) > 0

@@ -1,6 +1,6 @@
 """Pieces of the "CAT on reviews" report (experiments/reviews_report.py).
 
-  data        test reviews as padded byte arrays, prompts, joining prompts and generations
+  data        test reviews as padded token arrays, prompts, joining prompts and generations
   estimation  P(fresh | first f of a review): CAT, a prefix classifier, Monte Carlo
   steering    steered generations scored by an independent judge, the plain LM's
               perplexity of them, distinct-n

@@ -1,6 +1,6 @@
 """Test reviews as arrays, prompts, and prompt + generation joined into one sequence.
 
-Every array follows the training layout: token 0 is BOS, then the review's bytes; index k of
+Every array follows the training layout: token 0 is BOS, then the review's tokens; index k of
 a [N, W] array is the k-th content token, so "the first k tokens of the review" is the prefix
 ending at index k (what CAT's q_k and the prefix classifier's row k have read)."""
 import jax.numpy as jnp
@@ -27,8 +27,8 @@ def right_pad(seqs: list[list[int]], width: int, pad_id: int = 0):
 
 
 def encode_reviews(tokenizer, texts: list[str], width: int):
-  """BOS + bytes truncated to `width` tokens (the model's training length): tokens [N, width]
-  and the number of content tokens kept per review [N]."""
+  """BOS + the review's tokens, cut to `width` tokens (the model's training length): tokens
+  [N, width] and the number of content tokens kept per review [N]."""
   seqs = [[tokenizer.bos_id] + tokenizer.encode(t)[:width - 1] for t in texts]
   tokens, lens = right_pad(seqs, width, tokenizer.pad_id)
   return tokens, lens - 1

@@ -117,10 +117,13 @@ def token_nll(model, params, tokens_NxW):
 
 
 def perplexity_on(model, params, tokenizer, texts, *, width: int, batch: int = 64) -> dict:
-  """Per-token (= per-byte: byte-level) NLL of BOS + text + EOS cut to width + 1 tokens, as in
-  training; the EOS counts as a token."""
+  """Per-token NLL of BOS + text + EOS cut to width + 1 tokens, as in training, and bits per
+  byte of the text those tokens spell (the EOS counts as one byte), which compares across
+  tokenizers."""
   seqs = [([tokenizer.bos_id] + tokenizer.encode(t) + [tokenizer.eos_id])[:width + 1]
           for t in texts]
+  num_bytes = sum(len(tokenizer.decode([i for i in s[1:] if i != tokenizer.eos_id]).encode())
+                  + (s[-1] == tokenizer.eos_id) for s in seqs)
   total, count = 0.0, 0
   for start in range(0, len(seqs), batch):
     chunk = seqs[start:start + batch]
@@ -132,6 +135,7 @@ def perplexity_on(model, params, tokenizer, texts, *, width: int, batch: int = 6
     total += float((nll[:real] * mask).sum())
     count += int(mask.sum())
   nats = total / count
-  return {"nats_per_token": nats, "bits_per_byte": nats / math.log(2),
-          "perplexity": math.exp(nats), "tokens": count, "reviews": len(seqs)}
+  return {"nats_per_token": nats, "bits_per_byte": total / num_bytes / math.log(2),
+          "perplexity": math.exp(nats), "tokens": count, "bytes": int(num_bytes),
+          "reviews": len(seqs)}
 

@@ -32,7 +32,7 @@ def steering_strength(path, rows: list[dict]):
   unsteered and satisficing decoders as horizontal reference lines."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, key, label in ((axes[0], "target_rate", "judge: generations of the target class"),
-                         (axes[1], "perplexity", "plain-LM perplexity of the new bytes")):
+                         (axes[1], "perplexity", "plain-LM perplexity of the new tokens")):
     for name in STEERED:
       gammas = sorted({r["strength"] for r in rows if r["method"] == name})
       ys = [np.mean([r[key] for r in rows if r["method"] == name and r["strength"] == g
@@ -54,10 +54,11 @@ def steering_strength(path, rows: list[dict]):
   plt.close(fig)
 
 
-def credit_heatmap(path, text: str, advantage, difference, q, label: str, width: int = 40):
-  """One review, a cell per byte coloured by its advantage credit c_t (green: towards fresh,
+def credit_heatmap(path, pieces: list[str], advantage, difference, q, label: str,
+                   width: int = 12):
+  """One review, a cell per token coloured by its advantage credit c_t (green: towards fresh,
   red: towards rotten), with q_t = P(fresh | x_<=t) along the bottom."""
-  chars = list(text)
+  chars = list(pieces)
   rows = int(np.ceil(len(chars) / width))
   grid = np.full((rows, width), np.nan)
   adv = np.asarray(advantage, np.float64)[:len(chars)]
@@ -67,12 +68,11 @@ def credit_heatmap(path, text: str, advantage, difference, q, label: str, width:
   ax = fig.add_axes([0.03, 2.4 / (3.2 + 0.45 * rows), 0.86, 0.45 * rows / (3.2 + 0.45 * rows)])
   im = ax.imshow(grid, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
   for i, ch in enumerate(chars):
-    ax.text(i % width, i // width, ch, ha="center", va="center", fontsize=9,
-            family="monospace")
+    ax.text(i % width, i // width, ch, ha="center", va="center", fontsize=8)
   ax.set_xticks([])
   ax.set_yticks([])
   ax.set_title("\n".join(textwrap.wrap(
-      f"advantage credit c_t = Q(s_t-1, x_t) - V(s_t-1) per byte; label: {label}", 120)),
+      f"advantage credit c_t = Q(s_t-1, x_t) - V(s_t-1) per token; label: {label}", 120)),
       fontsize=10)
   cax = fig.add_axes([0.91, ax.get_position().y0, 0.015, ax.get_position().height])
   fig.colorbar(im, cax=cax)
@@ -83,7 +83,7 @@ def credit_heatmap(path, text: str, advantage, difference, q, label: str, width:
           label="difference credit q_t - q_t-1")
   ax2.axhline(0.5, color="k", lw=0.5)
   ax2.set_xlim(0, len(chars) + 1)
-  ax2.set_xlabel("byte t")
+  ax2.set_xlabel("token t")
   ax2.legend(fontsize=8, loc="upper left")
   fig.savefig(path, dpi=110)
   plt.close(fig)
