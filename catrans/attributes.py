@@ -1,13 +1,49 @@
 """Sequence-level attributes: what each kind outputs per candidate token, its loss and its
-probabilities. Labels: int class ids with -1 = unknown (categorical/binary), float values
-with NaN = unknown (numeric)."""
+probabilities. Labels: int class ids with -1 = unknown (categorical/binary and registered
+kinds), float values with NaN = unknown (numeric).
+
+New kinds plug in through register_kind (see AttributeKind) without editing this file."""
 import dataclasses
 import math
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 KINDS = ("categorical", "binary", "numeric")
+
+
+class AttributeKind(NamedTuple):
+  """A user-defined attribute kind over classes (labels: int class ids, -1 = unknown; steering
+  targets and the attr_acc metric treat it like a categorical).
+
+  num_outputs(spec) -> K: the head's outputs per candidate token.
+  probabilities(spec, out[..., K]) -> [..., C] class probabilities (C = spec.num_classes).
+  loss(spec, out_BxLxK, labels_B) -> [B, L] (0 where the label is unknown) and
+  log_prob_of_target(spec, out[..., K], target) -> [...]: optional, by default
+  -log probabilities[label] and log probabilities[target]; give them for numerical
+  stability. expected_value is always probabilities[..., target]."""
+  num_outputs: Callable[["AttributeSpec"], int]
+  probabilities: Callable[["AttributeSpec", jnp.ndarray], jnp.ndarray]
+  loss: Optional[Callable] = None
+  log_prob_of_target: Optional[Callable] = None
+
+
+KIND_IMPLS: dict = {}   # name -> AttributeKind, filled by register_kind
+
+
+def register_kind(name: str, kind: AttributeKind) -> None:
+  """Makes AttributeSpec(kind=name) valid; the loss, probabilities, steering and inference
+  paths then call `kind`. Built-in kinds cannot be replaced."""
+  if name in KINDS:
+    raise ValueError(f"{name!r} is a built-in attribute kind")
+  if not isinstance(kind, AttributeKind):
+    raise TypeError(f"register_kind needs an AttributeKind, got {type(kind).__name__}")
+  KIND_IMPLS[name] = kind
+
+
+def _custom(spec) -> Optional[AttributeKind]:
+  return None if spec.kind in KINDS else KIND_IMPLS[spec.kind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +60,9 @@ class AttributeSpec:
   weight: float = 1.0
 
   def __post_init__(self):
-    if self.kind not in KINDS:
-      raise ValueError(f"attribute {self.name!r}: kind={self.kind!r}; choose from {KINDS}")
+    if self.kind not in KINDS and self.kind not in KIND_IMPLS:
+      raise ValueError(f"attribute {self.name!r}: kind={self.kind!r}; choose from "
+                       f"{KINDS + tuple(KIND_IMPLS)} (or catrans.attributes.register_kind)")
     if self.kind == "categorical" and self.num_classes < 2:
       raise ValueError(f"attribute {self.name!r}: a categorical needs >= 2 classes")
     if self.binary_style not in ("softmax", "sigmoid"):
@@ -33,6 +70,8 @@ class AttributeSpec:
 
   @property
   def num_outputs(self) -> int:
+    if self.kind not in KINDS:
+      return int(KIND_IMPLS[self.kind].num_outputs(self))
     if self.kind == "numeric":
       return 2
     if self.kind == "binary":
@@ -63,6 +102,14 @@ def loss(spec: AttributeSpec, out_BxLxK, labels_B) -> jnp.ndarray:
   """Per-position loss [B, L] of outputs read at the observed next token; 0 where unknown."""
   known = label_mask(spec, labels_B)[:, None]
   out = out_BxLxK.astype(jnp.float32)
+  custom = _custom(spec)
+  if custom is not None:
+    if custom.loss is not None:
+      return jnp.where(known, custom.loss(spec, out, labels_B), 0.0)
+    y = jnp.where(known, labels_B[:, None], 0).astype(jnp.int32)
+    logp = jnp.log(jnp.maximum(custom.probabilities(spec, out), 1e-30))
+    y = jnp.broadcast_to(y[..., None], logp.shape[:-1] + (1,))
+    return jnp.where(known, -jnp.take_along_axis(logp, y, axis=-1)[..., 0], 0.0)
   if spec.kind == "numeric":
     y = jnp.where(known, labels_B[:, None], 0.0)
     mean, logvar = out[..., 0], out[..., 1]
@@ -82,6 +129,8 @@ def probabilities(spec: AttributeSpec, out_xK) -> jnp.ndarray:
   """Class probabilities [..., C] (C = 2 for any binary); for numeric: [..., 2] = (mean,
   variance)."""
   out = out_xK.astype(jnp.float32)
+  if _custom(spec) is not None:
+    return _custom(spec).probabilities(spec, out)
   if spec.kind == "numeric":
     return jnp.stack([out[..., 0], jnp.exp(out[..., 1])], axis=-1)
   if spec.is_sigmoid:
@@ -94,6 +143,11 @@ def log_prob_of_target(spec: AttributeSpec, out_xK, target, numeric_mode: str = 
   """log P(a = target | ...) per candidate: [...]. Numeric: the Gaussian log-likelihood of
   the target value ('likelihood') or minus the squared distance of the mean ('mean')."""
   out = out_xK.astype(jnp.float32)
+  custom = _custom(spec)
+  if custom is not None:
+    if custom.log_prob_of_target is not None:
+      return custom.log_prob_of_target(spec, out, target)
+    return jnp.log(jnp.maximum(custom.probabilities(spec, out)[..., target], 1e-30))
   if spec.kind == "numeric":
     mean, logvar = out[..., 0], out[..., 1]
     if numeric_mode == "mean":
