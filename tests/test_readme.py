@@ -2,7 +2,6 @@
 one namespace, tiny inputs from a prelude) and do what their comments say."""
 import pathlib
 import re
-import time
 
 import flax.linen as nn
 import jax
@@ -14,6 +13,7 @@ from catrans import Transformer, init_cache
 from catrans import attributes as attr_lib
 from catrans.config import ModelConfig
 from catrans.pretrained import fetch
+from catrans.steering import SteeringConfig, Target, choose_token
 from seqmatch import masking
 from seqmatch import objective as sm_objective
 
@@ -89,14 +89,12 @@ def test_readme_snippets_run_and_hold(monkeypatch):
         continue        # ~100 MB download; tests/test_pretrained.py covers the model itself
     if "import seqmatch\n" in code:
       ns.update(seq_ns)
-    t0 = time.time()
     exec(compile(code, str(README), "exec"), ns)
-    with open("/tmp/readme_times.txt", "a") as f:
-      print(f"block {len(ran)}: {time.time() - t0:.1f}s", file=f)
     ran.append(code)
 
     if "init_cache(cfg, B, 256)" in code:                       # trunk
       out, cfg = ns["out"], ns["cfg"]
+      trunk_cfg = cfg
       assert out.logits.shape == (B, 1, cfg.vocab_size)
       assert out.cache["k"].shape[2] == 256 and int(out.cache["index"]) == 1
       full = ns["model"].apply({"params": ns["params"]}, tokens_BxL, ns["positions_BxL"],
@@ -121,8 +119,9 @@ def test_readme_snippets_run_and_hold(monkeypatch):
       assert out.attr_trace.shape == (B, 40)
       assert bool(jnp.all((out.new_tokens >= 0) & (out.new_tokens < ns["cfg"].vocab_size)))
     elif "load_pretrained(" in code:                            # pretrained
-      assert ns["cfg"].vocab_size > 1000
+      assert ns["cfg"].vocab_size > 1000 and "embed" in ns["params"]
       assert len(ns["tok"].encode("Hello world")) > 0
+      ns["cfg"] = trunk_cfg   # the Extending snippets build on the small trunk again
     elif "import seqmatch\n" in code:                           # SequenceMatch
       one, logits, gen = ns["one"], ns["logits"], ns["gen"]
       items, lens = ns["items"], ns["lens"]
@@ -177,13 +176,34 @@ def test_readme_snippets_run_and_hold(monkeypatch):
       # estimate(target=4) reads P(5 stars | s_t) from the same distribution.
       q_next = jnp.take_along_axis(probs[:, :-1, :, 4], tokens_BxL[:, 1:, None], -1)[..., 0]
       np.testing.assert_allclose(ns["est"].q[:, 1:], q_next, atol=1e-6)
-      # Steering towards 5 stars runs through the registered kind too.
-      from catrans.steering import SteeringConfig, Target, steered_decode
-      dec = steered_decode(cat, params, prompts_BxP, ns["prompt_lens_B"], ns["rng"],
-                           max_new_tokens=3,
-                           steering=SteeringConfig("weighted", (Target("stars", 4, 2.0),)))
-      assert dec.new_tokens.shape == (B, 3)
+      # Steering towards 5 stars goes through the registered kind too: greedy_attr picks
+      # the candidate with the highest P(5 stars | s, v).
+      sc = SteeringConfig("greedy_attr", (Target("stars", 4),), candidates=259, eps=0.0)
+      row = {"stars": out.attributes["stars"][:, -1]}
+      tok, score = choose_token(cat, out.logits[:, -1], row, ns["rng"], sc)
+      np.testing.assert_array_equal(tok, jnp.argmax(probs[:, -1, :, 4], -1))
+      np.testing.assert_allclose(score, probs[:, -1, :, 4].max(-1), atol=1e-6)
       # An unregistered kind is still refused.
       with pytest.raises(ValueError, match="register_kind"):
         attr_lib.AttributeSpec("x", kind="likert")
   assert len(ran) >= 5
+
+
+def test_register_kind_guards(monkeypatch):
+  monkeypatch.setattr(attr_lib, "KIND_IMPLS", dict(attr_lib.KIND_IMPLS))
+  kind = attr_lib.AttributeKind(num_outputs=lambda spec: spec.num_classes,
+                                probabilities=lambda spec, out: jax.nn.softmax(out, -1))
+  with pytest.raises(ValueError, match="built-in"):
+    attr_lib.register_kind("numeric", kind)
+  with pytest.raises(TypeError, match="AttributeKind"):
+    attr_lib.register_kind("mine", (lambda s: 2, None))
+  attr_lib.register_kind("mine", kind)
+  from catrans.cat_model import CATConfig
+  cat = CATConfig.from_dict({"attributes": [{"name": "a", "kind": "mine", "num_classes": 3}]})
+  assert cat.spec("a").num_outputs == 3
+  # Without a custom loss the default is -log softmax[label], i.e. the categorical loss.
+  out = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 3))
+  labels = jnp.array([2, -1])
+  np.testing.assert_allclose(
+      attr_lib.loss(cat.spec("a"), out, labels),
+      attr_lib.loss(attr_lib.AttributeSpec("a", num_classes=3), out, labels), atol=1e-6)
