@@ -77,7 +77,7 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
     new = np.stack(head + [np.array([k2d.key_token(k) for k in obs["key"]])], 1)
     cache = new_cache(objective, n)
     for t in range(env_lib.EPISODE_STEPS):
-      o_t = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])
+      o_t = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"], obs["key"])
       new = np.concatenate([new, o_t[:, None]], 1).astype(np.int32)
       logp, p_win, cache = step(params, jnp.asarray(new), cache)
       logp, p_win = jax.device_get((logp, p_win))
@@ -105,8 +105,7 @@ def key_and_door(tokens):
   tokens [bos, key, obs_0, act_0, ..., eos]. Observations follow deterministically from
   the action before them, so the credit belongs to the actions."""
   tokens = np.asarray(tokens)
-  obs = tokens - k2d.OBS0
-  has_key = (obs >= 0) & ((obs % (2 * k2d.NUM_CELLS)) >= k2d.NUM_CELLS)
+  has_key = k2d.holds_key(tokens)
   acts = np.flatnonzero((tokens >= k2d.ACTION0) & (tokens < k2d.KEY0))
   return int(np.argmax(has_key)) - 1, int(acts[-1])
 

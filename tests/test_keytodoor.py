@@ -128,7 +128,7 @@ def _scripted_winning_tokens(seed=5):
   obs = env.reset()
   toks, key_step = [k2d.BOS, k2d.key_token(obs["key"][0])], None
   for t in range(env_lib.EPISODE_STEPS):
-    toks.append(int(k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"])[0]))
+    toks.append(int(k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"], obs["key"])[0]))
     if obs["phase"][0] == 0 and not obs["has_key"][0]:
       a = _bfs_action(env_lib.WALKABLE[0], obs["pos"][0], obs["key"][0])
     else:
@@ -210,3 +210,22 @@ def test_cat_eval_writes_credit_plot_of_a_winning_episode(tmp_path):
   for k in ("credit_rank_key_pickup", "credit_rank_door"):
     assert 1 <= r[k] <= r["credit_episode_tokens"]
   assert os.path.getsize(os.path.join(tmp_path, "keytodoor_credit.png")) > 10_000
+
+
+def test_every_observation_token_decodes_to_its_state():
+  """Phase, cell, possession and (before the pickup) the key cell are readable from each
+  observation token alone, and no two states share a token."""
+  seen = {}
+  for ph in range(3):
+    for hk in (0, 1):
+      for r in range(env_lib.ROWS):
+        for c in range(env_lib.COLS):
+          for key in env_lib.KEY_CELLS:
+            t = int(k2d.obs_token(ph, hk, np.array([r, c]), key))
+            state = (ph, hk, r, c, tuple(key) if ph == 0 and not hk else None)
+            assert seen.setdefault(t, state) == state
+            assert bool(k2d.holds_key(t)) == bool(hk)
+            assert k2d.describe(t).startswith(f"p{ph + 1}{'K' if hk else ''}@{r},{c}")
+  assert sorted(seen) == list(range(k2d.OBS0, k2d.VOCAB_SIZE))
+  with pytest.raises(ValueError, match="not a key cell"):
+    k2d.obs_token(0, 0, np.array([4, 4]), np.array([0, 0]))

@@ -1,9 +1,13 @@
 """Key-to-Door trajectories as token sequences for CAT (SPEC section 4).
 
-Vocabulary (479 tokens): pad 0, bos 1, eos 2; actions N S W E = 3..6; the key's location
-(10 cells) = 7..16; observations = 17 + (phase * 2 + has_key) * 77 + row * 11 + col, so an
-observation shows the phase, the agent's cell and whether it holds the key, and the key
-location token at the start shows where the key is.
+Vocabulary (1172 tokens): pad 0, bos 1, eos 2; actions N S W E = 3..6; the key's location
+(10 cells) = 7..16; observations 17..401 = 17 + (phase * 2 + has_key - 1) * 77 + row * 11 +
+col for phase 1 with the key and phases 2 and 3; observations 402..1171 = 402 + key * 77 +
+row * 11 + col in phase 1 before the key is taken. Every observation thus shows the phase,
+the agent's cell, possession and (while it matters) where the key lies (SPEC section 4).
+A first version named the key only in the token after bos (CAT then needs attention to
+find it); putting it in the observation left CAT's win rate unchanged (0.121 either way, see
+the issue notes): what limits CAT here is the sparse signal, not what it can see.
 Sequence: [bos, key, obs_0, act_0, obs_1, act_1, ..., obs_{T-1}, act_{T-1}, eos] (at most 243
 tokens; a won episode ends at the door). Sequence attribute 'win' (0/1).
 
@@ -20,7 +24,9 @@ from experiments.tasks import Task
 PAD, BOS, EOS = 0, 1, 2
 ACTION0, KEY0, OBS0 = 3, 7, 17
 NUM_CELLS = env_lib.ROWS * env_lib.COLS
-VOCAB_SIZE = OBS0 + 3 * 2 * NUM_CELLS
+NUM_KEYS = len(env_lib.KEY_CELLS)
+SEEK0 = OBS0 + 5 * NUM_CELLS    # phase 1, key not yet taken, one block per key cell
+VOCAB_SIZE = SEEK0 + NUM_KEYS * NUM_CELLS
 RETURN0 = VOCAB_SIZE          # return tokens (lost, won) of the Decision Transformer variant
 MAX_TOKENS = 3 + 2 * env_lib.EPISODE_STEPS
 DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False,
@@ -45,9 +51,27 @@ def key_token(key_rc):
   return KEY0 + idx
 
 
-def obs_token(phase, has_key, pos):
-  return OBS0 + (np.asarray(phase) * 2 + np.asarray(has_key, np.int32)) * NUM_CELLS + \
-      np.asarray(pos)[..., 0] * env_lib.COLS + np.asarray(pos)[..., 1]
+def key_index(key_rc):
+  """Index (0..9) of the key cell(s) key_rc [..., 2] among env_lib.KEY_CELLS."""
+  hit = (np.asarray(key_rc)[..., None, :] == env_lib.KEY_CELLS).all(-1)
+  if not hit.any(-1).all():
+    raise ValueError(f"not a key cell: {np.asarray(key_rc).tolist()}")
+  return hit.argmax(-1)
+
+
+def obs_token(phase, has_key, pos, key_rc):
+  """Observation token(s) of the phase, possession, agent cell and key cell (batched)."""
+  phase, has_key = np.asarray(phase), np.asarray(has_key, np.int32)
+  cell = np.asarray(pos)[..., 0] * env_lib.COLS + np.asarray(pos)[..., 1]
+  seeking = (phase == 0) & (has_key == 0)
+  return np.where(seeking, SEEK0 + key_index(key_rc) * NUM_CELLS + cell,
+                  OBS0 + (phase * 2 + has_key - 1) * NUM_CELLS + cell)
+
+
+def holds_key(tokens):
+  """True for observation tokens in which the agent holds the key."""
+  t = np.asarray(tokens)
+  return (t >= OBS0) & (t < SEEK0) & (((t - OBS0) // NUM_CELLS) % 2 == 0)
 
 
 def describe(token: int) -> str:
@@ -60,9 +84,13 @@ def describe(token: int) -> str:
   if KEY0 <= token < OBS0:
     r, c = env_lib.KEY_CELLS[token - KEY0].tolist()
     return f"key@{r},{c}"
-  o = token - OBS0
-  ph, rest = divmod(o, 2 * NUM_CELLS)
-  has_key, cell = divmod(rest, NUM_CELLS)
+  if token >= SEEK0:
+    key, cell = divmod(token - SEEK0, NUM_CELLS)
+    r, c = divmod(cell, env_lib.COLS)
+    kr, kc = env_lib.KEY_CELLS[key].tolist()
+    return f"p1@{r},{c}(key@{kr},{kc})"
+  combo, cell = divmod(token - OBS0, NUM_CELLS)
+  ph, has_key = divmod(combo + 1, 2)
   r, c = divmod(cell, env_lib.COLS)
   return f"p{ph + 1}{'K' if has_key else ''}@{r},{c}"
 
@@ -77,7 +105,7 @@ def random_trajectories(num: int, seed: int):
   for _ in range(env_lib.EPISODE_STEPS):
     alive = ~env.done
     actions = rng.integers(0, 4, size=num)
-    cols += [obs_token(obs["phase"], obs["has_key"], obs["pos"]), ACTION0 + actions]
+    cols += [obs_token(obs["phase"], obs["has_key"], obs["pos"], obs["key"]), ACTION0 + actions]
     live += [alive, alive]
     obs, _, _ = env.step(actions)
   tokens, live = np.stack(cols, 1), np.stack(live, 1)
