@@ -103,7 +103,7 @@ def test_builds_counts_labels_and_stable_disjoint_splits(tmp_path, fake_download
   assert batch['inputs'].shape == (4, 32) and set(batch['label']) <= {0, 1, 2}
   assert 'confidence' not in batch
 
-  with pytest.raises(ValueError, match="tokenizer must be 'byte' or"):
+  with pytest.raises(ValueError, match="tokenizer must be 'byte', 'sentencepiece'"):
     get_task('tweets', ml_collections.ConfigDict(
         {'data_dir': str(tmp_path / 'tfds'), 'tokenizer': 'words'}))
   with pytest.raises(ValueError, match='tweets has splits'):
