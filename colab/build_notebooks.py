@@ -32,7 +32,10 @@ def launch():
       new_code_cell(INSTALL),
       new_code_cell(
           "# On a CPU runtime, simulate 8 devices (must happen before JAX starts).\n"
-          "os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')\n"
+          "# Appended, so XLA flags you already set are kept.\n"
+          "flags = os.environ.get('XLA_FLAGS', '')\n"
+          "if 'xla_force_host_platform_device_count' not in flags:\n"
+          "  os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count=8'.strip()\n"
           "import jax\n"
           "print(jax.device_count(), 'devices:', jax.devices()[0].device_kind)"),
       new_markdown_cell(
