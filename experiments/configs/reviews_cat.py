@@ -20,7 +20,8 @@ class (test accuracy 0.579 = the share of fresh reviews); word pieces make senti
 learnable in the few minutes a shared 2-core CPU gives. d=96, 3 layers, batch 32;
 cat/lm/director 800 steps (about 2.5 passes over the 10.2K training reviews), the
 classifiers 1000. Expect about 30-35 min for the five on a busy 2-core CPU, then 10-20 min for
-the report. ',tiny' runs in seconds (smoke tests only)."""
+the report. ',tiny' runs in seconds (smoke tests only); ',pod' is the pod-sized version
+(~125M, bf16, fsdp over all devices, 20K steps of 256 x 256 tokens)."""
 import dataclasses
 
 from catrans.baselines import director_config
@@ -31,9 +32,9 @@ RUNS = ("cat", "lm", "director", "clf", "judge")
 
 def get_config(arg: str = "cat"):
   run, *flags = (arg or "cat").split(",")
-  unknown = sorted(set(flags) - {"tiny"})
-  if run not in RUNS or unknown:
-    raise ValueError(f"reviews_cat.py variants: {'|'.join(RUNS)}[,tiny]; got {arg!r}")
+  unknown = sorted(set(flags) - {"tiny", "pod"})
+  if run not in RUNS or unknown or {"tiny", "pod"} <= set(flags):
+    raise ValueError(f"reviews_cat.py variants: {'|'.join(RUNS)}[,tiny|,pod]; got {arg!r}")
   c = base_config()
   c.task = c.task.__class__(dict(name="rotten_tomatoes", tokenizer="sentencepiece",
                                  sentencepiece_vocab_size=2048))
@@ -62,6 +63,20 @@ def get_config(arg: str = "cat"):
     if run == "judge":
       c.seed = 1
       c.model.num_layers = 2
+  if "pod" in flags:
+    # The same comparison at a size where the paper sees CAT help: a ~125M trunk in bf16,
+    # parameters sharded over every device (fsdp), whole reviews (256 tokens).
+    c.task.sentencepiece_vocab_size = 8192
+    c.model.update(dict(d_model=768, num_layers=12, num_heads=12, num_kv_heads=4,
+                        mlp_dim=3072, max_len=516, dtype="bfloat16", remat="dots",
+                        scan_layers=True))
+    c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+    c.data.update(dict(seq_len=256, global_batch_size=256))
+    c.train.update(dict(steps=20_000, eval_every=2000, checkpoint_every=1000, peak_flops=0.0,
+                        progress=True))
+    c.optimizer.update(dict(learning_rate=6e-4, warmup_steps=1000))
+    if run == "judge":
+      c.model.num_layers = 6    # still a different model from clf, as at CPU size
   if "tiny" in flags:
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
                         max_len=52))
