@@ -29,6 +29,18 @@ class Task:
   label_names: Mapping[str, Sequence[str]] | None = None
 
 
+def in_memory_task(name: str, tokenizer: Tokenizer, splits: Mapping[str, Sequence[Example]],
+                   label_names: Mapping[str, Sequence[str]] | None = None) -> Task:
+  """A Task over examples already in memory (the generated tasks): `source` serves the
+  splits and names the known ones when asked for another."""
+  def source(split: str):
+    if split not in splits:
+      raise ValueError(f'{name} has splits {tuple(splits)}, not {split!r}')
+    return splits[split]
+  return Task(name=name, tokenizer=tokenizer, source=source, splits=tuple(splits),
+              label_names=label_names)
+
+
 def available_tasks() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(__path__)
                 if not m.name.startswith('_'))

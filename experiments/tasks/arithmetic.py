@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from experiments.data.tokenizers import ByteTokenizer
-from experiments.tasks import Task
+from experiments.tasks import Task, in_memory_task
 
 ANSWER_DELIMITER = '? '
 _DIGITS = '0123456789'
@@ -118,12 +118,6 @@ def make_task(config) -> Task:
   # Test questions come first so they stay the same when num_train changes;
   # one pass of generation with a 'seen' set makes the splits disjoint.
   questions = generate_questions(num_test + num_train, **options)
-  splits = {'test': questions[:num_test], 'train': questions[num_test:]}
+  splits = {'train': questions[num_test:], 'test': questions[:num_test]}
 
-  def source(split: str):
-    if split not in splits:
-      raise ValueError(f'arithmetic has splits {tuple(splits)}, not {split!r}')
-    return splits[split]
-
-  return Task(name='arithmetic', tokenizer=ByteTokenizer(), source=source,
-              splits=('train', 'test'))
+  return in_memory_task('arithmetic', ByteTokenizer(), splits)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from experiments.data.tokenizers import ByteTokenizer
-from experiments.tasks import Task
+from experiments.tasks import Task, in_memory_task
 
 DEFAULTS = dict(length=9, threshold=0, num_train=20000, num_test=500, seed=0)
 
@@ -47,12 +47,7 @@ def make_task(config) -> Task:
   bits = rng.integers(0, 2, size=(total, n))
   examples = [{"text": "".join(map(str, row)), "label": int(row.sum() >= threshold)}
               for row in bits]
-  splits = {"test": examples[:int(opts["num_test"])], "train": examples[int(opts["num_test"]):]}
+  splits = {"train": examples[int(opts["num_test"]):], "test": examples[:int(opts["num_test"])]}
 
-  def source(split):
-    if split not in splits:
-      raise ValueError(f"bits has splits {tuple(splits)}, not {split!r}")
-    return splits[split]
-
-  return Task(name="bits", tokenizer=ByteTokenizer(), source=source, splits=("train", "test"),
-              label_names={"label": ("below", "reached")})
+  return in_memory_task("bits", ByteTokenizer(), splits,
+                        label_names={"label": ("below", "reached")})

@@ -19,7 +19,7 @@ go is the same at every step, so one token at the start carries all that DT cond
 import numpy as np
 
 from experiments.envs import keytodoor as env_lib
-from experiments.tasks import Task
+from experiments.tasks import Task, in_memory_task
 
 PAD, BOS, EOS = 0, 1, 2
 ACTION0, KEY0, OBS0 = 3, 7, 17
@@ -131,10 +131,5 @@ def make_task(config) -> Task:
       for name, trajs, wins in (("train", train, won), ("test", test, test_won))
   }
 
-  def source(split):
-    if split not in splits:
-      raise ValueError(f"keytodoor has splits {tuple(splits)}, not {split!r}")
-    return splits[split]
-
-  return Task(name="keytodoor", tokenizer=KeyToDoorTokenizer(bool(opts["return_conditioned"])), source=source,
-              splits=("train", "test"), label_names={"label": ("lose", "win")})
+  return in_memory_task("keytodoor", KeyToDoorTokenizer(bool(opts["return_conditioned"])),
+                        splits, label_names={"label": ("lose", "win")})

@@ -16,7 +16,7 @@ import string
 import numpy as np
 
 from experiments.data.tokenizers import ByteTokenizer
-from experiments.tasks import Task
+from experiments.tasks import Task, in_memory_task
 
 ALPHABET = string.ascii_lowercase
 DEFAULTS = dict(num_states=12, branching=3, length=40, num_train=4000, num_test=200, seed=0,
@@ -92,13 +92,8 @@ def make_task(config) -> Task:
     texts = [to_text(s) for s in sample_states(p, num, int(o["length"]), rng)]
     splits[name] = [{"text": t, "prompt": t[0], "answer": t[1:]} for t in texts]
 
-  def source(split: str):
-    if split not in splits:
-      raise ValueError(f"markov has splits {tuple(splits)}, not {split!r}")
-    return splits[split]
-
-  return Task(name="markov", tokenizer=ByteTokenizer(), source=source,
-              splits=("train", "test"))
+  # Test first above (so it stays the same when num_train changes), train first in the Task.
+  return in_memory_task("markov", ByteTokenizer(), {k: splits[k] for k in ("train", "test")})
 
 
 def chain_of(config) -> np.ndarray:
