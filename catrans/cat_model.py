@@ -108,16 +108,9 @@ class CATModel(nn.Module):
     out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache,
                      return_logits=rows_B is None)
     h = jax.lax.stop_gradient(out.hidden) if stop_trunk_gradient else out.hidden
-    attr_cache = None
-    if self.cat.branch == "block":
-      layer_cache = None if cache is None else cache["attr"]
-      index = None if cache is None else trunk_cache["index"]
-      g, attr_cache = self.branch(h, layer_cache, positions_BxL, mask_BxLxS, index)
-    elif self.cat.branch == "mlp":
-      g = h + self.branch(self.branch_norm(h))
-    else:
-      g = h
-    g = self.out_norm(g)
+    layer_cache = None if cache is None else cache["attr"]
+    index = None if cache is None else trunk_cache["index"]
+    g, attr_cache = self._branch(h, positions_BxL, mask_BxLxS, layer_cache, index)
     logits = out.logits
     if rows_B is not None:
       pick = lambda x: x[jnp.arange(x.shape[0]), rows_B][:, None]
@@ -131,3 +124,26 @@ class CATModel(nn.Module):
         attrs[name] = head.all_tokens(g) if all_tokens else head.at_tokens(g, next_tokens_BxL)
     new_cache = None if cache is None else {"trunk": out.cache, "attr": attr_cache}
     return CATOutput(logits, attrs, out.hidden, new_cache)
+
+  def _branch(self, h_BxLxD, positions_BxL, mask_BxLxS, layer_cache=None, index=None):
+    """g = out_norm(branch(h)) and the branch block's new cache (None unless 'block')."""
+    attr_cache = None
+    if self.cat.branch == "block":
+      g, attr_cache = self.branch(h_BxLxD, layer_cache, positions_BxL, mask_BxLxS, index)
+    elif self.cat.branch == "mlp":
+      g = h_BxLxD + self.branch(self.branch_norm(h_BxLxD))
+    else:
+      g = h_BxLxD
+    return self.out_norm(g), attr_cache
+
+  def attributes_from_hidden(self, hidden_BxLxD, next_tokens_BxL=None, positions_BxL=None,
+                             mask=None, *, all_tokens: bool = False):
+    """The attribute outputs of __call__ computed from given trunk hidden states (no trunk
+    run, no cache): {name: [B, L, K]} at next_tokens_BxL, or [B, L, V, K] with all_tokens.
+    Lets catrans.fit train the branch and heads on trunk features computed once.
+    positions / mask default to 0..L-1 and causal, as in __call__ (only 'block' reads them)."""
+    tokens_BxL = jnp.zeros(hidden_BxLxD.shape[:2], jnp.int32)
+    positions_BxL, mask_BxLxS = resolve_positions_and_mask(tokens_BxL, positions_BxL, mask)
+    g, _ = self._branch(hidden_BxLxD, positions_BxL, mask_BxLxS)
+    return {name: head.all_tokens(g) if all_tokens else head.at_tokens(g, next_tokens_BxL)
+            for name, head in self.heads.items()}

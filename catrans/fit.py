@@ -1,0 +1,463 @@
+"""Fit a new attribute onto a trained or pretrained trunk in one call, on cached features.
+
+  result = fit_attribute(model, params, AttributeSpec("sentiment"), labels,
+                         texts=texts, tokenizer=tok)
+  result.model, result.params   # a CATModel usable by inference.estimate / steered_decode
+
+The trunk is frozen, so its hidden states h_t do not change while the attribute branch and
+head train: they are computed once ([N, L, D], one pass over the data) and every epoch
+reads them instead of re-running the trunk (the speed-up is measured in the same call
+against one epoch of attr_only training through catrans.objective.cat_loss). The training
+loss is exactly cat_loss's attribute term 'attr/<name>': the head read at the observed
+next token, the sequence's label at every counted position.
+
+Sequence layout (as in training): each sequence starts with BOS (texts get
+[bos] + encode(text) + [eos]); inputs = seq[:-1], targets = seq[1:]; the prediction for a
+whole sequence is the head at the last row, read at its last token (the EOS for texts).
+Labels: categorical/binary class ids in [0, K) (or names with class_names); numeric finite
+floats. Unlabelled examples are not accepted: drop them first."""
+import dataclasses
+import math
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from catrans import attributes as attr_lib
+from catrans.attributes import AttributeSpec
+from catrans.cat_model import CATConfig, CATModel
+from catrans.objective import cat_loss
+from catrans.transformer import Transformer
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclasses.dataclass
+class FitResult:
+  model: CATModel        # the trunk's config + the fitted attribute (mode attr_only)
+  params: dict           # {'trunk': the given trunk params (the same objects), branch, head}
+  metrics: dict          # held-out (and train) metrics, priors, data summary
+  reliability: dict      # held-out reliability bins (classes only): confidence, accuracy, count
+  timing: dict           # seconds: caching, cached epochs, one trunk epoch, speed-up
+  history: list          # training loss (the attr/<name> term) after each epoch
+  split: dict            # 'train' / 'heldout' example indices into the given data
+
+
+# --- schema ------------------------------------------------------------------------------------
+def num_label_classes(spec: AttributeSpec) -> int:
+  return 2 if spec.kind == "binary" else int(spec.num_classes)
+
+
+def check_labels(spec: AttributeSpec, labels, num_examples: int, class_names=None) -> np.ndarray:
+  """Labels as int32 class ids or float32 values; ValueError naming the first bad one."""
+  if not isinstance(spec, AttributeSpec):
+    raise ValueError(f"spec must be a catrans.attributes.AttributeSpec, got {type(spec).__name__}")
+  labels = list(labels) if not isinstance(labels, np.ndarray) else labels
+  if len(labels) != num_examples:
+    raise ValueError(f"attribute {spec.name!r}: {len(labels)} labels for {num_examples} "
+                     "sequences; give one label per sequence")
+  if spec.kind == "numeric":
+    try:
+      arr = np.asarray(labels, np.float64)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"numeric attribute {spec.name!r} needs numbers as labels ({e})") from None
+    bad = ~np.isfinite(arr)
+    if bad.any():
+      i = int(np.argmax(bad))
+      raise ValueError(f"numeric attribute {spec.name!r}: label {i} is {arr[i]} (labels must be "
+                       f"finite; drop unlabelled examples); {int(bad.sum())} bad in total")
+    return arr.astype(np.float32)
+  k = num_label_classes(spec)
+  if class_names is not None:
+    if len(class_names) != k:
+      raise ValueError(f"attribute {spec.name!r} has {k} classes but {len(class_names)} "
+                       f"class_names {list(class_names)}")
+    index = {name: i for i, name in enumerate(class_names)}
+    for i, y in enumerate(labels):
+      if not isinstance(y, (int, np.integer)) and y not in index:
+        raise ValueError(f"attribute {spec.name!r}: label {i} = {y!r} is not one of the "
+                         f"class_names {list(class_names)}")
+    labels = [index.get(y, y) if not isinstance(y, (int, np.integer)) else y for y in labels]
+  arr = np.asarray(labels)
+  if arr.dtype == bool:
+    arr = arr.astype(np.int64)
+  if arr.dtype.kind in "US O".replace(" ", ""):
+    raise ValueError(f"attribute {spec.name!r} ({spec.kind}): labels are {arr.dtype} (e.g. "
+                     f"{arr.flat[0]!r}); pass class ids in [0, {k}) or class_names")
+  if arr.dtype.kind == "f":
+    frac = ~np.isfinite(arr) | (arr != np.round(arr))
+    if frac.any():
+      i = int(np.argmax(frac))
+      raise ValueError(f"attribute {spec.name!r} ({spec.kind}): label {i} = {arr[i]} is not a "
+                       f"class id; {spec.kind} labels are integers in [0, {k})")
+  arr = arr.astype(np.int64)
+  bad = (arr < 0) | (arr >= k)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(f"attribute {spec.name!r} ({spec.kind}, {k} classes): label {i} = {arr[i]} "
+                     f"is outside [0, {k}); drop unlabelled examples; {int(bad.sum())} bad in total")
+  if len(np.unique(arr)) < 2:
+    raise ValueError(f"attribute {spec.name!r}: every label is class {int(arr[0])}; nothing to "
+                     "learn")
+  return arr.astype(np.int32)
+
+
+def prepare_sequences(vocab_size: int, *, tokens=None, texts=None, tokenizer=None,
+                      max_len: int) -> tuple[list[np.ndarray], int]:
+  """Token sequences (BOS first) cut to max_len + 1 tokens: (sequences, how many were cut)."""
+  if (tokens is None) == (texts is None):
+    raise ValueError("pass exactly one of tokens= (id sequences, BOS first) or texts= "
+                     "(with tokenizer=)")
+  if texts is not None:
+    if tokenizer is None:
+      raise ValueError("texts= needs tokenizer= (encode, bos_id, eos_id)")
+    if isinstance(texts, str):
+      raise ValueError("texts= must be a sequence of strings, got one string")
+    seqs = []
+    for i, t in enumerate(texts):
+      if not isinstance(t, str):
+        raise ValueError(f"texts[{i}] is {type(t).__name__}, not str")
+      seqs.append([tokenizer.bos_id] + list(tokenizer.encode(t)) + [tokenizer.eos_id])
+  else:
+    seqs = list(tokens)
+  out, cut = [], 0
+  for i, s in enumerate(seqs):
+    arr = np.asarray(s)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+      raise ValueError(f"sequence {i} must be a 1-D list of integer token ids, got shape "
+                       f"{arr.shape} dtype {arr.dtype}")
+    if arr.size < 2:
+      raise ValueError(f"sequence {i} has {arr.size} token(s); it needs BOS and at least one "
+                       "token after it")
+    bad = (arr < 0) | (arr >= vocab_size)
+    if bad.any():
+      j = int(np.argmax(bad))
+      raise ValueError(f"sequence {i}, position {j}: token id {int(arr[j])} is outside the "
+                       f"model's vocabulary [0, {vocab_size}) (wrong tokenizer?)")
+    if arr.size > max_len + 1:
+      arr, cut = arr[:max_len + 1], cut + 1
+    out.append(arr.astype(np.int32))
+  if len(out) < 2:
+    raise ValueError(f"need at least 2 sequences (a training and a held-out one), got {len(out)}")
+  return out, cut
+
+
+def to_batch(seqs: list[np.ndarray], pad_id: int = 0) -> dict:
+  """inputs / targets [N, L] (L = longest - 1), weights 1 on real targets, lengths [N]."""
+  width = max(len(s) for s in seqs) - 1
+  n = len(seqs)
+  inputs = np.full((n, width), pad_id, np.int32)
+  targets = np.full((n, width), pad_id, np.int32)
+  for i, s in enumerate(seqs):
+    inputs[i, :len(s) - 1], targets[i, :len(s) - 1] = s[:-1], s[1:]
+  lengths = np.array([len(s) - 1 for s in seqs], np.int32)
+  weights = (np.arange(width)[None] < lengths[:, None]).astype(np.float32)
+  return {"inputs": inputs, "targets": targets, "weights": weights, "lengths": lengths}
+
+
+def split_indices(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Deterministic (train, held-out) indices: a seeded permutation, the first share held out."""
+  if not 0.0 < heldout < 1.0:
+    raise ValueError(f"heldout must be a fraction in (0, 1), got {heldout}")
+  order = np.random.default_rng(seed).permutation(n)
+  k = min(max(1, int(round(heldout * n))), n - 1)
+  return np.sort(order[k:]), np.sort(order[:k])
+
+
+# --- the frozen trunk's features --------------------------------------------------------------
+def trunk_of(model, params) -> tuple[Transformer, Any]:
+  """(a Transformer, its params) from a CATModel, a Transformer or a PrefixClassifier-like
+  module with .cfg and params['trunk']."""
+  if isinstance(model, Transformer):
+    return model, params
+  if not hasattr(model, "cfg") or "trunk" not in params:
+    raise ValueError(f"fit needs a catrans Transformer or CATModel, got {type(model).__name__}")
+  return Transformer(model.cfg), params["trunk"]
+
+
+def cache_features(trunk: Transformer, trunk_params, inputs_NxL, *, batch_size: int = 64):
+  """[N, L, D] trunk hidden states (after the final norm), computed in fixed-size batches so
+  one program serves every batch."""
+  @jax.jit
+  def hidden(p, x_BxL):
+    return trunk.apply({"params": p}, x_BxL, return_logits=False).hidden
+
+  n = inputs_NxL.shape[0]
+  b = min(batch_size, n)
+  parts = []
+  for start in range(0, n, b):
+    idx = np.arange(start, start + b) % n       # wrap the last batch: one shape
+    h = hidden(trunk_params, jnp.asarray(inputs_NxL[idx]))
+    parts.append(h[:min(b, n - start)])
+  return jax.block_until_ready(jnp.concatenate(parts, axis=0))
+
+
+def cached_attr_loss(model: CATModel, head_params, hidden_BxLxD, targets_BxL, weights_BxL,
+                     labels_B):
+  """cat_loss's 'attr/<name>' term of model's single attribute, from cached trunk features."""
+  spec = model.cat.attributes[0]
+  out = model.apply({"params": head_params}, hidden_BxLxD, targets_BxL,
+                    method=CATModel.attributes_from_hidden)[spec.name]
+  known = attr_lib.label_mask(spec, labels_B).astype(jnp.float32)[:, None] * weights_BxL
+  per_pos = attr_lib.loss(spec, out, labels_B)
+  return (per_pos * known).sum() / jnp.maximum(known.sum(), 1e-8)
+
+
+def _epoch_fn(step):
+  """One jitted epoch: lax.scan of `step` over the batches of index rows [S, B]."""
+  def epoch(state, data, idx_SxB):
+    def body(state, idx_B):
+      return step(state, jax.tree.map(lambda x: x[idx_B], data))
+    return jax.lax.scan(body, state, idx_SxB)
+  return jax.jit(epoch)
+
+
+def _batches(rng, n: int, batch_size: int) -> np.ndarray:
+  """[S, B] a permutation of range(n) in batches; the last batch wraps to the start."""
+  steps = -(-n // batch_size)
+  return np.resize(rng.permutation(n), steps * batch_size).reshape(steps, batch_size)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+def auc(scores, positives) -> float | None:
+  """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half; None without both
+  classes."""
+  s, y = np.asarray(scores, np.float64), np.asarray(positives, bool)
+  n1, n0 = int(y.sum()), int((~y).sum())
+  if n1 == 0 or n0 == 0:
+    return None
+  order = np.argsort(s, kind="mergesort")
+  ranks = np.empty(len(s))
+  sorted_s = s[order]
+  i = 0
+  while i < len(s):     # average ranks over ties
+    j = i
+    while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+      j += 1
+    ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+    i = j + 1
+  return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def reliability(probs_NxC, labels_N, num_bins: int = 10) -> dict:
+  """Top-label reliability: per equal-width confidence bin the mean confidence, the accuracy
+  and the count; ECE = sum_b count_b / N |accuracy_b - confidence_b|."""
+  p = np.asarray(probs_NxC, np.float64)
+  conf, pred = p.max(-1), p.argmax(-1)
+  hit = (pred == np.asarray(labels_N)).astype(np.float64)
+  edges = np.linspace(0.0, 1.0, num_bins + 1)
+  b = np.clip(np.digitize(conf, edges[1:-1]), 0, num_bins - 1)
+  count = np.bincount(b, minlength=num_bins)
+  safe = np.maximum(count, 1)
+  mean_conf = np.bincount(b, conf, num_bins) / safe
+  acc = np.bincount(b, hit, num_bins) / safe
+  ece = float(np.sum(count / max(len(conf), 1) * np.abs(acc - mean_conf)))
+  return {"edges": edges.tolist(), "confidence": mean_conf.tolist(), "accuracy": acc.tolist(),
+          "count": count.tolist(), "ece": ece}
+
+
+def class_metrics(probs_NxC, labels_N) -> dict:
+  p = np.clip(np.asarray(probs_NxC, np.float64), 1e-12, 1.0)
+  y = np.asarray(labels_N)
+  out = {"accuracy": float(np.mean(p.argmax(-1) == y)),
+         "log_loss": float(np.mean(-np.log(p[np.arange(len(y)), y])))}
+  if p.shape[-1] == 2:
+    out["auc"] = auc(p[:, 1], y == 1)
+  else:   # macro one-vs-rest over the classes present
+    aucs = [auc(p[:, c], y == c) for c in range(p.shape[-1])]
+    aucs = [a for a in aucs if a is not None]
+    out["auc"] = float(np.mean(aucs)) if aucs else None
+  return out
+
+
+def numeric_metrics(mean_N, var_N, values_N) -> dict:
+  m, v, y = (np.asarray(a, np.float64) for a in (mean_N, var_N, values_N))
+  z = (y - m) / np.sqrt(np.maximum(v, 1e-12))
+  return {"mae": float(np.mean(np.abs(y - m))), "rmse": float(np.sqrt(np.mean((y - m) ** 2))),
+          "nll": float(np.mean(0.5 * (np.log(2 * math.pi * v) + z ** 2))),
+          # A calibrated Gaussian puts 68.3% of the values within one predicted sd.
+          "coverage_1sd": float(np.mean(np.abs(z) <= 1.0))}
+
+
+# --- the one call ------------------------------------------------------------------------------
+def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, texts=None,
+                  tokenizer=None, class_names: Sequence[str] | None = None,
+                  branch: str | None = None, param: str | None = None,
+                  factor_dim: int | None = None, heldout: float = 0.2, epochs: int = 30,
+                  batch_size: int = 64, learning_rate: float = 3e-3, max_len: int | None = None,
+                  seed: int = 0, measure_speedup: bool = True, pad_id: int = 0,
+                  feature_batch_size: int = 64, num_bins: int = 10) -> FitResult:
+  """Trains a new attribute branch + head for `spec` on a frozen trunk.
+
+  model, params: a catrans Transformer (a plain LM) or a CATModel (its trunk is used, its
+    own attributes are not carried over); a pretrained trunk from catrans.pretrained works.
+  spec, labels: the attribute and one label per sequence (see module doc).
+  tokens or texts + tokenizer: the sequences; max_len (default the model's) cuts them.
+  branch / param / factor_dim: the new branch ('mlp' | 'block' | 'none') and head ('full' |
+    'factorized'); default the CATModel's, else 'mlp' / 'full' / 64.
+  heldout: share held out (deterministic for a seed); epochs / batch_size / learning_rate:
+    Adam on the cached features.
+  measure_speedup: also time one epoch that re-runs the trunk (attr_only cat_loss).
+  Returns FitResult."""
+  trunk, trunk_params = trunk_of(model, params)
+  cfg = trunk.cfg
+  base = model.cat if isinstance(model, CATModel) else None
+  pick = lambda v, field, default: v if v is not None else (
+      getattr(base, field) if base is not None else default)
+  cat = CATConfig(attributes=(spec,), param=pick(param, "param", "full"),
+                  branch=pick(branch, "branch", "mlp"),
+                  factor_dim=pick(factor_dim, "factor_dim", 64),
+                  lam=base.lam if base is not None else 0.15, mode="attr_only")
+  if epochs < 1 or batch_size < 1:
+    raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+  seqs, cut = prepare_sequences(cfg.vocab_size, tokens=tokens, texts=texts,
+                                tokenizer=tokenizer, max_len=max_len or cfg.max_len)
+  y = check_labels(spec, labels, len(seqs), class_names)
+  data = to_batch(seqs, pad_id)
+  train_idx, held_idx = split_indices(len(seqs), heldout, seed)
+  cat_model = CATModel(cfg, cat)
+  timing = {}
+
+  t0 = time.perf_counter()
+  hidden = cache_features(trunk, trunk_params, data["inputs"], batch_size=feature_batch_size)
+  timing["cache_features_s"] = time.perf_counter() - t0   # includes its compile
+
+  key = jax.random.PRNGKey(seed)
+  head_params = cat_model.init(key, hidden[:1], jnp.asarray(data["targets"][:1]),
+                               method=CATModel.attributes_from_hidden)["params"]
+  tx = optax.adam(learning_rate)
+  b = min(batch_size, len(train_idx))
+  cached = {"hidden": hidden[train_idx], "targets": jnp.asarray(data["targets"][train_idx]),
+            "weights": jnp.asarray(data["weights"][train_idx]), "labels": jnp.asarray(y[train_idx])}
+
+  def cached_step(state, batch):
+    p, opt = state
+    loss, g = jax.value_and_grad(cached_attr_loss, argnums=1)(
+        cat_model, p, batch["hidden"], batch["targets"], batch["weights"], batch["labels"])
+    updates, opt = tx.update(g, opt, p)
+    return (optax.apply_updates(p, updates), opt), loss
+
+  rng = np.random.default_rng(seed + 1)
+  state = (head_params, tx.init(head_params))
+  t0 = time.perf_counter()
+  epoch = _epoch_fn(cached_step).lower(state, cached, _batches(rng, len(train_idx), b)).compile()
+  timing["compile_cached_epoch_s"] = time.perf_counter() - t0
+  history, epoch_s = [], []
+  for _ in range(epochs):
+    idx = _batches(rng, len(train_idx), b)
+    t0 = time.perf_counter()
+    state, losses = jax.block_until_ready(epoch(state, cached, idx))
+    epoch_s.append(time.perf_counter() - t0)
+    history.append(float(np.mean(np.asarray(losses))))
+  head_params = state[0]
+  timing.update(epochs=epochs, steps_per_epoch=int(idx.shape[0]), batch_size=b,
+                cached_epoch_s=float(np.median(epoch_s)), cached_total_s=float(np.sum(epoch_s)))
+
+  if measure_speedup:
+    timing.update(_trunk_epoch_timing(cat_model, trunk_params, head_params, tx, data, y,
+                                      train_idx, b, rng))
+    timing["speedup_per_epoch"] = timing["trunk_epoch_s"] / max(timing["cached_epoch_s"], 1e-9)
+    # What the same number of epochs costs either way (the cached path pays one trunk pass).
+    timing["speedup_total"] = (epochs * timing["trunk_epoch_s"]) / max(
+        timing["cache_features_s"] + timing["cached_total_s"], 1e-9)
+
+  full_params = dict(head_params, trunk=trunk_params)
+  metrics, rel = _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx,
+                           num_bins)
+  metrics["prior_at_start"] = prior_at_start(cat_model, full_params, int(seqs[0][0]))
+  metrics["data"] = {"examples": len(seqs), "train": len(train_idx), "heldout": len(held_idx),
+                     "truncated": cut, "width": int(data["inputs"].shape[1]),
+                     "label_share": _label_share(spec, y)}
+  if class_names is not None:
+    metrics["class_names"] = list(class_names)
+  metrics["train_loss_final"] = history[-1]
+  return FitResult(cat_model, full_params, metrics, rel, timing, history,
+                   {"train": train_idx, "heldout": held_idx})
+
+
+def _trunk_epoch_timing(cat_model, trunk_params, head_params, tx, data, y, train_idx, b, rng):
+  """One epoch of the same updates the way the trainer's attr_only mode does it: the whole
+  CAT forward (trunk included, gradient stopped at the trunk) through cat_loss."""
+  name = cat_model.cat.attributes[0].name
+  tokens = {"inputs": jnp.asarray(data["inputs"][train_idx]),
+            "targets": jnp.asarray(data["targets"][train_idx]),
+            "weights": jnp.asarray(data["weights"][train_idx]),
+            "labels": jnp.asarray(y[train_idx])}
+
+  def trunk_step(state, batch):
+    p, opt = state
+    loss_fn = lambda hp: cat_loss(cat_model, dict(hp, trunk=trunk_params), batch,
+                                  labels={name: batch["labels"]}, mode="attr_only")[0]
+    loss, g = jax.value_and_grad(loss_fn)(p)
+    updates, opt = tx.update(g, opt, p)
+    return (optax.apply_updates(p, updates), opt), loss
+
+  state = (head_params, tx.init(head_params))
+  idx = _batches(rng, len(train_idx), b)
+  t0 = time.perf_counter()
+  epoch = _epoch_fn(trunk_step).lower(state, tokens, idx).compile()
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  jax.block_until_ready(epoch(state, tokens, idx))   # result discarded: a timing run only
+  return {"trunk_epoch_s": time.perf_counter() - t0, "compile_trunk_epoch_s": compile_s}
+
+
+def _final_outputs(cat_model, head_params, hidden, targets, lengths, rows=None):
+  """The head at the last row of each sequence (or at `rows`), read at that row's target:
+  [N, K] outputs for P(a | the whole sequence) (or the prefix ending there)."""
+  spec = cat_model.cat.attributes[0]
+  fn = jax.jit(lambda p, h, t: cat_model.apply({"params": p}, h, t,
+                                               method=CATModel.attributes_from_hidden))
+  out = np.asarray(fn(head_params, hidden, jnp.asarray(targets))[spec.name])
+  rows = np.asarray(lengths) - 1 if rows is None else np.asarray(rows)
+  return out[np.arange(len(rows)), rows]
+
+
+def _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx, num_bins):
+  spec = cat_model.cat.attributes[0]
+  metrics, rel = {}, {}
+  for split, idx in (("train", train_idx), ("heldout", held_idx)):
+    h, t, w = hidden[idx], data["targets"][idx], data["weights"][idx]
+    lengths = data["lengths"][idx]
+    loss = cached_attr_loss(cat_model, head_params, h, jnp.asarray(t), jnp.asarray(w),
+                            jnp.asarray(y[idx]))
+    out = _final_outputs(cat_model, head_params, h, t, lengths)
+    probs = np.asarray(attr_lib.probabilities(spec, jnp.asarray(out)))
+    if spec.kind == "numeric":
+      m = numeric_metrics(probs[:, 0], probs[:, 1], y[idx])
+    else:
+      m = class_metrics(probs, y[idx])
+      if split == "heldout":
+        rel = reliability(probs, y[idx], num_bins)
+        m["ece"] = rel["ece"]
+        by_fraction = {}
+        for f in FRACTIONS:   # the prefix of the first f of the tokens after BOS
+          rows = np.clip(np.round(f * lengths).astype(int), 1, lengths) - 1
+          pf = np.asarray(attr_lib.probabilities(
+              spec, jnp.asarray(_final_outputs(cat_model, head_params, h, t, lengths, rows))))
+          by_fraction[str(f)] = float(np.mean(pf.argmax(-1) == y[idx]))
+        m["accuracy_by_fraction"] = by_fraction
+    m["attr_loss"] = float(loss)
+    metrics[split] = m
+  return metrics, rel
+
+
+def prior_at_start(model: CATModel, params, bos_id: int) -> list:
+  """The model's own prior of the attribute before any token: V(s_0) = sum_v p(v | BOS)
+  P(a | BOS, v) per class ([C]); for numeric [E[a]]."""
+  spec = model.cat.attributes[0]
+  out = model.apply({"params": params}, jnp.asarray([[bos_id]], jnp.int32), all_tokens=True)
+  p_V = jax.nn.softmax(out.logits[0, 0].astype(jnp.float32))
+  probs_VxC = attr_lib.probabilities(spec, out.attributes[spec.name][0, 0])
+  if spec.kind == "numeric":
+    return [float(p_V @ probs_VxC[:, 0])]
+  return [float(x) for x in p_V @ probs_VxC]
+
+
+def _label_share(spec, y) -> list:
+  if spec.kind == "numeric":
+    return [float(np.mean(y)), float(np.std(y))]
+  return (np.bincount(y, minlength=num_label_classes(spec)) / len(y)).tolist()
