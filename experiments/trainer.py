@@ -279,7 +279,10 @@ class Trainer:
     return {k: v / max(total, 1e-8) for k, v in sums.items()}
 
   # --- the loop --------------------------------------------------------------------------
-  def run(self) -> RunSummary:
+  def run(self, until: int | None = None) -> RunSummary:
+    """Trains to train.steps (resuming from the workdir's newest checkpoint), or stops early
+    at step `until` with a checkpoint there; the schedule is always that of train.steps, so
+    a later run() (on any mesh) continues exactly."""
     cfg, t, d = self.config, self.config.train, self.config.data
     os.makedirs(self.workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -299,7 +302,7 @@ class Trainer:
       log.info("fresh run: %s parameters, %d steps", f"{self.num_params:,}", self.steps)
     else:
       state, data_state, start = restored
-      train_it.set_state(data_state)
+      train_it.set_state(resume_data_position(data_state, self.batch_size))
       log.info("resumed from step %d in %s", start, ckpt.directory)
 
     writer = observe.MetricWriter(self.workdir)
@@ -317,7 +320,8 @@ class Trainer:
     step = logged_step = start
     stop_on_nonfinite = t.get("nonfinite", "skip") == "stop"
     try:
-      while step < self.steps:
+      last = self.steps if until is None else min(int(until), self.steps)
+      while step < last:
         state, metrics = self.train_step(state, next(train_it), step)
         step += 1
         if stop_on_nonfinite:  # One host sync per step: the price of stopping at once.
@@ -339,8 +343,9 @@ class Trainer:
           eval_metrics = self.evaluate(state.params, t.get("eval_batches"))
           writer.write(step, eval_metrics, prefix="eval_")
           log.info("step %d: eval %s", step, _fmt(eval_metrics))
-        if step % ckpt_every == 0 or step == self.steps or stop.raised:
-          ckpt.save(step, state, train_it.get_state(), self.meta, force=stop.raised)
+        if step % ckpt_every == 0 or step == last or stop.raised:
+          ckpt.save(step, state, dict(train_it.get_state(), global_batch_size=self.batch_size),
+                    self.meta, force=stop.raised)
         if stop.raised:
           interrupted = True
           log.warning("signal %s: saved a checkpoint at step %d, exiting", stop.signum, step)
@@ -391,6 +396,25 @@ class _SignalFlag:
   def restore(self):
     for sig, old in self._old.items():
       signal.signal(sig, old)
+
+
+def resume_data_position(data_state: dict, global_batch_size: int) -> dict:
+  """The iterator state to resume from. Grain's counts batches, so a run resumed with another
+  global batch size moves to the batch that starts at the same example (rounded down: a few
+  examples are seen twice rather than skipped)."""
+  data_state = dict(data_state)
+  saved = int(data_state.pop("global_batch_size", global_batch_size))
+  if saved == global_batch_size:
+    return data_state
+  if "next_index" not in data_state:
+    log.warning("global batch size changed %d -> %d and this iterator's position cannot be "
+                "translated; it resumes at its saved position", saved, global_batch_size)
+    return data_state
+  data_state["next_index"] = int(data_state["next_index"]) * saved // global_batch_size
+  log.warning("global batch size changed %d -> %d: data resumes at example %d (batch %d)",
+              saved, global_batch_size, data_state["next_index"] * global_batch_size,
+              data_state["next_index"])
+  return data_state
 
 
 def _fmt(metrics: dict) -> str:

@@ -49,6 +49,28 @@ def test_same_losses_on_1_and_8_devices_and_with_grad_accumulation():
   np.testing.assert_allclose(result["fsdp8 accum2"], result["1 device batch16"], rtol=2e-5)
 
 
+def test_resume_on_a_different_mesh_continues_with_the_same_losses(tmp_path):
+  # fsdp=8 for 3 steps, then data=2 x fsdp=2 on 4 devices to step 6, then 1 device to 8:
+  # orbax reshards the state onto each new mesh and the data position carries over.
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "resume_other_mesh.py"),
+                        str(tmp_path)], env=_env(8), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.split("RESULT ", 1)[1])
+  assert result["steps"] == 8
+  np.testing.assert_allclose(result["moved"], result["ref"], rtol=2e-5)
+
+
+def test_data_position_follows_a_changed_global_batch():
+  from experiments.trainer import resume_data_position
+  assert resume_data_position({"next_index": 5, "global_batch_size": 8}, 8) == {"next_index": 5}
+  # 5 batches of 8 = 40 examples = 2.5 batches of 16: resume at batch 2 (example 32).
+  assert resume_data_position({"next_index": 5, "global_batch_size": 8}, 16) == {"next_index": 2}
+  assert resume_data_position({"next_index": 5, "global_batch_size": 16}, 8) == {
+      "next_index": 10}
+  assert resume_data_position({"next_index": 7}, 4) == {"next_index": 7}  # older checkpoints
+
+
 def test_two_processes_match_one_process(tmp_path):
   steps = ["--config.train.steps=4", "--config.train.log_every=1",
            "--config.train.eval_every=0", "--config.data.global_batch_size=8"]
