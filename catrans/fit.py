@@ -40,7 +40,9 @@ class FitResult:
   model: CATModel        # the trunk's config + the fitted attribute (mode attr_only)
   params: dict           # {'trunk': the given trunk params (the same objects), branch, head}
   metrics: dict          # held-out (and train) metrics, priors, data summary
-  reliability: dict      # held-out reliability bins (classes only): confidence, accuracy, count
+  reliability: dict      # held-out reliability bins of the whole-sequence predictions
+                         # (classes only): edges, confidence, accuracy, count, ece
+  reliability_prefixes: dict   # the same over every prefix's prediction q_t, t >= 1
   timing: dict           # seconds: caching, cached epochs, one trunk epoch, speed-up
   history: list          # training loss (the attr/<name> term) after each epoch
   split: dict            # 'train' / 'heldout' example indices into the given data
@@ -365,7 +367,7 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
         timing["cache_features_s"] + timing["cached_total_s"], 1e-9)
 
   full_params = dict(head_params, trunk=trunk_params)
-  metrics, rel = _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx,
+  metrics, rel, rel_prefixes = _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx,
                            num_bins)
   metrics["prior_at_start"] = prior_at_start(cat_model, full_params, int(seqs[0][0]))
   metrics["data"] = {"examples": len(seqs), "train": len(train_idx), "heldout": len(held_idx),
@@ -374,7 +376,7 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   if class_names is not None:
     metrics["class_names"] = list(class_names)
   metrics["train_loss_final"] = history[-1]
-  return FitResult(cat_model, full_params, metrics, rel, timing, history,
+  return FitResult(cat_model, full_params, metrics, rel, rel_prefixes, timing, history,
                    {"train": train_idx, "heldout": held_idx})
 
 
@@ -405,27 +407,26 @@ def _trunk_epoch_timing(cat_model, trunk_params, head_params, tx, data, y, train
   return {"trunk_epoch_s": time.perf_counter() - t0, "compile_trunk_epoch_s": compile_s}
 
 
-def _final_outputs(cat_model, head_params, hidden, targets, lengths, rows=None):
-  """The head at the last row of each sequence (or at `rows`), read at that row's target:
-  [N, K] outputs for P(a | the whole sequence) (or the prefix ending there)."""
+def _outputs(cat_model, head_params, hidden, targets):
+  """[N, L, K] the head at every row, read at that row's target (row t: P(a | x_<=t+1))."""
   spec = cat_model.cat.attributes[0]
   fn = jax.jit(lambda p, h, t: cat_model.apply({"params": p}, h, t,
                                                method=CATModel.attributes_from_hidden))
-  out = np.asarray(fn(head_params, hidden, jnp.asarray(targets))[spec.name])
-  rows = np.asarray(lengths) - 1 if rows is None else np.asarray(rows)
-  return out[np.arange(len(rows)), rows]
+  return np.asarray(fn(head_params, hidden, jnp.asarray(targets))[spec.name])
 
 
 def _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx, num_bins):
   spec = cat_model.cat.attributes[0]
-  metrics, rel = {}, {}
+  probs_of = lambda out: np.asarray(attr_lib.probabilities(spec, jnp.asarray(out)))
+  metrics, rel, rel_prefixes = {}, {}, {}
   for split, idx in (("train", train_idx), ("heldout", held_idx)):
     h, t, w = hidden[idx], data["targets"][idx], data["weights"][idx]
     lengths = data["lengths"][idx]
     loss = cached_attr_loss(cat_model, head_params, h, jnp.asarray(t), jnp.asarray(w),
                             jnp.asarray(y[idx]))
-    out = _final_outputs(cat_model, head_params, h, t, lengths)
-    probs = np.asarray(attr_lib.probabilities(spec, jnp.asarray(out)))
+    out = _outputs(cat_model, head_params, h, t)                       # [n, L, K]
+    at_row = lambda rows: probs_of(out[np.arange(len(rows)), rows])
+    probs = at_row(lengths - 1)               # P(a | the whole sequence)
     if spec.kind == "numeric":
       m = numeric_metrics(probs[:, 0], probs[:, 1], y[idx])
     else:
@@ -433,16 +434,17 @@ def _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx, num_
       if split == "heldout":
         rel = reliability(probs, y[idx], num_bins)
         m["ece"] = rel["ece"]
-        by_fraction = {}
-        for f in FRACTIONS:   # the prefix of the first f of the tokens after BOS
-          rows = np.clip(np.round(f * lengths).astype(int), 1, lengths) - 1
-          pf = np.asarray(attr_lib.probabilities(
-              spec, jnp.asarray(_final_outputs(cat_model, head_params, h, t, lengths, rows))))
-          by_fraction[str(f)] = float(np.mean(pf.argmax(-1) == y[idx]))
-        m["accuracy_by_fraction"] = by_fraction
+        counted = w > 0
+        rel_prefixes = reliability(probs_of(out[counted]),
+                                   np.broadcast_to(y[idx][:, None], w.shape)[counted], num_bins)
+        m["ece_all_prefixes"] = rel_prefixes["ece"]
+        m["accuracy_by_fraction"] = {   # the prefix of the first f of the tokens after BOS
+            str(f): float(np.mean(at_row(np.clip(np.round(f * lengths).astype(int), 1,
+                                                 lengths) - 1).argmax(-1) == y[idx]))
+            for f in FRACTIONS}
     m["attr_loss"] = float(loss)
     metrics[split] = m
-  return metrics, rel
+  return metrics, rel, rel_prefixes
 
 
 def prior_at_start(model: CATModel, params, bos_id: int) -> list:

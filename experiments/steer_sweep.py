@@ -1,0 +1,385 @@
+"""Steering sweep: attribute success against fluency and diversity over a grid of methods and
+strengths, with the diagnosis to read first.
+
+  python -m experiments.steer_sweep --workdir=DIR [--tiny] [--gammas=1,3,9]
+      [--thresholds=0.6,0.8,0.95] [--methods=weighted,satisficing,greedy_attr,director,fudge]
+  python -m experiments.steer_sweep --workdir=DIR --quick     # self-contained, < 1 min CPU
+
+Default: the reviews runs of experiments/configs/reviews_cat.py under DIR (cat, lm, director,
+clf, judge; trained first when missing, as experiments.reviews_report does, ',tiny' with
+--tiny); prompts are neutral openings and openings of reviews of the other class; targets
+fresh and rotten; success = the separate 'judge' classifier says the target.
+--quick: Polya-urn bits (experiments/tiny_lm): a tiny LM trained here, CAT and Director heads
+fitted on its frozen trunk (catrans.fit), FUDGE's classifier a linear probe on the same
+trunk; success = the exact attribute (count of ones >= majority); numbers are a smoke test.
+
+Methods: weighted (CAT, gamma), satisficing (CAT, threshold), greedy_attr (CAT), director
+(gamma), fudge (gamma), and unsteered sampling. Fluency: perplexity of the new tokens under
+the unsteered LM; diversity: distinct-1/2 over the generated token ids.
+Writes DIR/sweep.json, DIR/sweep.md, DIR/success_vs_perplexity.png,
+DIR/success_vs_distinct.png (and with --quick DIR/reliability_cat.png)."""
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from catrans import diagnose
+from catrans.attributes import AttributeSpec
+from catrans.baselines import PrefixClassifier
+from catrans.fit import cache_features, fit_attribute
+from experiments import figures, tiny_lm
+from experiments.reviews import data as rdata
+from experiments.reviews.estimation import timed
+from experiments.reviews.steering import distinct_n_units, make_decoder, new_token_nll
+
+log = logging.getLogger("experiments")
+METHODS = ("weighted", "satisficing", "greedy_attr", "director", "fudge")
+QUICK_N = 9
+
+
+@dataclasses.dataclass
+class Setup:
+  models: dict              # 'cat', 'director', 'lm', 'clf' (+ 'judge' for reviews)
+  params: dict
+  tokenizer: object
+  width: int                # tokens the judge and the LM read (prompt + generation)
+  max_new_tokens: int
+  prompts: dict             # target -> (list of prompt id lists, list of prompt-set names)
+  judge: Callable           # (prompts_BxP, lens_B, new_BxT, target) -> P(target) [B]
+  class_names: tuple
+  unsteered: tuple          # unsteered decoders to include
+  info: dict                # what was trained / fitted, for the report
+
+
+# --- quick: everything trained here on urn bits ----------------------------------------------
+def fit_linear_probe(lm, lm_params, tokens_NxL, labels_N, *, epochs: int = 20, seed: int = 0):
+  """A PrefixClassifier sharing the LM's frozen trunk: its Dense layer trained on the cached
+  trunk features at every position (FUDGE's guide, cheap)."""
+  batch = {"inputs": tokens_NxL[:, :-1]}
+  weights = (tokens_NxL[:, 1:] != 0).astype(np.float32)
+  hidden = cache_features(lm, lm_params, batch["inputs"])
+  clf = PrefixClassifier(lm.cfg, num_classes=2)
+  dense = clf.init(jax.random.PRNGKey(seed), jnp.asarray(tokens_NxL[:1, :-1]))["params"]
+  dense = {"classify": dense["classify"]}
+  tx = optax.adam(1e-2)
+  y = jnp.asarray(labels_N)
+
+  def loss_fn(p, h, y, w):
+    logits = h @ p["classify"]["kernel"] + p["classify"]["bias"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.broadcast_to(y[:, None], logits.shape[:2]))
+    return (ce * w).sum() / w.sum()
+
+  @jax.jit
+  def train(p):
+    def step(carry, _):
+      p, opt = carry
+      g = jax.grad(loss_fn)(p, hidden, y, jnp.asarray(weights))
+      updates, opt = tx.update(g, opt, p)
+      return (optax.apply_updates(p, updates), opt), None
+    return jax.lax.scan(step, (p, tx.init(p)), None, length=epochs * 10)[0][0]
+
+  return clf, dict(train(dense), trunk=lm_params)
+
+
+def quick_setup(workdir: str, seed: int) -> Setup:
+  n, maj = QUICK_N, QUICK_N // 2 + 1
+  tok = tiny_lm.TOKENIZER
+  t0 = time.perf_counter()
+  lm, lm_params, lm_ce = tiny_lm.train_lm(n, steps=150, seed=seed)
+  b, toks = tiny_lm.bit_sequences(2000, n, seed + 1)
+  y = tiny_lm.labels(b, maj)
+  fit_kw = dict(tokens=list(toks), epochs=20, learning_rate=1e-2, seed=seed)
+  cat = fit_attribute(lm, lm_params, AttributeSpec("label"), y, **fit_kw)
+  director = fit_attribute(lm, lm_params, AttributeSpec("label", kind="binary",
+                                                        binary_style="sigmoid"), y,
+                           measure_speedup=False, **fit_kw)
+  clf, clf_params = fit_linear_probe(lm, lm_params, toks, y, seed=seed)
+  figures.reliability_diagram(os.path.join(workdir, "reliability_cat.png"),
+                              cat.reliability_prefixes, "CAT head on the frozen bits LM, "
+                              "held-out q_t at every prefix")
+
+  def judge(prompts, lens, new, target):
+    seq, _, _ = rdata.join(prompts, lens, new, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    reached = tiny_lm.count_ones(np.asarray(seq)) >= maj
+    return (reached if target == 1 else ~reached).astype(np.float32)
+
+  zeros_or_ones = lambda t: [tok.bos_id] + tok.encode(str(1 - t) * 3)
+  prompts = {t: ([[tok.bos_id]] * 32 + [zeros_or_ones(t)] * 32,
+                 ["neutral"] * 32 + ["opposite"] * 32) for t in (0, 1)}
+  info = {"task": f"Polya-urn bits, length {n}, attribute: count of ones >= {maj}",
+          "lm_train_ce": lm_ce, "setup_s": time.perf_counter() - t0,
+          "fit_cat": _fit_summary(cat), "fit_director": _fit_summary(director)}
+  return Setup({"cat": cat.model, "director": director.model, "lm": lm, "clf": clf},
+               {"cat": cat.params, "director": director.params, "lm": lm_params,
+                "clf": clf_params}, tok, width=4 + n + 1, max_new_tokens=n + 1,
+               prompts=prompts, judge=judge, class_names=("below", "reached"),
+               unsteered=("unsteered_lm",), info=info)
+
+
+def _fit_summary(r) -> dict:
+  return {"heldout": r.metrics["heldout"], "prior_at_start": r.metrics["prior_at_start"],
+          "timing": r.timing}
+
+
+# --- the reviews runs ----------------------------------------------------------------------------
+def reviews_setup(workdir: str, tiny: bool, seed: int) -> Setup:
+  from experiments.reviews_report import FULL, TINY, load_run, steering_prompts
+  from experiments.configs.reviews_cat import RUNS
+  from experiments.reviews.steering import judge_and_fluency
+  sizes = TINY if tiny else FULL
+  trainers, params = {}, {}
+  for run in RUNS:
+    trainers[run], params[run] = load_run(workdir, run, tiny)
+  models = {k: t.objective.model for k, t in trainers.items()}
+  task, tok = trainers["cat"].task, trainers["cat"].task.tokenizer
+  width = int(trainers["cat"].config.data.seq_len)
+  others = rdata.test_reviews(task, 10 ** 9, seed + 1)
+  by_class = {c: [r for r in others if int(r["label"]) == c] for c in (0, 1)}
+  prompts = {}
+  for t in (0, 1):
+    texts, sets = steering_prompts(tok, by_class, t, sizes)
+    prompts[t] = ([[tok.bos_id] + tok.encode(x) for x in texts], sets)
+
+  def judge(p, lens, new, target):
+    return judge_and_fluency(models["judge"], params["judge"], models["lm"], params["lm"], p,
+                             lens, new, target, width=width, eos_id=tok.eos_id,
+                             pad_id=tok.pad_id)[0]
+
+  info = {"task": "Rotten Tomatoes reviews (experiments/configs/reviews_cat.py"
+                  + (", tiny)" if tiny else ")"),
+          "runs": {r: trainers[r].workdir for r in RUNS}}
+  return Setup(models, params, tok, width=width, max_new_tokens=sizes.max_new_tokens,
+               prompts=prompts, judge=judge, class_names=("rotten", "fresh"),
+               unsteered=("unsteered_cat", "unsteered_lm"), info=info)
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+def grid(methods, gammas, thresholds, unsteered) -> list[tuple[str, float | None]]:
+  out = [(u, None) for u in unsteered]
+  for m in methods:
+    if m not in METHODS:
+      raise ValueError(f"unknown method {m!r}; choose from {METHODS}")
+    if m in ("weighted", "director", "fudge"):
+      out += [(m, float(g)) for g in gammas]
+    elif m == "satisficing":
+      out += [(m, float(t)) for t in thresholds]
+    else:
+      out.append((m, None))
+  return out
+
+
+def _generated(tok, new_BxT) -> list[list[int]]:
+  out = []
+  for row in np.asarray(new_BxT).tolist():
+    out.append(row[:row.index(tok.eos_id)] if tok.eos_id in row else row)
+  return out
+
+
+def run_sweep(setup: Setup, cells, targets, rng) -> list[dict]:
+  tok, lm = setup.tokenizer, setup.models["lm"]
+  rows = []
+  for target in targets:
+    ids, sets = setup.prompts[target]
+    p, lens = rdata.right_pad(ids, max(len(x) for x in ids), tok.pad_id)
+    p, lens, sets = jnp.asarray(p), jnp.asarray(lens), np.asarray(sets)
+    for ci, (method, strength) in enumerate(cells):
+      decode = make_decoder(setup.models, setup.params, method, strength,
+                            max_new_tokens=setup.max_new_tokens, eos_id=tok.eos_id,
+                            pad_id=tok.pad_id)
+      new, sec = timed(decode, p, lens, target, jax.random.fold_in(rng, 1000 * target + ci))
+      p_t = np.asarray(setup.judge(p, lens, new, target), np.float64)
+      nll, cnt = (np.asarray(a) for a in new_token_nll(
+          lm, setup.params["lm"], p, lens, new, width=setup.width, eos_id=tok.eos_id,
+          pad_id=tok.pad_id))
+      gens = _generated(tok, new)
+      for s in dict.fromkeys(sets.tolist()):
+        sel = sets == s
+        g = [x for x, k in zip(gens, sel) if k]
+        rows.append({"method": method, "strength": strength,
+                     "target": setup.class_names[target], "prompt_set": s,
+                     "success": float(np.mean(p_t[sel] > 0.5)),
+                     "judge_p_target": float(np.mean(p_t[sel])),
+                     "nll_sum": float(nll[sel].sum()), "tokens": int(cnt[sel].sum()),
+                     "perplexity": math.exp(nll[sel].sum() / max(cnt[sel].sum(), 1)),
+                     "distinct_1": distinct_n_units(g, 1), "distinct_2": distinct_n_units(g, 2),
+                     "n": int(sel.sum()), "seconds_incl_compile": sec,
+                     "example": tok.decode(g[0])})
+      log.info("%s@%s -> %s: success %.2f in %.1f s", method, strength,
+               setup.class_names[target], float(np.mean(p_t > 0.5)), sec)
+  return rows
+
+
+def table(rows: list[dict]) -> list[dict]:
+  """One row per (method, strength): success averaged over targets and prompt sets,
+  perplexity pooled over all their new tokens, distinct-n averaged."""
+  out = []
+  for key in dict.fromkeys((r["method"], r["strength"]) for r in rows):
+    rs = [r for r in rows if (r["method"], r["strength"]) == key]
+    mean = lambda k: (float(np.mean([r[k] for r in rs if r[k] is not None]))
+                      if any(r[k] is not None for r in rs) else None)
+    out.append({"method": key[0], "strength": key[1], "success": mean("success"),
+                "judge_p_target": mean("judge_p_target"),
+                "perplexity": math.exp(sum(r["nll_sum"] for r in rs)
+                                       / max(sum(r["tokens"] for r in rs), 1)),
+                "distinct_1": mean("distinct_1"), "distinct_2": mean("distinct_2"),
+                "n": sum(r["n"] for r in rs),
+                "seconds_incl_compile": sum(r["seconds_incl_compile"] for r in rs)})
+  return out
+
+
+def cat_vs_director(tab: list[dict]) -> dict:
+  """The published trade-off, checked: for every Director strength, CAT weighted at the
+  strength whose perplexity is closest; does CAT succeed more often there?"""
+  cat = [r for r in tab if r["method"] == "weighted"]
+  pairs = []
+  for d in (r for r in tab if r["method"] == "director"):
+    if not cat:
+      break
+    c = min(cat, key=lambda r: abs(math.log(r["perplexity"]) - math.log(d["perplexity"])))
+    pairs.append({"director_gamma": d["strength"], "director_success": d["success"],
+                  "director_perplexity": d["perplexity"], "cat_gamma": c["strength"],
+                  "cat_success": c["success"], "cat_perplexity": c["perplexity"],
+                  "cat_higher": c["success"] > d["success"]})
+  return {"pairs": pairs, "cat_higher": sum(p["cat_higher"] for p in pairs),
+          "of": len(pairs)}
+
+
+def fmt(v, spec=".3f"):
+  return "" if v is None else format(v, spec)
+
+
+def markdown(report: dict) -> str:
+  lines = [f"# Steering sweep: {report['info']['task']}", "",
+           f"`{report['command']}` — {report['wall_time_s']:.0f} s on {report['devices']}"
+           + (" — **quick: smoke-test sizes**" if report["quick"] else ""), "",
+           "Success: share of generations the judge gives the target class (mean over targets "
+           f"{', '.join(report['targets'])} and prompt sets); perplexity of the new tokens under "
+           "the unsteered LM (pooled); distinct-n over generated token ids.", "",
+           "| method | strength | success | judge P(target) | perplexity | distinct-1 | "
+           "distinct-2 | n | decode s (incl. compile) |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in report["table"]:
+    lines.append(f"| {r['method']} | {fmt(r['strength'], 'g')} | {fmt(r['success'], '.2f')} | "
+                 f"{fmt(r['judge_p_target'])} | {fmt(r['perplexity'], '.2f')} | "
+                 f"{fmt(r['distinct_1'])} | {fmt(r['distinct_2'])} | {r['n']} | "
+                 f"{r['seconds_incl_compile']:.1f} |")
+  cd = report["cat_vs_director"]
+  lines += ["", f"CAT weighted vs Director at the closest perplexity: CAT succeeds more often in "
+            f"{cd['cat_higher']} of {cd['of']} Director strengths."]
+  for p in cd["pairs"]:
+    lines.append(f"- Director gamma {p['director_gamma']:g}: success {p['director_success']:.2f} "
+                 f"at ppl {p['director_perplexity']:.2f}; CAT gamma {p['cat_gamma']:g}: "
+                 f"{p['cat_success']:.2f} at ppl {p['cat_perplexity']:.2f}")
+  lines += ["", "## Diagnosis", ""]
+  for t, d in report["diagnosis"]["targets"].items():
+    lines.append(f"- target {t}: the base model's own samples are the target with mean "
+                 f"P {d['share']:.3f} ({d['hit_rate']:.3f} scored > 0.5, {d['num_samples']} "
+                 f"samples)" + (f" — **warning**: {d['message']}" if d["rare"] else ""))
+  for m in report["diagnosis"]["vocabulary"] or ["guides and model share one vocabulary"]:
+    lines.append(f"- vocabulary: {m}")
+  lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in report["plots"]), ""]
+  return "\n".join(lines)
+
+
+def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) -> dict:
+  tok = setup.tokenizer
+  out = {}
+  for t in targets:
+    d = diagnose.target_share(setup.models["cat"], setup.params["cat"],
+                              jax.random.fold_in(rng, t), attribute="label", target=t,
+                              prompt_ids=[tok.bos_id], num_samples=num_samples,
+                              max_new_tokens=setup.max_new_tokens, eos_id=tok.eos_id,
+                              pad_id=tok.pad_id, threshold=threshold)
+    out[setup.class_names[t]] = {"share": d.share, "hit_rate": d.hit_rate, "rare": d.rare,
+                                 "num_samples": d.num_samples, "message": d.message,
+                                 "threshold": threshold}
+  vocab = []
+  for guide in ("clf", "judge", "director"):
+    if guide in setup.models:
+      vocab += diagnose.check_guide_vocab(setup.models["cat"], setup.models[guide],
+                                          model_name="cat", guide_name=guide)
+  return {"targets": out, "vocabulary": vocab}
+
+
+def sweep(workdir: str, *, quick: bool = False, tiny: bool = False, methods=METHODS,
+          gammas=None, thresholds=None, targets=None, seed: int = 0,
+          rare_threshold: float = 0.05, diagnosis_samples: int = 128,
+          command: str = "") -> dict:
+  start = time.perf_counter()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  gammas = gammas or ((1.0, 4.0) if quick else (1.0, 3.0, 9.0))
+  thresholds = thresholds or ((0.8,) if quick else (0.6, 0.8, 0.95))
+  targets = tuple(targets or ((1,) if quick else (1, 0)))
+  setup = quick_setup(workdir, seed) if quick else reviews_setup(workdir, tiny, seed)
+  rng = jax.random.PRNGKey(seed)
+  diag = diagnosis(setup, targets, jax.random.fold_in(rng, 7), rare_threshold,
+                   diagnosis_samples)
+  cells = grid(methods, gammas, thresholds, setup.unsteered)
+  rows = run_sweep(setup, cells, targets, jax.random.fold_in(rng, 1))
+  tab = table(rows)
+  plots = ["success_vs_perplexity.png", "success_vs_distinct.png"]
+  figures.tradeoff(os.path.join(workdir, plots[0]), tab, "perplexity", log_x=True,
+                   xlabel="perplexity of the new tokens under the unsteered LM (lower: more "
+                          "fluent)", title="Attribute success vs fluency (labels: strength)")
+  figures.tradeoff(os.path.join(workdir, plots[1]), tab, "distinct_2",
+                   xlabel="distinct-2 over generated tokens (higher: more diverse)",
+                   title="Attribute success vs diversity (labels: strength)")
+  if quick:
+    plots.append("reliability_cat.png")
+  report = {"command": command, "quick": quick, "tiny": tiny, "seed": seed,
+            "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+            "targets": [setup.class_names[t] for t in targets],
+            "grid": [list(c) for c in cells], "info": setup.info, "diagnosis": diag,
+            "rows": rows, "table": tab, "cat_vs_director": cat_vs_director(tab),
+            "plots": plots}
+  report["wall_time_s"] = time.perf_counter() - start
+  with open(os.path.join(workdir, "sweep.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  md = markdown(report)
+  with open(os.path.join(workdir, "sweep.md"), "w") as f:
+    f.write(md)
+  print(md)
+  return report
+
+
+def _floats(s):
+  return tuple(float(x) for x in s.split(",")) if s else None
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--quick", action="store_true", help="tiny bits models trained here")
+  ap.add_argument("--tiny", action="store_true", help="the reviews runs' ',tiny' configs")
+  ap.add_argument("--methods", default=",".join(METHODS))
+  ap.add_argument("--gammas", default="")
+  ap.add_argument("--thresholds", default="")
+  ap.add_argument("--targets", default="", help="class ids, e.g. 1,0")
+  ap.add_argument("--rare_threshold", type=float, default=0.05)
+  ap.add_argument("--seed", type=int, default=0)
+  a = ap.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, stream=sys.stdout, force=True,
+                      format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  log.setLevel(logging.INFO)
+  return sweep(a.workdir, quick=a.quick, tiny=a.tiny,
+               methods=tuple(m for m in a.methods.split(",") if m),
+               gammas=_floats(a.gammas), thresholds=_floats(a.thresholds),
+               targets=tuple(int(t) for t in a.targets.split(",")) if a.targets else None,
+               seed=a.seed, rare_threshold=a.rare_threshold,
+               command="python -m experiments.steer_sweep " + " ".join(
+                   sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+  main()
