@@ -16,31 +16,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metr
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0")
 _NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (hosts)")
 _PID = flags.DEFINE_integer("process_id", None, "this process's index")
+_TIMEOUT = flags.DEFINE_integer("preflight_timeout", 300, "seconds to wait for every process "
+                                "to join before failing with a message")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def init_distributed(coordinator_address=None, num_processes=None, process_id=None):
-  """jax.distributed for multi-host runs; a no-op for one process.
-
-  On CPU the collectives go through gloo so that simulated pods (several local processes)
-  work; on TPU/GPU pods with no arguments JAX discovers the cluster itself."""
-  import jax
-  if num_processes is None or num_processes <= 1:
-    if coordinator_address is None and not os.environ.get("JAX_COORDINATOR_ADDRESS"):
-      return
-  if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
 
 
 def main(argv):
   del argv
   import jax
-  init_distributed(_COORD.value, _NPROC.value, _PID.value)
-  from experiments.trainer import Trainer
+  from experiments import preflight
+  preflight.join_processes(_COORD.value, _NPROC.value, _PID.value, timeout_s=_TIMEOUT.value)
   workdir = os.path.abspath(_WORKDIR.value)
-  os.makedirs(workdir, exist_ok=True)
+  checks = preflight.run(_CONFIG.value, workdir, timeout_s=_TIMEOUT.value)
+  from experiments.trainer import Trainer
   handlers = [logging.StreamHandler(sys.stdout)]
   if jax.process_index() == 0:
     handlers.append(logging.FileHandler(os.path.join(workdir, "train.log")))
@@ -48,6 +36,8 @@ def main(argv):
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log = logging.getLogger("experiments")
   log.setLevel(logging.INFO)  # Ours at INFO; libraries (orbax, grain) at WARNING.
+  for line in checks:
+    (log.warning if line.startswith("WARNING") else log.info)(line)
   trainer = Trainer(_CONFIG.value, workdir)
   log.info("devices: %d x %s over %d process(es); mesh %s", jax.device_count(),
            jax.devices()[0].platform, jax.process_count(), dict(trainer.mesh.shape))

@@ -80,10 +80,14 @@ def test_two_processes_match_one_process(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   multi = tmp_path / "multi"
   port = 20000 + os.getpid() % 20000
+  # Through the SLURM launch script, as `srun` would start it on two nodes.
+  worker = os.path.join(ROOT, "experiments", "launch", "worker.sh")
   procs = [subprocess.Popen(
-      _train_cmd(multi, *steps, f"--coordinator_address=127.0.0.1:{port}",
-                 "--num_processes=2", f"--process_id={i}"),
-      env=_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      ["bash", worker, "--config=experiments/configs/default.py:tiny", f"--workdir={multi}",
+       *steps],
+      env=dict(_env(2), SLURM_PROCID=str(i), SLURM_NTASKS="2", SLURM_JOB_NODELIST="127.0.0.1",
+               COORDINATOR_PORT=str(port), PYTHON=sys.executable),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   for p in procs:
     _, err = p.communicate(timeout=600)
