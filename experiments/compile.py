@@ -201,7 +201,28 @@ def decode_step(objective):
 def compile_config(config, devices, *, what=("train", "decode"), decode_batch: int = 0,
                    workdir: str | None = None) -> list[Report]:
   """Compiles the config's train step (and decode step) for `devices` (real or abstract
-  topology devices); returns one Report per program."""
+  topology devices); returns one Report per program.
+
+  XLA's cost analysis counts a while loop's body once, so with scan_layers the FLOPs and
+  bytes would be those of one layer. They are taken instead from the same model unrolled at
+  1 and 2 layers, extrapolated linearly to L layers; the memory is the real program's."""
+  reports = _compile_config(config, devices, what, decode_batch, workdir)
+  layers = int(config.model.num_layers)
+  if config.model.get("scan_layers") and layers > 1 and not any(r.out_of_memory
+                                                                  for r in reports):
+    small = []
+    for n in (1, 2):
+      c = config.copy_and_resolve_references()
+      c.model.update(dict(num_layers=n, scan_layers=False))
+      small.append(_compile_config(c, devices, what, decode_batch, None))
+    for r, one, two in zip(reports, *small):
+      r.flops = one.flops + (layers - 1) * (two.flops - one.flops)
+      r.bytes_accessed = one.bytes_accessed + (layers - 1) * (two.bytes_accessed
+                                                               - one.bytes_accessed)
+  return reports
+
+
+def _compile_config(config, devices, what, decode_batch, workdir) -> list[Report]:
   from experiments.trainer import Trainer
   chip = device_budget(devices)
   workdir = workdir or tempfile.mkdtemp(prefix="compile_")

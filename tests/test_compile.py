@@ -60,6 +60,17 @@ def test_fsdp_shards_parameters_and_optimizer_state(devices, tmp_path):
   assert args["fsdp"] < 0.5 * args["data"]
 
 
+def test_scanned_layers_cost_matches_unrolled(devices, tmp_path):
+  # XLA counts a scan body once; the report extrapolates from unrolled 1- and 2-layer copies.
+  flops = {}
+  for scan in (True, False):
+    c = default.get_config("tiny")
+    c.model.update(dict(num_layers=4, scan_layers=scan))
+    (r,) = aot.compile_config(c, devices, what=("train",), workdir=str(tmp_path / str(scan)))
+    flops[scan] = r.flops
+  assert flops[True] == pytest.approx(flops[False], rel=0.05)
+
+
 def test_oversized_model_is_refused_with_its_memory(devices, tmp_path):
   c = default.get_config("tiny")
   # ~1.6B parameters replicated on every chip: params, grads and Adam moments > 16 GiB.
