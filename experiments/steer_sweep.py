@@ -1,7 +1,7 @@
 """Steering sweep: attribute success against fluency and diversity over a grid of methods and
 strengths, with the diagnosis to read first.
 
-  python -m experiments.steer_sweep --workdir=DIR [--tiny] [--gammas=1,3,9]
+  python -m experiments.steer_sweep --workdir=DIR [--out=DIR2] [--tiny] [--gammas=1,3,9]
       [--thresholds=0.6,0.8,0.95] [--methods=weighted,satisficing,greedy_attr,director,fudge]
   python -m experiments.steer_sweep --workdir=DIR --quick     # self-contained, < 1 min CPU
 
@@ -16,8 +16,8 @@ trunk; success = the exact attribute (count of ones >= majority); numbers are a 
 Methods: weighted (CAT, gamma), satisficing (CAT, threshold), greedy_attr (CAT), director
 (gamma), fudge (gamma), and unsteered sampling. Fluency: perplexity of the new tokens under
 the unsteered LM; diversity: distinct-1/2 over the generated token ids.
-Writes DIR/sweep.json, DIR/sweep.md, DIR/success_vs_perplexity.png,
-DIR/success_vs_distinct.png (and with --quick DIR/reliability_cat.png)."""
+Writes OUT/sweep.json, OUT/sweep.md, OUT/success_vs_perplexity.png,
+OUT/success_vs_distinct.png (and with --quick OUT/reliability_cat.png); OUT defaults to DIR."""
 import argparse
 import dataclasses
 import json
@@ -311,17 +311,19 @@ def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) ->
   return {"targets": out, "vocabulary": vocab}
 
 
-def sweep(workdir: str, *, quick: bool = False, tiny: bool = False, methods=METHODS,
-          gammas=None, thresholds=None, targets=None, seed: int = 0,
+def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bool = False,
+          methods=METHODS, gammas=None, thresholds=None, targets=None, seed: int = 0,
           rare_threshold: float = 0.05, diagnosis_samples: int = 128,
           command: str = "") -> dict:
   start = time.perf_counter()
   workdir = os.path.abspath(workdir)
+  out = os.path.abspath(out or workdir)
   os.makedirs(workdir, exist_ok=True)
+  os.makedirs(out, exist_ok=True)
   gammas = gammas or ((1.0, 4.0) if quick else (1.0, 3.0, 9.0))
   thresholds = thresholds or ((0.8,) if quick else (0.6, 0.8, 0.95))
   targets = tuple(targets or ((1,) if quick else (1, 0)))
-  setup = quick_setup(workdir, seed) if quick else reviews_setup(workdir, tiny, seed)
+  setup = quick_setup(out, seed) if quick else reviews_setup(workdir, tiny, seed)
   rng = jax.random.PRNGKey(seed)
   diag = diagnosis(setup, targets, jax.random.fold_in(rng, 7), rare_threshold,
                    diagnosis_samples)
@@ -329,10 +331,10 @@ def sweep(workdir: str, *, quick: bool = False, tiny: bool = False, methods=METH
   rows = run_sweep(setup, cells, targets, jax.random.fold_in(rng, 1))
   tab = table(rows)
   plots = ["success_vs_perplexity.png", "success_vs_distinct.png"]
-  figures.tradeoff(os.path.join(workdir, plots[0]), tab, "perplexity", log_x=True,
+  figures.tradeoff(os.path.join(out, plots[0]), tab, "perplexity", log_x=True,
                    xlabel="perplexity of the new tokens under the unsteered LM (lower: more "
                           "fluent)", title="Attribute success vs fluency (labels: strength)")
-  figures.tradeoff(os.path.join(workdir, plots[1]), tab, "distinct_2",
+  figures.tradeoff(os.path.join(out, plots[1]), tab, "distinct_2",
                    xlabel="distinct-2 over generated tokens (higher: more diverse)",
                    title="Attribute success vs diversity (labels: strength)")
   if quick:
@@ -344,10 +346,10 @@ def sweep(workdir: str, *, quick: bool = False, tiny: bool = False, methods=METH
             "rows": rows, "table": tab, "cat_vs_director": cat_vs_director(tab),
             "plots": plots}
   report["wall_time_s"] = time.perf_counter() - start
-  with open(os.path.join(workdir, "sweep.json"), "w") as f:
+  with open(os.path.join(out, "sweep.json"), "w") as f:
     json.dump(report, f, indent=1)
   md = markdown(report)
-  with open(os.path.join(workdir, "sweep.md"), "w") as f:
+  with open(os.path.join(out, "sweep.md"), "w") as f:
     f.write(md)
   print(md)
   return report
@@ -359,7 +361,8 @@ def _floats(s):
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--workdir", required=True, help="the runs (trained here when missing)")
+  ap.add_argument("--out", default=None, help="where the table and plots go (default: workdir)")
   ap.add_argument("--quick", action="store_true", help="tiny bits models trained here")
   ap.add_argument("--tiny", action="store_true", help="the reviews runs' ',tiny' configs")
   ap.add_argument("--methods", default=",".join(METHODS))
@@ -372,7 +375,7 @@ def main(argv=None):
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout, force=True,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log.setLevel(logging.INFO)
-  return sweep(a.workdir, quick=a.quick, tiny=a.tiny,
+  return sweep(a.workdir, out=a.out, quick=a.quick, tiny=a.tiny,
                methods=tuple(m for m in a.methods.split(",") if m),
                gammas=_floats(a.gammas), thresholds=_floats(a.thresholds),
                targets=tuple(int(t) for t in a.targets.split(",")) if a.targets else None,
