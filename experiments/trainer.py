@@ -17,6 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments import observe, optim, sharding
 from experiments.checkpointing import Checkpointer, param_shapes
+from experiments.compiles import CompileWatch
 from experiments.data import pipeline
 from experiments.objectives import get_objective
 from experiments.tasks import get_task
@@ -145,6 +146,8 @@ class Trainer:
     self.batch_size = int(config.data.global_batch_size)
     self.seq_len = int(config.data.seq_len)
     sharding.check_batch(self.batch_size, self.mesh, self.accum)
+    self.buckets = check_length_buckets(config.data.get("length_buckets", ()), self.seq_len,
+                                        self.objective)
     if self.seq_len > self.objective.model_config.max_len:
       raise ValueError(f"data.seq_len={self.seq_len} exceeds model.max_len="
                        f"{self.objective.model_config.max_len}")
@@ -240,8 +243,14 @@ class Trainer:
     if step is None:
       step = int(jax.device_get(state.step))
     local_batch = self.objective.prepare_batch(local_batch, step)
+    if self.buckets:
+      local_batch = trim_to_bucket(local_batch, self.buckets)
     with self._context():
       return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
+
+  def _width(self, local_batch) -> int:
+    """The length the train step will see for this batch (its bucket, or seq_len)."""
+    return bucket_width(local_batch, self.buckets) if self.buckets else self.seq_len
 
   def check_batch(self, local_batch):
     vocab = self.objective.model_config.vocab_size
@@ -313,6 +322,7 @@ class Trainer:
     progress = observe.Progress(self.steps, start, self.batch_size * self.seq_len,
                                 enabled=self.progress_enabled)
     stop = _SignalFlag()
+    watch = CompileWatch()
     log_every, ckpt_every = int(t.get("log_every", 50)), int(t.get("checkpoint_every", 500))
     eval_every = int(t.get("eval_every", 0))
     last_metrics, eval_metrics, interrupted = {}, {}, False
@@ -322,35 +332,47 @@ class Trainer:
     try:
       last = self.steps if until is None else min(int(until), self.steps)
       while step < last:
-        state, metrics = self.train_step(state, next(train_it), step)
+        batch = next(train_it)
+        with watch.phase(("train", self._width(batch)), f"in train step {step + 1}"):
+          state, metrics = self.train_step(state, batch, step)
         step += 1
         if stop_on_nonfinite:  # One host sync per step: the price of stopping at once.
           self._check_finite(jax.device_get(metrics), step, ckpt)
-        if step % log_every == 0 or step == self.steps:
-          metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if step % log_every == 0 or step == last:
+          with watch.phase("log", f"logging step {step}"):
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            lr = float(self.schedule(step - 1))
           now = time.perf_counter()
           sps = (step - tick_step) / max(now - tick, 1e-9)
           metrics.update(steps_per_sec=sps, tokens_per_sec=sps * self.batch_size * self.seq_len,
                          mfu=observe.mfu(flops_per_step, 1 / max(sps, 1e-9), peak,
                                          self.mesh.size),
-                         learning_rate=float(self.schedule(step - 1)))
+                         learning_rate=lr, recompiles=len(watch.recompiles))
           tick, tick_step = now, step
           writer.write(step, metrics)
           progress.update(step - logged_step, sps, loss=metrics["loss"])
           logged_step = step
           last_metrics = metrics
-        if eval_every and (step % eval_every == 0 or step == self.steps):
-          eval_metrics = self.evaluate(state.params, t.get("eval_batches"))
+        if eval_every and (step % eval_every == 0 or step == last):
+          with watch.phase("eval", f"in eval at step {step}"):
+            eval_metrics = self.evaluate(state.params, t.get("eval_batches"))
           writer.write(step, eval_metrics, prefix="eval_")
           log.info("step %d: eval %s", step, _fmt(eval_metrics))
         if step % ckpt_every == 0 or step == last or stop.raised:
-          ckpt.save(step, state, dict(train_it.get_state(), global_batch_size=self.batch_size),
-                    self.meta, force=stop.raised)
+          with watch.phase("checkpoint", f"saving step {step}"):
+            ckpt.save(step, state, dict(train_it.get_state(),
+                                        global_batch_size=self.batch_size),
+                      self.meta, force=stop.raised)
         if stop.raised:
           interrupted = True
           log.warning("signal %s: saved a checkpoint at step %d, exiting", stop.signum, step)
           break
     finally:
+      watch.close()
+      self.compile_watch = watch
+      log.info("XLA compilations: %d at warm-up (%.1f s), %d recompile(s) after",
+               watch.warmup_compiles, sum(sec for _, sec in watch.events),
+               len(watch.recompiles))
       ckpt.close()
       progress.close()
       writer.close()
@@ -396,6 +418,41 @@ class _SignalFlag:
   def restore(self):
     for sig, old in self._old.items():
       signal.signal(sig, old)
+
+
+def check_length_buckets(buckets, seq_len: int, objective) -> tuple[int, ...]:
+  """data.length_buckets: increasing widths ending at seq_len (one compiled train step each)."""
+  buckets = tuple(int(b) for b in (buckets or ()))
+  if not buckets:
+    return ()
+  if list(buckets) != sorted(set(buckets)) or buckets[0] < 1 or buckets[-1] != seq_len:
+    raise ValueError(f"data.length_buckets={buckets}: need increasing positive widths whose "
+                     f"last is data.seq_len={seq_len}")
+  if not getattr(objective, "supports_length_buckets", True):
+    raise ValueError(f"objective {type(objective).__name__} needs the full data.seq_len in "
+                     f"every batch; remove data.length_buckets")
+  return buckets
+
+
+def bucket_width(local_batch: dict, buckets: tuple[int, ...]) -> int:
+  """The smallest bucket holding every row's last real token, agreed by all processes (their
+  arrays must have one global shape)."""
+  occupied = np.asarray(local_batch.get("segment_ids", local_batch["weights"])) != 0
+  cols = np.flatnonzero(occupied.any(axis=0))
+  longest = int(cols[-1]) + 1 if cols.size else 1
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    longest = int(np.max(multihost_utils.process_allgather(np.int32(longest))))
+  return next(b for b in buckets if b >= longest)
+
+
+def trim_to_bucket(local_batch: dict, buckets: tuple[int, ...]) -> dict:
+  """Cuts right padding down to the batch's bucket: exact for causal models, whose outputs at
+  real positions never see later (padding) positions; per-example fields are kept."""
+  width = bucket_width(local_batch, buckets)
+  seq_len = buckets[-1]
+  return {k: (v[:, :width] if np.ndim(v) == 2 and np.shape(v)[1] == seq_len else v)
+          for k, v in local_batch.items()}
 
 
 def resume_data_position(data_state: dict, global_batch_size: int) -> dict:

@@ -26,7 +26,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.logical_rules = ()
   c.data = ml_collections.ConfigDict(dict(
       mode="padding", seq_len=64, global_batch_size=32, train_split="train",
-      eval_split="test", read_threads=2))
+      eval_split="test", read_threads=2,
+      # e.g. (16, 32, 64): padded batches are cut to the smallest width holding their longest
+      # row, one compiled train step per width (padding mode; () = always seq_len).
+      length_buckets=()))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, grad_accum_steps=1, log_every=50, eval_every=500, eval_batches=8,
       checkpoint_every=500, keep_checkpoints=3, async_checkpoint=True,

@@ -24,6 +24,8 @@ class Objective:
 
   # Where the trunk's params sit in this objective's param tree (CAT nests it).
   trunk_path: tuple[str, ...] = ()
+  # Whether batches may arrive cut to a shorter width (data.length_buckets).
+  supports_length_buckets: bool = True
 
   def __init__(self, config, task):
     self.config = config

@@ -54,6 +54,8 @@ def rows_to_sequences(batch):
 
 
 class SequenceMatch(Objective):
+  # Its action sequences (noise, backspaces) and rollout prompts are laid out on seq_len.
+  supports_length_buckets = False
 
   def __init__(self, config, task):
     opts = dict(DEFAULTS)
