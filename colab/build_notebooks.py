@@ -85,6 +85,16 @@ def launch():
       new_code_cell("train(steps=steps + 3)\n"
                     "print(open(os.path.join(WORKDIR, 'train.log')).read()[-600:])"),
       new_markdown_cell(
+          "## Before the pod: will it fit?\n\n"
+          "With the `tpu` extra, this CPU host compiles the real train step and decode step "
+          "for any TPU slice and prints per-chip memory against HBM, FLOPs, a roofline step "
+          "time and whether it fits (`--search` tries mesh splits, remat and micro-batches):\n"
+          "```bash\npip install -e \".[tpu]\"\n"
+          "python -m experiments.compile --config=experiments/configs/default.py:pod "
+          "--topology=v5e:16x16 --search\n```\n"
+          "`python -m experiments.env_check` on a worker prints versions, devices and what "
+          "each extra still lacks."),
+      new_markdown_cell(
           "## The exact commands on real hardware\n\n"
           "**One machine, several GPUs** (all devices are used; shard weights with FSDP):\n"
           "```bash\npip install -e \".[gpu]\"\n"
@@ -98,7 +108,15 @@ def launch():
           "**Several GPU hosts** (explicit coordinator; run on every host with its id):\n"
           "```bash\npython -m experiments.train --config=experiments/configs/default.py:pod \\\n"
           "  --workdir=/shared/run1 --coordinator_address=host0:1234 \\\n"
-          "  --num_processes=4 --process_id=$RANK\n```\n\n"
+          "  --num_processes=4 --process_id=$RANK\n```\n"
+          "or let the scripts in `experiments/launch/` do it: `sbatch --nodes=4 "
+          "experiments/launch/slurm.sbatch --config=... --workdir=...` (SLURM), "
+          "`experiments/launch/worker.sh` (reads SLURM_* or MASTER_ADDR/WORLD_SIZE/RANK), "
+          "`experiments/launch/tpu_pod.sh setup|ARGS` (TPU VMs). At start-up every process "
+          "checks that all processes joined within `--preflight_timeout` seconds, that the "
+          "devices match the mesh, the batch divides and the workdir is writable, and exits "
+          "with a message instead of hanging. A checkpoint restores onto a different mesh "
+          "(e.g. a smaller slice).\n\n"
           "Each host reads only its rows of every global batch; the global batch must "
           "divide `data x fsdp` (the trainer says so before compiling if it does not)."),
   ]
