@@ -20,6 +20,7 @@ from experiments.checkpointing import Checkpointer, param_shapes
 from experiments.compiles import CompileWatch
 from experiments.data import pipeline
 from experiments.objectives import get_objective
+from experiments.objectives.base import RUN_PREFIX
 from experiments.tasks import get_task
 
 log = logging.getLogger("experiments")
@@ -230,11 +231,32 @@ class Trainer:
     return restored[0]
 
   def init_state(self) -> TrainState:
+    if self.objective.init_from.startswith(RUN_PREFIX):
+      return self._init_from_run(self.objective.init_from[len(RUN_PREFIX):])
     trunk = self.objective.pretrained_trunk()
     if trunk is not None:
       log.info("initialising the trunk from %s", self.objective.init_from)
     with self._context():
       return self._init(jax.random.PRNGKey(int(self.config.seed)), trunk)
+
+  def _init_from_run(self, workdir: str) -> TrainState:
+    """Fresh optimizer, step 0 and this config's seed, with the params of `workdir`'s newest
+    checkpoint (same model; a different one is a named error listing the shapes)."""
+    ckpt = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                        async_save=False)
+    try:
+      with self._context():
+        restored = ckpt.restore(self.abstract_state, self.meta)
+    finally:
+      ckpt.close()
+    if restored is None:
+      raise FileNotFoundError(f"init_from='run:{workdir}': no checkpoint in "
+                              f"{workdir}/checkpoints")
+    log.info("initialising every parameter from %s (step %d)", workdir, restored[2])
+    with self._context():
+      fresh = self._init(jax.random.PRNGKey(int(self.config.seed)), None)
+      init_opt = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
+      return fresh.replace(params=restored[0].params, opt_state=init_opt(restored[0].params))
 
   def train_step(self, state, local_batch, step: int | None = None):
     """One update from host-local numpy rows: checked, prepared by the objective (host-side

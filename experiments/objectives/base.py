@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from catrans.config import ModelConfig
 
+RUN_PREFIX = "run:"
 Batch = Mapping[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
 
@@ -36,7 +37,10 @@ class Objective:
       model["vocab_size"] = task.tokenizer.vocab_size
     self.init_from = config.get("init_from", "") or ""
     self._pretrained = None
-    if self.init_from:
+    # 'run:DIR' starts every parameter from another run of the same model (e.g. SequenceMatch
+    # fine-tuned from an MLE run); the trainer restores it. Anything else names a pretrained
+    # LM whose architecture replaces config.model's.
+    if self.init_from and not self.init_from.startswith(RUN_PREFIX):
       model = self._pretrained_architecture(model, task)
     self.model_config = ModelConfig.from_dict(model)
     self.model = self.make_model()

@@ -1,0 +1,258 @@
+"""SequenceMatch on text: MLE vs MLE + <bkspc> vs SequenceMatch fine-tuned from the same MLE
+run on Shakespeare, judged on sampled continuations of held-out passages.
+
+  python -m experiments.text_seqmatch_report --root=DIR [--tiny]
+
+Trains what is missing (configs/shakespeare_seqmatch.py: mle, then bc and sm from mle's
+checkpoint, and the reference LM `ref`), samples continuations (temperature 1, KV cache,
+<bkspc> allowed for bc and sm, masked for mle) of the first bytes of test passages, and
+reports for each method and for the real continuations:
+  ppl_ref      perplexity of the final text under the reference LM (it generated none of it)
+  entropy-n    entropy (nats) of the pooled word n-gram distribution, n = 1, 2
+  distinct-n   unique / all word n-grams over the samples, n = 1, 2, 3
+  rep-4        share of a sample's word 4-grams that repeat an earlier one in it (mean)
+  backspaces   <bkspc> actions / all actions, and where in the trace they fall
+with sample traces (⌫ = <bkspc>). Writes DIR/report.json, DIR/report.md and
+DIR/backspace_positions.png. Reruns reuse finished runs."""
+import argparse
+import collections
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import seqmatch
+from experiments.checkpointing import Checkpointer
+from experiments.configs.shakespeare_seqmatch import get_config
+from experiments.reviews.estimation import token_nll
+from experiments.reviews.steering import distinct_n
+from experiments.trainer import Trainer
+
+log = logging.getLogger("experiments")
+METHODS = ("mle", "bc", "sm")
+
+
+def train_or_load(root: str, run: str, tiny: bool):
+  """(Trainer, params) of root/run, training (or finishing) it first; bc and sm start from
+  mle's parameters."""
+  config = get_config(run + (",tiny" if tiny else ""))
+  if run in ("bc", "sm"):
+    config.init_from = "run:" + os.path.join(root, "mle")
+  workdir = os.path.join(root, run)
+  trainer = Trainer(config, workdir, progress=False)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  try:
+    done = int(config.train.steps) in ckpt.all_steps()
+  finally:
+    ckpt.close()
+  if not done:
+    log.info("training %s (%d steps) in %s", run, config.train.steps, workdir)
+    t0 = time.perf_counter()
+    if trainer.run().interrupted:
+      raise SystemExit(f"training of {run} was interrupted; rerun to resume")
+    log.info("trained %s in %.0f s", run, time.perf_counter() - t0)
+  return trainer, trainer.restore_latest().params
+
+
+def prompts_and_references(task, num: int, prompt_bytes: int, continuation_bytes: int):
+  """Test passages long enough for a prompt and a real continuation of the same length."""
+  out = []
+  for ex in task.source("test"):
+    text = ex["text"]
+    if len(text.encode("utf-8")) >= prompt_bytes + continuation_bytes:
+      raw = text.encode("utf-8")
+      out.append((raw[:prompt_bytes].decode("utf-8", "ignore"),
+                  raw[prompt_bytes:prompt_bytes + continuation_bytes].decode("utf-8", "ignore")))
+    if len(out) == num:
+      break
+  return out
+
+
+def sample(trainer, params, prompts: list[str], *, max_actions: int, rng, allow_backspace: bool,
+           samples_per_prompt: int):
+  obj, tok = trainer.objective, trainer.task.tokenizer
+  bk = obj.vocab.backspace_id
+  apply_fn = obj.apply_fn
+  if not allow_backspace:
+    def apply_fn(params, tokens, positions, mask, cache=None):  # noqa: F811 (MLE: no <bkspc>)
+      logits, cache = obj.apply_fn(params, tokens, positions, mask, cache=cache)
+      return logits.at[..., bk].set(-jnp.inf), cache
+  ids = [[tok.bos_id] + tok.encode(p) for p in prompts for _ in range(samples_per_prompt)]
+  width = max(map(len, ids))
+  arr = np.zeros((len(ids), width), np.int32)
+  for i, x in enumerate(ids):
+    arr[i, :len(x)] = x
+  lens = np.array([len(x) for x in ids], np.int32)
+  gen = jax.jit(functools.partial(seqmatch.generate, apply_fn, obj.init_cache_fn,
+                                  max_actions=max_actions, backspace_id=bk, eos_id=tok.eos_id,
+                                  temperature=1.0))
+  g = jax.device_get(gen(params, jnp.asarray(arr), jnp.asarray(lens), rng))
+  show = seqmatch.BackspaceTokenizer(tok, bk)
+  rows = []
+  for i in range(len(ids)):
+    final = [int(t) for t in g.tokens[i, lens[i]:g.lengths[i]] if t != tok.eos_id]
+    acts = [int(a) for a in g.actions[i, :g.num_actions[i]]]
+    rows.append({"prompt": prompts[i // samples_per_prompt], "text": tok.decode(final),
+                 "actions": acts, "trace": show.decode(acts, mode="show")})
+  return rows
+
+
+def ngram_entropy(texts: list[str], n: int) -> float:
+  grams = collections.Counter()
+  for t in texts:
+    w = t.split()
+    grams.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+  total = sum(grams.values())
+  return -sum(c / total * math.log(c / total) for c in grams.values()) if total else float("nan")
+
+
+def repetition(texts: list[str], n: int = 4) -> float:
+  rates = []
+  for t in texts:
+    w = t.split()
+    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    if grams:
+      rates.append(1 - len(set(grams)) / len(grams))
+  return float(np.mean(rates)) if rates else float("nan")
+
+
+def reference_ppl(trainer, params, prompts: list[str], texts: list[str], *, batch: int = 64):
+  """exp(mean NLL) of each text's tokens given BOS + its prompt, under the reference LM."""
+  tok = trainer.task.tokenizer
+  seqs = [([tok.bos_id] + tok.encode(p), tok.encode(t)) for p, t in zip(prompts, texts)]
+  width = trainer.objective.model_config.max_len
+  nll_fn = jax.jit(functools.partial(token_nll, trainer.objective.model))
+  total, count = 0.0, 0
+  for s in range(0, len(seqs), batch):
+    chunk = seqs[s:s + batch]
+    arr = np.zeros((len(chunk), width + 1), np.int32)
+    w = np.zeros((len(chunk), width), np.float32)
+    for i, (p, t) in enumerate(chunk):
+      row = (p + t)[:width + 1]
+      arr[i, :len(row)] = row
+      w[i, len(p) - 1:len(row) - 1] = 1.0   # predictions of the text's tokens only
+    nll = np.asarray(nll_fn(params, jnp.asarray(arr)))
+    total += float((nll * w).sum())
+    count += float(w.sum())
+  return math.exp(total / max(count, 1.0))
+
+
+def summarize(rows, ref, ref_params, backspace_id) -> dict:
+  texts = [r["text"] for r in rows]
+  actions = [a for r in rows for a in r.get("actions", [])]
+  positions = [i / max(len(r["actions"]) - 1, 1) for r in rows
+               for i, a in enumerate(r.get("actions", [])) if a == backspace_id]
+  return {
+      "ppl_ref": reference_ppl(ref, ref_params, [r["prompt"] for r in rows], texts),
+      "entropy_1": ngram_entropy(texts, 1), "entropy_2": ngram_entropy(texts, 2),
+      "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
+      "distinct_3": distinct_n(texts, 3), "rep_4": repetition(texts),
+      "mean_bytes": float(np.mean([len(t.encode("utf-8")) for t in texts])),
+      "backspace_rate": (sum(a == backspace_id for a in actions) / len(actions)
+                         if actions else None),
+      "backspace_positions": positions,
+  }
+
+
+def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = "") -> dict:
+  os.makedirs(root, exist_ok=True)
+  num, per = (4, 2) if tiny else (64, 2)
+  prompt_bytes, new = (8, 8) if tiny else (32, 96)
+  t0 = time.perf_counter()
+  runs = {run: train_or_load(root, run, tiny) for run in METHODS + ("ref",)}
+  train_s = time.perf_counter() - t0
+  mle_trainer = runs["mle"][0]
+  bk = mle_trainer.objective.vocab.backspace_id
+  pairs = prompts_and_references(mle_trainer.task, num, prompt_bytes, new)
+  prompts = [p for p, _ in pairs]
+  ref, ref_params = runs["ref"]
+  report = {"command": command, "train_seconds": train_s, "num_prompts": len(prompts),
+            "samples_per_prompt": per, "max_actions": new, "methods": {}, "samples": {}}
+  report["methods"]["data"] = summarize([{"prompt": p, "text": c} for p, c in pairs], ref,
+                                        ref_params, bk)
+  rng = jax.random.PRNGKey(seed)
+  for m in METHODS:
+    trainer, params = runs[m]
+    rows = sample(trainer, params, prompts, max_actions=new, rng=jax.random.fold_in(rng, 1),
+                  allow_backspace=(m != "mle"), samples_per_prompt=per)
+    report["methods"][m] = summarize(rows, ref, ref_params, bk)
+    report["samples"][m] = [{k: r[k] for k in ("prompt", "text", "trace")} for r in rows[:6]]
+  report["seconds"] = time.perf_counter() - t0
+  with open(os.path.join(root, "report.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  _write_markdown(os.path.join(root, "report.md"), report)
+  _plot_positions(os.path.join(root, "backspace_positions.png"), report)
+  return report
+
+
+def _fmt(x, spec=".3f"):
+  return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _write_markdown(path, report):
+  lines = ["# SequenceMatch on Shakespeare: MLE vs MLE + <bkspc> vs SequenceMatch", "",
+           f"`{report['command']}`: {report['num_prompts']} held-out prompts x "
+           f"{report['samples_per_prompt']} samples, up to {report['max_actions']} actions, "
+           f"temperature 1. Training {report['train_seconds']:.0f} s, total "
+           f"{report['seconds']:.0f} s.", "",
+           "| | ppl under ref | entropy-1 | entropy-2 | distinct-1 | distinct-2 | distinct-3 "
+           "| rep-4 | bytes | backspace rate |", "|---" * 10 + "|"]
+  for name, r in report["methods"].items():
+    lines.append(f"| {name} | {_fmt(r['ppl_ref'], '.2f')} | {_fmt(r['entropy_1'])} | "
+                 f"{_fmt(r['entropy_2'])} | {_fmt(r['distinct_1'])} | {_fmt(r['distinct_2'])} | "
+                 f"{_fmt(r['distinct_3'])} | {_fmt(r['rep_4'])} | {_fmt(r['mean_bytes'], '.0f')} "
+                 f"| {_fmt(r['backspace_rate'])} |")
+  lines += ["", "'data' is the real continuation of the same passages. Samples (⌫ = <bkspc>):"]
+  for m, rows in report["samples"].items():
+    lines += ["", f"**{m}**", ""]
+    lines += [f"- `{r['prompt']!r}` → `{r['trace']!r}`" for r in rows[:3]]
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def _plot_positions(path, report):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  drawn = False
+  for m in ("bc", "sm"):
+    pos = report["methods"][m]["backspace_positions"]
+    if pos:
+      ax.hist(pos, bins=20, range=(0, 1), alpha=0.6, label=f"{m} ({len(pos)} backspaces)")
+      drawn = True
+  ax.set_xlabel("position in the action trace (0 = first action, 1 = last)")
+  ax.set_ylabel("backspaces")
+  ax.set_title("Where backspaces happen" + ("" if drawn else " (none were taken)"))
+  if drawn:
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--root", required=True)
+  ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
+  ap.add_argument("--seed", type=int, default=0)
+  a = ap.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
+                      format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  log.setLevel(logging.INFO)
+  report = make_report(a.root, tiny=a.tiny, seed=a.seed,
+                       command="python -m experiments.text_seqmatch_report " + " ".join(
+                           sys.argv[1:] if argv is None else argv))
+  print(open(os.path.join(a.root, "report.md")).read())
+  return report
+
+
+if __name__ == "__main__":
+  main()
