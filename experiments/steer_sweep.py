@@ -186,7 +186,7 @@ def _generated(tok, new_BxT) -> list[list[int]]:
   return out
 
 
-def run_sweep(setup: Setup, cells, targets, rng) -> list[dict]:
+def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
   tok, lm = setup.tokenizer, setup.models["lm"]
   rows = []
   for target in targets:
@@ -196,7 +196,7 @@ def run_sweep(setup: Setup, cells, targets, rng) -> list[dict]:
     for ci, (method, strength) in enumerate(cells):
       decode = make_decoder(setup.models, setup.params, method, strength,
                             max_new_tokens=setup.max_new_tokens, eos_id=tok.eos_id,
-                            pad_id=tok.pad_id)
+                            pad_id=tok.pad_id, top_k=top_k)
       new, sec = timed(decode, p, lens, target, jax.random.fold_in(rng, 1000 * target + ci))
       p_t = np.asarray(setup.judge(p, lens, new, target), np.float64)
       nll, cnt = (np.asarray(a) for a in new_token_nll(
@@ -273,6 +273,12 @@ def markdown(report: dict) -> str:
                  f"{fmt(r['judge_p_target'])} | {fmt(r['perplexity'], '.2f')} | "
                  f"{fmt(r['distinct_1'])} | {fmt(r['distinct_2'])} | {r['n']} | "
                  f"{r['seconds_incl_compile']:.1f} |")
+  lines += ["", "fudge, satisficing and greedy_attr choose among the LM's top-20 candidates, "
+            "which alone lowers perplexity and distinct-n; weighted, director and the "
+            "unsteered rows sample " + (f"among their top {report['top_k']} scores"
+                                        if report["top_k"] else "the whole reweighted "
+                                        "distribution (--top_k=20 compares like with like)")
+            + "."]
   cd = report["cat_vs_director"]
   lines += ["", f"CAT weighted vs Director at the closest perplexity: CAT succeeds more often in "
             f"{cd['cat_higher']} of {cd['of']} Director strengths."]
@@ -313,7 +319,7 @@ def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) ->
 
 def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bool = False,
           methods=METHODS, gammas=None, thresholds=None, targets=None, seed: int = 0,
-          rare_threshold: float = 0.05, diagnosis_samples: int = 128,
+          rare_threshold: float = 0.05, diagnosis_samples: int = 128, top_k: int = 0,
           command: str = "") -> dict:
   start = time.perf_counter()
   workdir = os.path.abspath(workdir)
@@ -328,7 +334,7 @@ def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bo
   diag = diagnosis(setup, targets, jax.random.fold_in(rng, 7), rare_threshold,
                    diagnosis_samples)
   cells = grid(methods, gammas, thresholds, setup.unsteered)
-  rows = run_sweep(setup, cells, targets, jax.random.fold_in(rng, 1))
+  rows = run_sweep(setup, cells, targets, jax.random.fold_in(rng, 1), top_k)
   tab = table(rows)
   plots = ["success_vs_perplexity.png", "success_vs_distinct.png"]
   figures.tradeoff(os.path.join(out, plots[0]), tab, "perplexity", log_x=True,
@@ -339,7 +345,7 @@ def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bo
                    title="Attribute success vs diversity (labels: strength)")
   if quick:
     plots.append("reliability_cat.png")
-  report = {"command": command, "quick": quick, "tiny": tiny, "seed": seed,
+  report = {"command": command, "quick": quick, "tiny": tiny, "seed": seed, "top_k": top_k,
             "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
             "targets": [setup.class_names[t] for t in targets],
             "grid": [list(c) for c in cells], "info": setup.info, "diagnosis": diag,
@@ -370,6 +376,9 @@ def main(argv=None):
   ap.add_argument("--thresholds", default="")
   ap.add_argument("--targets", default="", help="class ids, e.g. 1,0")
   ap.add_argument("--rare_threshold", type=float, default=0.05)
+  ap.add_argument("--top_k", type=int, default=0,
+                  help="weighted / director / unsteered_cat sample among their top_k scores "
+                       "(0: all); FUDGE, satisficing and greedy_attr use the LM's top 20")
   ap.add_argument("--seed", type=int, default=0)
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout, force=True,
@@ -379,7 +388,7 @@ def main(argv=None):
                methods=tuple(m for m in a.methods.split(",") if m),
                gammas=_floats(a.gammas), thresholds=_floats(a.thresholds),
                targets=tuple(int(t) for t in a.targets.split(",")) if a.targets else None,
-               seed=a.seed, rare_threshold=a.rare_threshold,
+               seed=a.seed, rare_threshold=a.rare_threshold, top_k=a.top_k,
                command="python -m experiments.steer_sweep " + " ".join(
                    sys.argv[1:] if argv is None else argv))
 

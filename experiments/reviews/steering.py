@@ -35,12 +35,14 @@ class Method:
 
 def make_decoder(models: dict, params: dict, method: str, strength=None, *,
                  max_new_tokens: int, eos_id: int, pad_id: int = 0,
-                 attribute: str = "label") -> Callable:
+                 attribute: str = "label", top_k: int = 0) -> Callable:
   """(prompts_BxP, lens_B, target, rng) -> new tokens [B, T] for one method at one strength.
 
   method: weighted (CAT, gamma = strength) | satisficing (CAT, threshold = strength, None:
   the default 0.8) | greedy_attr (CAT) | director (gamma) | fudge (gamma) | unsteered_cat |
-  unsteered_lm. models/params hold 'cat', 'director', 'lm', 'clf' (those the method uses)."""
+  unsteered_lm. models/params hold 'cat', 'director', 'lm', 'clf' (those the method uses).
+  top_k > 0 samples weighted / director / unsteered_cat among the top_k scores only (FUDGE,
+  satisficing and greedy_attr always choose among the LM's top candidates)."""
   kw = dict(max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
 
   def steered(run, rule, gamma=1.0, **sc_kw):
@@ -52,16 +54,16 @@ def make_decoder(models: dict, params: dict, method: str, strength=None, *,
     return decode
 
   if method == "weighted":
-    return steered("cat", "weighted", gamma=strength)
+    return steered("cat", "weighted", gamma=strength, top_k=top_k)
   if method == "satisficing":
     return steered("cat", "satisficing", **({} if strength is None else
                                             {"threshold": strength}))
   if method == "greedy_attr":
     return steered("cat", "greedy_attr")
   if method == "director":
-    return steered("director", "weighted", gamma=strength)
+    return steered("director", "weighted", gamma=strength, top_k=top_k)
   if method == "unsteered_cat":
-    return steered("cat", "none")
+    return steered("cat", "none", top_k=top_k)
   if method == "fudge":
     def fudge(prompts, lens, target, rng):
       return fudge_decode(models["lm"], params["lm"], models["clf"], params["clf"], prompts,
