@@ -274,11 +274,11 @@ def markdown(report: dict) -> str:
                  f"{fmt(r['distinct_1'])} | {fmt(r['distinct_2'])} | {r['n']} | "
                  f"{r['seconds_incl_compile']:.1f} |")
   lines += ["", "fudge, satisficing and greedy_attr choose among the LM's top-20 candidates, "
-            "which alone lowers perplexity and distinct-n; weighted, director and the "
-            "unsteered rows sample " + (f"among their top {report['top_k']} scores"
+            "which alone lowers perplexity and distinct-n; weighted, director and "
+            "unsteered_cat sample " + (f"among their top {report['top_k']} scores"
                                         if report["top_k"] else "the whole reweighted "
                                         "distribution (--top_k=20 compares like with like)")
-            + "."]
+            + "; unsteered_lm always samples the LM's whole distribution."]
   cd = report["cat_vs_director"]
   lines += ["", f"CAT weighted vs Director at the closest perplexity: CAT succeeds more often in "
             f"{cd['cat_higher']} of {cd['of']} Director strengths."]
