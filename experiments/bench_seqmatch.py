@@ -34,14 +34,6 @@ from experiments.objectives.seqmatch import SequenceMatch
 from experiments.tasks import get_task
 
 
-class StoredRollouts(SequenceMatch):
-  """SequenceMatch fed rollouts from the batch (a replay buffer refreshed every m steps)
-  instead of sampling them in the step: the loss is otherwise the objective's own."""
-
-  def _rollouts(self, params, batch, rng):
-    return batch["rollout_items"], batch["rollout_prompt_lens"], batch["rollout_lengths"]
-
-
 def _block(x):
   return jax.block_until_ready(x)
 
@@ -109,7 +101,6 @@ def main(argv=None):
   no_rollouts_cfg = ml_collections.ConfigDict(c.to_dict())
   no_rollouts_cfg.objective.rollouts = 0
   no_rollouts = SequenceMatch(no_rollouts_cfg, task)
-  stored = StoredRollouts(c, task)
   model = with_rollouts.model                 # one Transformer (vocabulary + <bkspc>)
   params = jax.jit(lambda r: nn.meta.unbox(with_rollouts.init_params(r)))(
       jax.random.PRNGKey(c.seed))
@@ -125,8 +116,10 @@ def main(argv=None):
   # The objective's own rollout sampler, timed alone and used to fill the replay batch.
   rollout_fn = jax.jit(lambda p, b, r: with_rollouts._rollouts(p, b, r))
   r_items, r_pl, r_lens = _block(rollout_fn(params, sm_batch, rng))
-  stored_batch = dict(sm_batch, rollout_items=r_items, rollout_prompt_lens=r_pl,
-                      rollout_lengths=r_lens)
+  # What the trainer adds to the batch from the replay buffer (objective.aux_batch) when
+  # objective.rollout_every > 1: the same loss on stored rows, no sampling.
+  stored_batch = dict(sm_batch, replay_items=r_items, replay_prompt_lens=r_pl,
+                      replay_lengths=r_lens)
 
   def mle_loss(p, b):
     out = model.apply({"params": p}, b["inputs"], b["positions"],
@@ -142,7 +135,8 @@ def main(argv=None):
                                         "SM, no rollouts"),
       "SM, rollouts in step": _stateful_step(sm_loss(with_rollouts), params, tx, sm_batch,
                                              losses, "SM, rollouts in step"),
-      "SM, stored rollouts": _stateful_step(sm_loss(stored), params, tx, stored_batch, losses,
+      "SM, stored rollouts": _stateful_step(sm_loss(with_rollouts), params, tx, stored_batch,
+                                            losses,
                                             "SM, stored rollouts"),
       "rollout generation": lambda: rollout_fn(params, sm_batch, rng)[0],
   }

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments.train_state import split_aux, with_aux
+
 log = logging.getLogger("experiments")
 
 
@@ -58,16 +60,19 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
-        item_names=("state", "data", "meta"))
+        item_names=("state", "data", "meta", "aux"))
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False):
+    state, aux = split_aux(state)
     meta = dict(meta, fingerprint=fingerprint(state.params))
-    self.manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-        meta=ocp.args.JsonSave(meta)), force=force)
+    items = dict(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+                 meta=ocp.args.JsonSave(meta))
+    if aux is not None:
+      items["aux"] = ocp.args.StandardSave(aux)
+    self.manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -96,9 +101,12 @@ class Checkpointer:
         raise ValueError(
             f"the workdir {self.directory} holds a run of a different model; parameter "
             f"shapes differ:\n{mismatch}\nUse a new --workdir or the original model config.")
+      abstract_plain, abstract_aux = split_aux(abstract_state)
+      items = dict(state=ocp.args.StandardRestore(abstract_plain), data=ocp.args.JsonRestore())
+      if abstract_aux is not None:
+        items["aux"] = ocp.args.StandardRestore(abstract_aux)
       try:
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
       except Exception as e:
         errors.append(f"step {step}: {type(e).__name__}: {e}")
         log.error("checkpoint at step %d failed to restore (%s); trying an older one",
@@ -112,7 +120,8 @@ class Checkpointer:
         continue
       if errors:
         log.warning("resumed from step %d after skipping unreadable checkpoints", step)
-      return out["state"], out["data"], step
+      state = out["state"] if abstract_aux is None else with_aux(out["state"], out["aux"])
+      return state, out["data"], step
     raise RuntimeError(
         f"no checkpoint in {self.directory} could be restored (refusing to start over an "
         f"existing run):\n" + "\n".join(errors))

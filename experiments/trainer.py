@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from experiments import observe, optim, sharding
 from experiments.checkpointing import Checkpointer, param_shapes
 from experiments.compiles import CompileWatch
+from experiments.train_state import AuxTrainState, TrainState, split_aux, with_aux  # noqa: F401
 from experiments.data import pipeline
 from experiments.objectives import get_objective
 from experiments.objectives.base import RUN_PREFIX
@@ -26,15 +27,6 @@ from experiments.tasks import get_task
 log = logging.getLogger("experiments")
 
 NONFINITE_POLICIES = ("skip", "stop", "ignore")
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jnp.ndarray          # int32 scalar: updates applied so far
-  params: Any
-  opt_state: Any
-  rng: jnp.ndarray           # base PRNG key; step s uses fold_in(rng, s)
-  skipped: jnp.ndarray       # int32 scalar: updates skipped for non-finite values
 
 
 class NonFiniteError(RuntimeError):
@@ -65,8 +57,17 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
+    aux = getattr(state, "aux", None)
+    extra = {}
+    if aux is not None:
+      # Updated before the loss from the current params (not differentiated); its rows
+      # join every micro-batch unsplit.
+      aux = objective.update_aux(aux, state.params, batch, jax.random.fold_in(rng, 0x5EED),
+                                 state.step)
+      extra = objective.aux_batch(aux)
     if grad_accum_steps == 1:
-      loss, metrics, grads = loss_and_grads(state.params, batch, rng, state.step)
+      loss, metrics, grads = loss_and_grads(state.params, dict(batch, **extra), rng,
+                                            state.step)
     else:
       def split(x):
         x = x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:])
@@ -78,8 +79,8 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
 
       def body(carry, mb_and_index):
         mb, i = mb_and_index
-        loss, metrics, grads = loss_and_grads(state.params, mb, jax.random.fold_in(rng, i),
-                                              state.step)
+        loss, metrics, grads = loss_and_grads(state.params, dict(mb, **extra),
+                                              jax.random.fold_in(rng, i), state.step)
         # A loss that is a weighted mean (metrics['weight'] = its weight sum) is combined
         # by weight, so accumulation gives exactly the full batch's gradient.
         w = metrics.get("weight", jnp.ones((), jnp.float32)).astype(jnp.float32)
@@ -88,7 +89,8 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
         return acc, None
 
       shapes = jax.eval_shape(loss_and_grads, state.params,
-                              jax.tree.map(lambda x: x[0], micro), rng, state.step)
+                              dict(jax.tree.map(lambda x: x[0], micro), **extra), rng,
+                              state.step)
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
       (summed, total), _ = jax.lax.scan(
           body, (zeros, jnp.zeros((), jnp.float32)), (micro, jnp.arange(grad_accum_steps)))
@@ -102,12 +104,16 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
     params = jax.tree.map(jnp.add, state.params, updates)
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if aux is not None:
+      new_state = new_state.replace(aux=aux)
     if nonfinite in ("skip", "stop"):
       # Keep the old parameters and optimizer state; the step (and the data) still advance.
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                new_state.replace(step=state.step, skipped=state.skipped),
                                state.replace(skipped=state.skipped + 1))
       new_state = new_state.replace(step=state.step + 1)
+      if aux is not None:  # The buffer refresh stands even when the update is skipped.
+        new_state = new_state.replace(aux=aux)
     metrics = dict(metrics)
     metrics.update(loss=loss, grad_norm=optimizer_global_norm(grads),
                    finite=finite.astype(jnp.float32), skipped=new_state.skipped)
@@ -182,11 +188,13 @@ class Trainer:
     self.tx, self.schedule = optim.make_optimizer(cfg.optimizer, self.steps, mask)
     abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
     replicated = NamedSharding(self.mesh, P())
-    self.state_shardings = TrainState(
+    abstract_aux = jax.eval_shape(obj.init_aux)
+    self.state_shardings = with_aux(TrainState(
         step=replicated, params=self.params_shardings,
         opt_state=sharding.like_params_shardings(abstract_opt, self.params_shardings,
                                                  abstract_params, self.mesh),
-        rng=replicated, skipped=replicated)
+        rng=replicated, skipped=replicated),
+        None if abstract_aux is None else jax.tree.map(lambda _: replicated, abstract_aux))
     self.meta = {"param_shapes": param_shapes(abstract_params),
                  "model": dataclasses.asdict(obj.model_config),
                  "objective": cfg.objective.name, "task": cfg.task.name}
@@ -196,9 +204,9 @@ class Trainer:
       params = sharding.strip_boxes(obj.init_params(rng))
       if pretrained is not None:
         params = obj.place_pretrained(params, pretrained)
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        opt_state=self.tx.init(params), rng=rng,
-                        skipped=jnp.zeros((), jnp.int32))
+      return with_aux(TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                 opt_state=self.tx.init(params), rng=rng,
+                                 skipped=jnp.zeros((), jnp.int32)), obj.init_aux())
 
     self._init = jax.jit(init, out_shardings=self.state_shardings)
     self.abstract_state = jax.tree.map(
@@ -245,8 +253,8 @@ class Trainer:
     ckpt = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
                         async_save=False)
     try:
-      with self._context():
-        restored = ckpt.restore(self.abstract_state, self.meta)
+      with self._context():  # Params only: the source run's aux (if any) is not wanted.
+        restored = ckpt.restore(split_aux(self.abstract_state)[0], self.meta)
     finally:
       ckpt.close()
     if restored is None:

@@ -60,3 +60,43 @@ def test_sequencematch_with_rollouts_trains_in_the_compiled_step(tmp_path):
   assert "sm/value_term" in m
   # After the warm-up the loss includes L_SM, so it is not the BC loss any more.
   assert abs(float(m["loss"]) - float(m["bc/nll"])) > 1e-3
+
+
+def _buffer_config(steps):
+  c = arithmetic_seqmatch.get_config("sm,tiny")
+  c.objective.update(dict(bc_steps=0, rollouts=4, rollout_every=3))
+  c.train.update(dict(steps=steps, log_every=1, eval_every=0, checkpoint_every=100,
+                      async_checkpoint=False))
+  return c
+
+
+def test_replay_buffer_refreshes_every_m_steps_and_resumes(tmp_path):
+  import json
+  import jax
+  t = Trainer(_buffer_config(6), str(tmp_path / "ref"), progress=False)
+  state = t.init_state()
+  it = pipeline.make_train_iterator(t.task, "train", global_batch_size=t.batch_size,
+                                    seq_len=t.seq_len, seed=0)
+  seen = []
+  for _ in range(5):
+    state, _ = t.train_step(state, next(it))
+    aux = jax.device_get(state.aux)
+    seen.append((int(aux["refreshed_at"]), aux["items"].copy()))
+  # Regenerated at steps 0 and 3 only; in between the rows stay as they were.
+  assert [s for s, _ in seen] == [0, 0, 0, 3, 3]
+  np.testing.assert_array_equal(seen[0][1], seen[2][1])
+  np.testing.assert_array_equal(seen[3][1], seen[4][1])
+  assert (seen[0][1] != 0).any() and (seen[0][1] != seen[3][1]).any()
+
+  # Stopped at step 4 (after the step-3 refresh) and resumed: step 5 must use the restored
+  # buffer, so the losses are those of the uninterrupted run.
+  def losses(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+      return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+  Trainer(_buffer_config(6), str(tmp_path / "full"), progress=False).run()
+  Trainer(_buffer_config(6), str(tmp_path / "cut"), progress=False).run(until=4)
+  Trainer(_buffer_config(6), str(tmp_path / "cut"), progress=False).run()
+  full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
+  assert sorted(cut) == list(range(1, 7))
+  np.testing.assert_allclose([cut[s] for s in range(1, 7)], [full[s] for s in range(1, 7)],
+                             rtol=1e-6)

@@ -115,6 +115,19 @@ class Objective:
     run sees the same batches; eval batches get negative steps."""
     return local_batch
 
+  # --- state carried between steps (optional) --------------------------------------------
+  def init_aux(self) -> Any:
+    """A pytree the train step carries and checkpoints (e.g. a replay buffer), or None."""
+    return None
+
+  def update_aux(self, aux, params, batch: Batch, rng: jax.Array, step: jnp.ndarray):
+    """The new aux before this step's loss (traced inside the compiled step)."""
+    return aux
+
+  def aux_batch(self, aux) -> dict:
+    """Entries added to every (micro-)batch the loss sees, read from aux."""
+    return {}
+
   # --- loss ------------------------------------------------------------------------------
   def loss(self, params, batch: Batch, rng: jax.Array, step: jnp.ndarray
            ) -> tuple[jnp.ndarray, Metrics]:

@@ -11,6 +11,10 @@ config.objective keys (all optional except name):
   max_items     N, the padded action-sequence length (seq_len + room for noise pairs)
   rollouts      rollouts per step (prompts from the first rows' data prefixes); 0 = none
   rollout_prompt_len, rollout_max_actions, rollout_temperature
+  rollout_every m: 1 = fresh rollouts inside every step; m > 1 = a replay buffer of the
+                `rollouts` sequences, regenerated from the current policy every m steps
+                (generation cost / m; the rows are up to m - 1 updates stale) and carried
+                in the train state, so a resumed run continues with the same buffer
 """
 import importlib
 
@@ -25,7 +29,7 @@ from experiments.objectives.base import Objective
 
 DEFAULTS = dict(loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=100, beta=0.1,
                 p_noise=0.1, noise="random", max_items=0, rollouts=0, rollout_prompt_len=40,
-                rollout_max_actions=12, rollout_temperature=1.0)
+                rollout_max_actions=12, rollout_temperature=1.0, rollout_every=1)
 
 
 def catrans_model_fn(model, cfg):
@@ -149,14 +153,42 @@ class SequenceMatch(Objective):
     seqs = jnp.where(jnp.arange(n)[None] < lens[:, None], seqs, 0)
     return seqs, pl, lens
 
+  # --- replay buffer (rollout_every > 1) ----------------------------------------------------
+  def _uses_buffer(self) -> bool:
+    return (self.opts.loss == "sm" and int(self.opts.rollouts) > 0
+            and int(self.opts.rollout_every) > 1)
+
+  def init_aux(self):
+    if not self._uses_buffer():
+      return None
+    r = int(self.opts.rollouts)
+    return {"items": jnp.zeros((r, self.n_items), jnp.int32),
+            "prompt_lens": jnp.ones((r,), jnp.int32), "lengths": jnp.ones((r,), jnp.int32),
+            "refreshed_at": jnp.full((), -1, jnp.int32)}
+
+  def update_aux(self, aux, params, batch, rng, step):
+    def refresh(aux):
+      seqs, pl, lens = self._rollouts(jax.lax.stop_gradient(params), batch, rng)
+      return {"items": seqs.astype(jnp.int32), "prompt_lens": pl.astype(jnp.int32),
+              "lengths": lens.astype(jnp.int32), "refreshed_at": step.astype(jnp.int32)}
+    return jax.lax.cond(step % int(self.opts.rollout_every) == 0, refresh, lambda a: a, aux)
+
+  def aux_batch(self, aux):
+    return {"replay_items": aux["items"], "replay_prompt_lens": aux["prompt_lens"],
+            "replay_lengths": aux["lengths"]}
+
   def loss(self, params, batch, rng, step):
     items, pl, lens = batch["items"], batch["prompt_lens"], batch["lengths"]
     expert = batch["expert"]
     b = items.shape[0]
     is_data = jnp.ones((b,), bool)
     use_sm = self.opts.loss == "sm"
-    if use_sm and self.opts.rollouts:
+    if use_sm and "replay_items" in batch:
+      r_seqs, r_pl, r_lens = (batch["replay_items"], batch["replay_prompt_lens"],
+                              batch["replay_lengths"])
+    elif use_sm and self.opts.rollouts:
       r_seqs, r_pl, r_lens = self._rollouts(params, batch, rng)
+    if use_sm and (self.opts.rollouts or "replay_items" in batch):
       items = jnp.concatenate([items, r_seqs])
       pl, lens = jnp.concatenate([pl, r_pl]), jnp.concatenate([lens, r_lens])
       expert = jnp.concatenate([expert, jnp.zeros_like(r_seqs, bool)])
