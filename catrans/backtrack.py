@@ -10,7 +10,8 @@ prompt, the marginal sum_v p(v | s) P(a | s, v). One action per step:
     picks among the unbanned tokens. With a SequenceMatch-trained model (`backspace_id` inside
     its vocabulary) it may pick <bkspc> itself (never at the bare prompt): a pop without ban.
 A pushed token v is flagged when q(s) - P(a | s, v) > threshold; the next action undoes it. If
-every token of a state is banned, the bans are lifted there and the token is kept unchecked.
+every token of a state is banned, the bans are lifted there and the token is kept unchecked;
+with max_retries, after that many undos at a state the next token there is kept unchecked.
 A row ends after EOS or max_new_tokens kept tokens (and no pending undo), or when the batch
 has taken max_actions actions; `unresolved` marks rows that stopped with an undo pending.
 
@@ -40,6 +41,9 @@ class BacktrackRule:
   attribute: str
   value: int = 1
   threshold: float | None = 0.1
+  max_retries: int | None = None   # force at most this many undos per state, then accept:
+                                   # unbounded retries ban every likely token of a state and
+                                   # keep an unlikely one (fluency collapses)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +95,12 @@ def prompt_estimate(model, rule, logits_BxV, attrs):
 
 def decide(model, policy, rule, logits_BxV, attrs, hidden_BxD, banned_BxV, at_prompt_B, step,
            rng, backspace_id):
-  """One decision at the current states: (action [B], flagged [B], P(a | s, action) [B]).
+  """One decision at the current states: (action [B], unchecked [B], P(a | s, action) [B]).
   Shared by the fast decoder and the tests' from-scratch reference."""
   all_banned = banned_BxV.all(-1)
-  banned_BxV = banned_BxV & ~all_banned[:, None]
+  if rule.max_retries is not None:   # out of retries: keep whatever comes, unchecked
+    all_banned = all_banned | (banned_BxV.sum(-1) >= rule.max_retries)
+  banned_BxV = banned_BxV & ~banned_BxV.all(-1)[:, None]
   logits = jnp.where(banned_BxV, sampling.NEG, logits_BxV.astype(jnp.float32))
   v = jnp.arange(logits.shape[-1])
   if backspace_id is not None and backspace_id < logits.shape[-1]:

@@ -88,6 +88,7 @@ def _slow(model, params, rng, policy, rule, max_actions, backspace_id):
         tok = s.pop()
         if pending[b]:
           bans[b].setdefault(h - 1, set()).add(tok)
+          assert rule.max_retries is None or len(bans[b][h - 1]) <= rule.max_retries
         pending[b] = False
         continue
       trace[b, step] = act[b]
@@ -114,14 +115,15 @@ def _fast(policy, rule, max_actions, backspace_id, seed=3, branch="block"):
                              max_actions=max_actions, eos_id=EOS, backspace_id=backspace_id)
 
 
-@pytest.mark.parametrize("policy,backspace_id,branch", [(SAMPLE, None, "block"),
-                                                        (SATISFICE, BK, "mlp")])
-def test_backtracking_equals_slow_reference(policy, backspace_id, branch):
+@pytest.mark.parametrize("policy,backspace_id,branch,rule", [
+    (SAMPLE, None, "block", RULE), (SATISFICE, BK, "mlp", RULE),
+    (SAMPLE, None, "mlp", bt.BacktrackRule("sentiment", 2, threshold=0.01, max_retries=1))])
+def test_backtracking_equals_slow_reference(policy, backspace_id, branch, rule):
   model, params = _model(branch)
   rng = jax.random.PRNGKey(3)
   a = 24
-  d = _fast(policy, RULE, a, backspace_id, branch=branch)
-  trace, states, pending, done = _slow(model, params, rng, policy, RULE, a, backspace_id)
+  d = _fast(policy, rule, a, backspace_id, branch=branch)
+  trace, states, pending, done = _slow(model, params, rng, policy, rule, a, backspace_id)
   np.testing.assert_array_equal(np.asarray(d.actions), trace)
   bk = V if backspace_id is None else backspace_id
   assert (trace == bk).sum() >= 3                  # the test exercises backtracking
@@ -129,7 +131,7 @@ def test_backtracking_equals_slow_reference(policy, backspace_id, branch):
     new = s[LENS[b]:]
     assert int(d.lengths[b]) == len(new) and d.new_tokens[b, :len(new)].tolist() == new
     assert bool(d.unresolved[b]) == (pending[b] and not done[b])
-    np.testing.assert_allclose(float(d.q[b]), _estimate(model, params, RULE, s, LENS[b]),
+    np.testing.assert_allclose(float(d.q[b]), _estimate(model, params, rule, s, LENS[b]),
                                rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(d.num_backspaces, (trace == bk).sum(1))
   np.testing.assert_array_equal(d.num_actions, (trace >= 0).sum(1))
