@@ -86,7 +86,7 @@ def check_labels(spec: AttributeSpec, labels, num_examples: int, class_names=Non
   arr = np.asarray(labels)
   if arr.dtype == bool:
     arr = arr.astype(np.int64)
-  if arr.dtype.kind in "US O".replace(" ", ""):
+  if arr.dtype.kind in ("U", "S", "O"):
     raise ValueError(f"attribute {spec.name!r} ({spec.kind}): labels are {arr.dtype} (e.g. "
                      f"{arr.flat[0]!r}); pass class ids in [0, {k}) or class_names")
   if arr.dtype.kind == "f":
