@@ -341,6 +341,7 @@ _SEARCH = flags.DEFINE_bool("search", False, "search mesh splits / remat / micro
 _MAX = flags.DEFINE_integer("max_candidates", 12, "mesh splits to try with --search")
 _DECODE_BATCH = flags.DEFINE_integer("decode_batch", 0, "decode batch (0 = the train batch)")
 _JSON = flags.DEFINE_string("json", None, "also write the reports to this JSON file")
+_PROGRAMS = flags.DEFINE_list("programs", ["train", "decode"], "programs to compile")
 
 
 def main(argv):
@@ -360,7 +361,11 @@ def main(argv):
     print(f"\n{len(fitting)} of {len(reports)} compiled settings fit, fastest first:")
     reports = fitting or reports
   else:
-    reports = compile_config(config, devices, decode_batch=_DECODE_BATCH.value)
+    unknown = sorted(set(_PROGRAMS.value) - {"train", "decode"})
+    if unknown:
+      raise app.UsageError(f"--programs: unknown {unknown}; choose from train, decode")
+    reports = compile_config(config, devices, what=tuple(_PROGRAMS.value),
+                             decode_batch=_DECODE_BATCH.value)
   print(format_table(reports, chip, len(devices)))
   print("est. step: roofline max(FLOPs / peak, bytes / HBM bandwidth) per device; "
         "collectives over ICI are not modelled, so real steps are slower.")
