@@ -58,7 +58,7 @@ def _seqmatch_model():
 
 def test_readme_snippets_run_and_hold(monkeypatch):
   blocks = _blocks()
-  assert len(blocks) == 6, f"expected 6 python blocks in the two sections, got {len(blocks)}"
+  assert len(blocks) == 7, f"expected 7 python blocks in the two sections, got {len(blocks)}"
   # The snippets register a divergence and an attribute kind: keep that out of other tests.
   monkeypatch.setattr(sm_objective, "DIVERGENCES", dict(sm_objective.DIVERGENCES))
   monkeypatch.setattr(attr_lib, "KIND_IMPLS", dict(attr_lib.KIND_IMPLS))
@@ -89,6 +89,17 @@ def test_readme_snippets_run_and_hold(monkeypatch):
         continue        # ~100 MB download; tests/test_pretrained.py covers the model itself
     if "import seqmatch\n" in code:
       ns.update(seq_ns)
+    if "search.decode(" in code:                                # steerers, beam, backtracking
+      local = dict(ns)   # it builds its own small model: keep the shared names intact
+      exec(compile(code, str(README), "exec"), local)
+      ran.append(code)
+      out, beam, bk = local["out"], local["beam"], local["bk"]
+      assert out.new_tokens.shape == (2, 20) and beam.new_tokens.shape == (2, 20)
+      assert bool(jnp.all(jnp.isfinite(beam.score)))
+      # MinNewTokens(eos=2, n=5): no EOS among the first five new tokens.
+      assert not bool(jnp.any(out.new_tokens[:, :5] == 2))
+      assert bk.new_tokens.shape[0] == 2 and bool(jnp.all(bk.num_backspaces >= 0))
+      continue
     exec(compile(code, str(README), "exec"), ns)
     ran.append(code)
 
