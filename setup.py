@@ -39,6 +39,8 @@ setuptools.setup(
                 "tokenizers==0.23.3"],
         "pretrained": ["gguf==0.19.0", "tokenizers==0.23.3"],
         "tpu": ["jax[tpu]==0.10.2"],
+        # MAUVE for the text reports (faiss-cpu and scikit-learn come with it).
+        "text-metrics": ["mauve-text==0.4.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
     },
 )

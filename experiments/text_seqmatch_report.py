@@ -12,6 +12,9 @@ reports for each method and for the real continuations:
   distinct-n   unique / all word n-grams over the samples, n = 1, 2, 3
   rep-4        share of a sample's word 4-grams that repeat an earlier one in it (mean)
   backspaces   <bkspc> actions / all actions, and where in the trace they fall
+  mauve        MAUVE against the real continuations, on SmolLM2-135M features (the final
+               hidden state at the last token of prompt + text), when `mauve-text` is
+               installed (`pip install -e '.[text-metrics]'`); the featuriser is offline
 with sample traces (⌫ = <bkspc>). Writes DIR/report.json, DIR/report.md and
 DIR/backspace_positions.png. Reruns reuse finished runs."""
 import argparse
@@ -144,6 +147,39 @@ def reference_ppl(trainer, params, prompts: list[str], texts: list[str], *, batc
   return math.exp(total / max(count, 1.0))
 
 
+def smollm2_features(texts: list[str], *, max_tokens: int = 64, batch: int = 32) -> np.ndarray:
+  """[N, d] SmolLM2-135M final hidden state at each text's last token (MAUVE's features)."""
+  from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
+  from catrans.transformer import Transformer
+  cfg, params = load_pretrained("smollm2", max_len=max_tokens)
+  tok = load_pretrained_tokenizer("smollm2")
+  model = Transformer(cfg)
+  hidden_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, return_logits=False).hidden)
+  out = []
+  for s in range(0, len(texts), batch):
+    ids = [tok.encode(t)[-max_tokens:] or [tok.eos_id] for t in texts[s:s + batch]]
+    arr = np.full((len(ids), max_tokens), tok.pad_id, np.int32)
+    for i, x in enumerate(ids):
+      arr[i, :len(x)] = x   # right padding: causal, so the last real row never sees it
+    h = np.asarray(hidden_fn(params, jnp.asarray(arr)))
+    out.append(h[np.arange(len(ids)), [len(x) - 1 for x in ids]])
+  return np.concatenate(out).astype(np.float32)
+
+
+def mauve_scores(prompts_by_method: dict, texts_by_method: dict, reference: str = "data"):
+  """{method: MAUVE(reference texts, method texts)} or None without mauve-text."""
+  try:
+    import mauve
+  except ImportError:
+    log.warning("MAUVE skipped: pip install -e '.[text-metrics]' (mauve-text)")
+    return None
+  feats = {m: smollm2_features([p + t for p, t in zip(prompts_by_method[m], texts)])
+           for m, texts in texts_by_method.items()}
+  return {m: float(mauve.compute_mauve(p_features=feats[reference], q_features=f,
+                                       verbose=False, seed=25).mauve)
+          for m, f in feats.items() if m != reference}
+
+
 def summarize(rows, ref, ref_params, backspace_id) -> dict:
   texts = [r["text"] for r in rows]
   actions = [a for r in rows for a in r.get("actions", [])]
@@ -161,7 +197,8 @@ def summarize(rows, ref, ref_params, backspace_id) -> dict:
   }
 
 
-def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = "") -> dict:
+def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = "",
+                mauve: bool = True) -> dict:
   os.makedirs(root, exist_ok=True)
   num, per = (4, 2) if tiny else (64, 2)
   prompt_bytes, new = (8, 8) if tiny else (32, 96)
@@ -175,8 +212,9 @@ def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = 
   ref, ref_params = runs["ref"]
   report = {"command": command, "train_seconds": train_s, "num_prompts": len(prompts),
             "samples_per_prompt": per, "max_actions": new, "methods": {}, "samples": {}}
-  report["methods"]["data"] = summarize([{"prompt": p, "text": c} for p, c in pairs], ref,
-                                        ref_params, bk)
+  data_rows = [{"prompt": p, "text": c} for p, c in pairs]
+  report["methods"]["data"] = summarize(data_rows, ref, ref_params, bk)
+  all_rows = {"data": data_rows}
   rng = jax.random.PRNGKey(seed)
   for m in METHODS:
     trainer, params = runs[m]
@@ -184,6 +222,14 @@ def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = 
                   allow_backspace=(m != "mle"), samples_per_prompt=per)
     report["methods"][m] = summarize(rows, ref, ref_params, bk)
     report["samples"][m] = [{k: r[k] for k in ("prompt", "text", "trace")} for r in rows[:6]]
+    all_rows[m] = rows
+  report["texts"] = {m: [{"prompt": r["prompt"], "text": r["text"]} for r in rows]
+                     for m, rows in all_rows.items()}
+  if mauve:
+    scores = mauve_scores({m: [r["prompt"] for r in rows] for m, rows in all_rows.items()},
+                          {m: [r["text"] for r in rows] for m, rows in all_rows.items()})
+    for m, v in (scores or {}).items():
+      report["methods"][m]["mauve"] = v
   report["seconds"] = time.perf_counter() - t0
   with open(os.path.join(root, "report.json"), "w") as f:
     json.dump(report, f, indent=1)
@@ -203,12 +249,12 @@ def _write_markdown(path, report):
            f"temperature 1. Training {report['train_seconds']:.0f} s, total "
            f"{report['seconds']:.0f} s.", "",
            "| | ppl under ref | entropy-1 | entropy-2 | distinct-1 | distinct-2 | distinct-3 "
-           "| rep-4 | bytes | backspace rate |", "|---" * 10 + "|"]
+           "| rep-4 | bytes | backspace rate | MAUVE |", "|---" * 11 + "|"]
   for name, r in report["methods"].items():
     lines.append(f"| {name} | {_fmt(r['ppl_ref'], '.2f')} | {_fmt(r['entropy_1'])} | "
                  f"{_fmt(r['entropy_2'])} | {_fmt(r['distinct_1'])} | {_fmt(r['distinct_2'])} | "
                  f"{_fmt(r['distinct_3'])} | {_fmt(r['rep_4'])} | {_fmt(r['mean_bytes'], '.0f')} "
-                 f"| {_fmt(r['backspace_rate'])} |")
+                 f"| {_fmt(r['backspace_rate'])} | {_fmt(r.get('mauve'))} |")
   lines += ["", "'data' is the real continuation of the same passages. Samples (⌫ = <bkspc>):"]
   for m, rows in report["samples"].items():
     lines += ["", f"**{m}**", ""]
@@ -243,11 +289,12 @@ def main(argv=None):
   ap.add_argument("--root", required=True)
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--no_mauve", action="store_true", help="skip MAUVE (needs SmolLM2 features)")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log.setLevel(logging.INFO)
-  report = make_report(a.root, tiny=a.tiny, seed=a.seed,
+  report = make_report(a.root, tiny=a.tiny, seed=a.seed, mauve=not a.no_mauve,
                        command="python -m experiments.text_seqmatch_report " + " ".join(
                            sys.argv[1:] if argv is None else argv))
   print(open(os.path.join(a.root, "report.md")).read())

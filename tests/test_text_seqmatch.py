@@ -25,7 +25,7 @@ def test_text_statistics_exact_values():
 
 def test_tiny_report_and_init_from_run(tmp_path):
   root = str(tmp_path)
-  report = report_lib.make_report(root, tiny=True)
+  report = report_lib.make_report(root, tiny=True, mauve=False)
   assert set(report["methods"]) == {"data", "mle", "bc", "sm"}
   for name, r in report["methods"].items():
     assert np.isfinite(r["ppl_ref"]) and r["ppl_ref"] > 1, name
