@@ -30,7 +30,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from catrans.inference import estimate
-from experiments.checkpointing import Checkpointer
 from experiments.configs.reviews_cat import RUNS, get_config
 from experiments.reviews import data, estimation, plots, steering
 from experiments.trainer import Trainer
@@ -67,24 +66,10 @@ TINY = Sizes(num_reviews=8, mc_reviews=((16, 4), (64, 4)), rows_per_call=64, ppl
 
 # --- runs ------------------------------------------------------------------------------------
 def load_run(root: str, run: str, tiny: bool):
-  """(Trainer, params) of DIR/run, training it first (or finishing it: the trainer resumes)
-  when its final checkpoint is missing."""
-  config = get_config(run + (",tiny" if tiny else ""))
-  workdir = os.path.join(root, run)
-  trainer = Trainer(config, workdir, progress=False)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  try:
-    done = int(config.train.steps) in ckpt.all_steps()
-  finally:
-    ckpt.close()
-  if not done:
-    log.info("training %s (%d steps) in %s", run, config.train.steps, workdir)
-    start = time.perf_counter()
-    summary = trainer.run()
-    if summary.interrupted:
-      raise SystemExit(f"training of {run} was interrupted; rerun to resume")
-    log.info("trained %s in %.0f s", run, time.perf_counter() - start)
-  return trainer, trainer.restore_latest().params
+  """(Trainer, params) of DIR/run, training it first (or finishing it) when needed."""
+  trainer = Trainer(get_config(run + (",tiny" if tiny else "")), os.path.join(root, run),
+                    progress=False)
+  return trainer, trainer.trained_params()
 
 
 # --- 1. estimation -----------------------------------------------------------------------------

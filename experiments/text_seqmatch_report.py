@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import seqmatch
-from experiments.checkpointing import Checkpointer
 from experiments.configs.shakespeare_seqmatch import get_config
 from experiments.reviews.estimation import token_nll
 from experiments.reviews.steering import distinct_n
@@ -48,20 +47,8 @@ def train_or_load(root: str, run: str, tiny: bool):
   config = get_config(run + (",tiny" if tiny else ""))
   if run in ("bc", "sm"):
     config.init_from = "run:" + os.path.join(root, "mle")
-  workdir = os.path.join(root, run)
-  trainer = Trainer(config, workdir, progress=False)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  try:
-    done = int(config.train.steps) in ckpt.all_steps()
-  finally:
-    ckpt.close()
-  if not done:
-    log.info("training %s (%d steps) in %s", run, config.train.steps, workdir)
-    t0 = time.perf_counter()
-    if trainer.run().interrupted:
-      raise SystemExit(f"training of {run} was interrupted; rerun to resume")
-    log.info("trained %s in %.0f s", run, time.perf_counter() - t0)
-  return trainer, trainer.restore_latest().params
+  trainer = Trainer(config, os.path.join(root, run), progress=False)
+  return trainer, trainer.trained_params()
 
 
 def prompts_and_references(task, num: int, prompt_bytes: int, continuation_bytes: int):

@@ -238,6 +238,23 @@ class Trainer:
       raise FileNotFoundError(f"no checkpoint in {self.workdir}/checkpoints")
     return restored[0]
 
+  def trained_params(self):
+    """The params of this workdir's final step, training (or finishing: run() resumes) first
+    when the final checkpoint is missing. For reports that need finished runs."""
+    ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), async_save=False)
+    try:
+      done = self.steps in ckpt.all_steps()
+    finally:
+      ckpt.close()
+    if not done:
+      log.info("training %s (%d steps) in %s", self.config.objective.name, self.steps,
+               self.workdir)
+      start = time.perf_counter()
+      if self.run().interrupted:
+        raise SystemExit(f"training in {self.workdir} was interrupted; rerun to resume")
+      log.info("trained %s in %.0f s", self.workdir, time.perf_counter() - start)
+    return self.restore_latest().params
+
   def init_state(self) -> TrainState:
     if self.objective.init_from.startswith(RUN_PREFIX):
       return self._init_from_run(self.objective.init_from[len(RUN_PREFIX):])
