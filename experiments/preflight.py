@@ -113,16 +113,11 @@ def check_devices(config, devices=None) -> tuple[tuple[int, int, int], list[str]
     warnings.append(
         f"mesh {dict(zip(sharding.MESH_AXES, shape))} uses {used} of the {len(devices)} "
         f"devices; the rest sit idle (set one mesh axis to -1 to use them all)")
-  batch = int(config.data.global_batch_size)
-  accum = int(config.train.get("grad_accum_steps", 1))
-  shards = shape[0] * shape[1]
-  if batch % accum or (batch // accum) % shards:
-    raise PreflightError(
-        f"global batch {batch} / grad_accum_steps {accum} does not divide the "
-        f"{shards} batch shards (data={shape[0]} x fsdp={shape[1]})")
-  if batch % jax.process_count():
-    raise PreflightError(f"global batch {batch} does not divide the {jax.process_count()} "
-                         f"processes")
+  try:
+    sharding.check_batch_split(int(config.data.global_batch_size), shape[0], shape[1],
+                               int(config.train.get("grad_accum_steps", 1)))
+  except ValueError as e:
+    raise PreflightError(str(e)) from None
   return shape, warnings
 
 

@@ -123,7 +123,13 @@ def batch_shards(mesh: Mesh) -> int:
 
 def check_batch(global_batch_size: int, mesh: Mesh, grad_accum_steps: int = 1):
   """Fails before compilation when the batch cannot be split over the mesh."""
-  shards = batch_shards(mesh)
+  check_batch_split(global_batch_size, mesh.shape["data"], mesh.shape["fsdp"],
+                    grad_accum_steps)
+
+
+def check_batch_split(global_batch_size: int, data: int, fsdp: int, grad_accum_steps: int = 1):
+  """The same check from the mesh's batch axis sizes (the start-up preflight has no mesh)."""
+  shards = data * fsdp
   if global_batch_size % grad_accum_steps:
     raise ValueError(f"global batch size {global_batch_size} is not divisible by "
                      f"grad_accum_steps={grad_accum_steps}")
@@ -132,7 +138,7 @@ def check_batch(global_batch_size: int, mesh: Mesh, grad_accum_steps: int = 1):
     raise ValueError(
         f"batch of {micro} rows (global batch {global_batch_size} / grad_accum_steps "
         f"{grad_accum_steps}) does not divide the mesh's {shards} batch shards "
-        f"(data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']})")
+        f"(data={data} x fsdp={fsdp})")
   if global_batch_size % jax.process_count():
     raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
                      f"{jax.process_count()} processes")

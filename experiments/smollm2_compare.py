@@ -141,7 +141,8 @@ def _from_scratch(root: str) -> dict:
   for row in r["steering"]["rows"]:
     name = {"cat_weighted": "weighted", "cat_satisficing": "satisficing"}.get(row["method"],
                                                                                row["method"])
-    rows[f"{name}@{row['strength']}|{row['target']}|{row['prompt_set']}"] = row["target_rate"]
+    strength = row["strength"] if row["strength"] else None   # unsteered: 0.0 there, None here
+    rows[f"{name}@{strength}|{row['target']}|{row['prompt_set']}"] = row["target_rate"]
   return {"estimation": {f: v["accuracy"] for f, v in
                          r["estimation"]["methods"]["cat"]["by_fraction"].items()},
           "steering": rows}

@@ -79,7 +79,7 @@ def test_preflight_device_and_batch_checks():
   assert shape == (8, 1, 1) and not warnings
   _, warnings = preflight.check_devices(_config(data=2, fsdp=2), eight)
   assert "uses 4 of the 8 devices" in warnings[0]
-  with pytest.raises(preflight.PreflightError, match="does not divide the 8 batch shards"):
+  with pytest.raises(preflight.PreflightError, match="does not divide the mesh's 8 batch shards"):
     preflight.check_devices(_config(batch=12), eight)
   with pytest.raises(preflight.PreflightError, match="grad_accum_steps 2"):
     preflight.check_devices(_config(batch=8, accum=2), eight)
