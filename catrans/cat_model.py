@@ -26,6 +26,9 @@ class CATConfig:
   param: str = "full"            # full | factorized
   branch: str = "mlp"            # mlp | block | none
   factor_dim: int = 64
+  # Hidden width of the 'mlp' branch; 0: the trunk's mlp_dim. The branch is CAT's only extra
+  # work per training token, so a narrower one buys a cheaper step (bench_cat --parts b).
+  branch_mlp_dim: int = 0
   lam: float = 0.15              # weight of the attribute loss (reported best)
   mode: str = "joint"            # joint | finetune | attr_only (trunk frozen)
 
@@ -87,7 +90,7 @@ class CATModel(nn.Module):
       self.branch = Block(cfg)
     elif cat.branch == "mlp":
       self.branch_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
-      self.branch = SwiGLU(cfg)
+      self.branch = SwiGLU(cfg.replace(mlp_dim=cat.branch_mlp_dim or cfg.mlp_dim))
     self.out_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
     self.heads = {a.name: AttributeHead(
         vocab_size=cfg.vocab_size, padded_vocab_size=cfg.padded_vocab_size,

@@ -26,6 +26,15 @@ class ModelConfig:
   scan_layers: bool = False
   vocab_pad_multiple: int = 128       # embedding rows are padded so 'vocab' shards evenly
   embed_scale: bool = False           # multiply embeddings by sqrt(d_model) (Gemma style)
+  # Factored input embeddings for structured tokens (e.g. an RL observation = phase, row,
+  # col): one tuple per feature, of length vocab_size, holding each token's value of that
+  # feature (-1: none). A token's input embedding is its own row plus one learnt row per
+  # feature value, so tokens that share a value share what is learnt about it.
+  token_features: tuple = ()
+  # A learnt embedding of the absolute position added to the input (as Decision Transformer's
+  # timestep embedding), on top of rotary attention: for tasks where the time since the
+  # start, not only the distance between tokens, decides the answer (a phase timer).
+  learned_positions: bool = False
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -38,6 +47,12 @@ class ModelConfig:
       raise ValueError("head_dim must be even for rotary embeddings")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat must be none|full|dots, got {self.remat!r}")
+    feats = tuple(tuple(int(v) for v in f) for f in self.token_features)
+    for i, f in enumerate(feats):
+      if len(f) != self.vocab_size or min(f) < -1:
+        raise ValueError(f"token_features[{i}] must hold one value >= -1 per token "
+                         f"(vocab_size={self.vocab_size}); got {len(f)} values, min {min(f)}")
+    object.__setattr__(self, "token_features", feats)
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"{name}={getattr(self, name)!r}; choose from {sorted(_DTYPES)}")
@@ -76,6 +91,8 @@ class ModelConfig:
     mlp = 3 * d * self.mlp_dim
     per_layer = attn + mlp + 2 * d
     emb = self.padded_vocab_size * d * (1 if self.tie_embeddings else 2)
+    emb += sum(max(f) + 1 for f in self.token_features) * d
+    emb += self.max_len * d if self.learned_positions else 0
     return self.num_layers * per_layer + d + (emb if include_embeddings else 0)
 
   def flops_per_token(self, seq_len: int) -> float:

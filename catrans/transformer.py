@@ -69,6 +69,17 @@ class Transformer(nn.Module):
         embedding_init=nn.with_logical_partitioning(
             nn.initializers.normal(cfg.d_model ** -0.5 if cfg.tie_embeddings else 1.0),
             ("vocab", "embed")))
+    self.feature_embeds = [
+        nn.Embed(max(f) + 1, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                 embedding_init=nn.with_logical_partitioning(
+                     nn.initializers.normal(cfg.d_model ** -0.5), (None, "embed")),
+                 name=f"feature_embed_{i}")
+        for i, f in enumerate(cfg.token_features)]
+    if cfg.learned_positions:
+      self.position_embed = nn.Embed(
+          cfg.max_len, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+          embedding_init=nn.with_logical_partitioning(
+              nn.initializers.normal(cfg.d_model ** -0.5), (None, "embed")))
     block = Block
     if cfg.remat != "none":
       block = nn.remat(Block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
@@ -88,6 +99,9 @@ class Transformer(nn.Module):
 
   def embed_tokens(self, tokens_BxL):
     x = self.embed(tokens_BxL)
+    for table, values in zip(self.feature_embeds, self.cfg.token_features):
+      value_BxL = jnp.asarray(values, jnp.int32)[tokens_BxL]
+      x = x + jnp.where((value_BxL >= 0)[..., None], table(jnp.maximum(value_BxL, 0)), 0)
     if self.cfg.embed_scale:
       x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -118,6 +132,8 @@ class Transformer(nn.Module):
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, cache)
 
     x = self.embed_tokens(tokens_BxL)
+    if self.cfg.learned_positions:
+      x = x + self.position_embed(jnp.minimum(positions_BxL, self.cfg.max_len - 1))
     new_cache = None
     if self.cfg.scan_layers:
       layer_caches = None if cache is None else {"k": cache["k"], "v": cache["v"]}

@@ -66,7 +66,8 @@ def _init(model, tokens_BxL, seed):
 
 
 # --- (a) estimation: CAT one pass vs Monte Carlo ---------------------------------------------
-def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0):
+def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0,
+                   branch_mlp_dim=0):
   """A small factorized CAT trained on the bits task (as in tests/test_cat_exactness.py).
   Returns (task, model, params, seconds spent training, final loss)."""
   task = get_task("bits", ml_collections.ConfigDict(dict(length=length, num_train=4000,
@@ -76,7 +77,7 @@ def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0
                     num_layers=num_layers, num_heads=4, num_kv_heads=2, mlp_dim=2 * d_model,
                     max_len=2 * length + 4)
   model = CATModel(cfg, CATConfig(attributes=(AttributeSpec("label"),), param="factorized",
-                                  factor_dim=16, lam=1.0))
+                                  factor_dim=16, lam=1.0, branch_mlp_dim=branch_mlp_dim))
   it = pipeline.make_train_iterator(task, "train", global_batch_size=batch, seq_len=length + 1,
                                     seed=seed, read_threads=1)
   first = {k: jnp.asarray(v) for k, v in next(it).items()}
@@ -150,7 +151,8 @@ def mc_token_forwards(length, num_samples):
 
 
 def bench_estimation(a):
-  task, model, params, train_s, last_loss = train_bits_cat(a.length, a.steps, seed=a.seed)
+  task, model, params, train_s, last_loss = train_bits_cat(a.length, a.steps, seed=a.seed,
+                                                           branch_mlp_dim=a.branch_mlp_dim)
   tok = task.tokenizer
   threshold = bits.majority_threshold(a.length)
   tests = list(task.source("test"))[:a.num_sequences]
@@ -203,7 +205,7 @@ def make_cat_model(a, param):
                     num_heads=a.num_heads, num_kv_heads=a.num_heads // 2,
                     mlp_dim=4 * a.d_model, max_len=max(a.seq_len, a.prompt_len + a.new_tokens))
   return CATModel(cfg, CATConfig(attributes=(AttributeSpec("label"),), param=param,
-                                 branch=a.branch))
+                                 branch=a.branch, branch_mlp_dim=a.branch_mlp_dim))
 
 
 def bench_train_step(a, param):
@@ -269,6 +271,8 @@ def parse_args(argv=None):
   g.add_argument("--num_heads", type=int, default=4)
   g.add_argument("--vocab", type=int, default=259)
   g.add_argument("--branch", default="mlp", help="attribute branch: mlp | block | none")
+  g.add_argument("--branch_mlp_dim", type=int, default=0,
+                 help="hidden width of the mlp branch (0: the trunk's mlp_dim, 4 x d_model)")
   g.add_argument("--seq_len", type=int, default=128)
   g.add_argument("--batch", type=int, default=16)
   g.add_argument("--decode_batch", type=int, default=8)
@@ -306,7 +310,8 @@ def main(argv=None):
           f"positions through the model, Monte Carlo / CAT: {work:,.0f}x")
   if "b" in parts:
     print(f"\n(b) train step, d={a.d_model} layers={a.num_layers} L={a.seq_len} "
-          f"batch={a.batch} vocab={a.vocab} branch={a.branch} (medians of {a.rounds})")
+          f"batch={a.batch} vocab={a.vocab} branch={a.branch} branch_mlp_dim="
+          f"{a.branch_mlp_dim or 4 * a.d_model} (medians of {a.rounds})")
     print(f"{'head':<12}{'MLE s':>9}{'CAT s':>9}{'MLE loss':>10}{'CAT loss':>10}{'ratio':>8}")
     out["train_step"] = []
     for p in params:

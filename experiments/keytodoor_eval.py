@@ -5,7 +5,9 @@
 policy: 'cat' (argmax over the 4 actions of P(win | s, a): one-step policy improvement
 read off the attribute head), 'bc' (argmax of p(a | s)), 'sample' (a ~ p(a | s)), or 'auto'
 (cat for a CAT run, bc otherwise). A Decision Transformer run (task.return_conditioned)
-plays with the 'won' return token after bos. Writes DIR/keytodoor_eval.json, and for a CAT
+plays with the 'won' return token after bos. A CAT run also reports, per phase, its
+estimates' mean absolute error against the exact P(win | s, a) (envs.keytodoor.
+RandomPolicyValues) on the states it visits and how often its action is an exact best. Writes DIR/keytodoor_eval.json, and for a CAT
 run DIR/keytodoor_credit.png: the advantage credit of every token of one winning episode,
 with the key pickup and the door marked (their credit ranks go into the JSON)."""
 import argparse
@@ -68,7 +70,8 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
     policy = "cat" if isinstance(objective.model, CATModel) else "bc"
   step = make_scorer(objective, policy)
   rng = np.random.default_rng(seed)
-  wins = []
+  exact = env_lib.RandomPolicyValues() if policy == "cat" else None
+  wins, errors, agree, phases = [], [], [], []
   for start in range(0, episodes, batch):
     n = min(batch, episodes - start)
     env = env_lib.KeyToDoor(n, seed=seed + start)
@@ -84,6 +87,12 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
       if policy == "cat":
         # Ties (e.g. four equal estimates) are broken by the behaviour policy.
         actions = np.argmax(p_win + 1e-6 * logp, axis=-1)
+        # The estimate against the exact P(win | s, a) on the states this policy visits.
+        live = ~env.done
+        q = exact.q({k: v[live] for k, v in obs.items()})
+        errors.append(np.abs(p_win[live] - q).mean(-1))
+        agree.append(q[np.arange(len(q)), actions[live]] >= q.max(-1) - 1e-9)
+        phases.append(env_lib.phase_of_step(obs["t"][live]))
       elif policy == "bc":
         actions = np.argmax(logp, axis=-1)
       else:
@@ -95,8 +104,14 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
         break
     wins.append(env.won)
   won = np.concatenate(wins).astype(np.float64)
-  return {"policy": ("dt" if return_conditioned else policy), "episodes": int(len(won)),
-          "win_rate": float(won.mean()), "stderr": float(won.std() / np.sqrt(len(won)))}
+  out = {"policy": ("dt" if return_conditioned else policy), "episodes": int(len(won)),
+         "win_rate": float(won.mean()), "stderr": float(won.std() / np.sqrt(len(won)))}
+  if exact is not None:
+    errors, agree, phases = map(np.concatenate, (errors, agree, phases))
+    for p in range(3):
+      out[f"phase{p + 1}_mae_vs_exact"] = float(errors[phases == p].mean())
+      out[f"phase{p + 1}_best_action_rate"] = float(agree[phases == p].mean())
+  return out
 
 
 def key_and_door(tokens):
@@ -167,6 +182,10 @@ def main(argv=None):
     json.dump(result, f, indent=1)
   print(f"{result['policy']} policy: win rate {result['win_rate']:.3f} "
         f"+- {result['stderr']:.3f} over {result['episodes']} episodes")
+  if "phase1_mae_vs_exact" in result:
+    print("P(win | s, a) vs the exact random-policy value on the visited states: " + ", ".join(
+        f"phase {p} MAE {result[f'phase{p}_mae_vs_exact']:.4f} best action "
+        f"{result[f'phase{p}_best_action_rate']:.3f}" for p in (1, 2, 3)))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,48 @@ def test_random_policy_win_rate():
   assert abs(won.mean() - 0.028) < 4 * se
 
 
+def test_exact_random_policy_values():
+  """The dynamic programme behind the CAT diagnostics: its random win rate matches the
+  sampled one, its Q is 1 on the door step and 0 without the key, and acting greedily on it
+  (what CAT does with perfect estimates) wins every episode."""
+  v = env_lib.RandomPolicyValues()
+  _, won = k2d.random_trajectories(20000, seed=7)
+  assert abs(v.win_rate() - won.mean()) < 4 * np.sqrt(0.028 * 0.972 / 20000)
+  assert 0.02 < v.win_rate() < 0.035
+  env = env_lib.KeyToDoor(200, seed=3)
+  obs = env.reset()
+  q = v.q(obs)
+  assert np.all((q > 0) & (q < v.win_after_key))    # the key still has to be found
+  for _ in range(env_lib.EPISODE_STEPS):
+    q = v.q(obs)
+    phase3 = obs["t"] >= 105
+    below_door = phase3 & obs["has_key"] & (obs["pos"] == env_lib.DOOR + [1, 0]).all(1)
+    assert np.all(q[below_door, N] == 1.0)
+    assert np.all(q[phase3 & ~obs["has_key"]] == 0.0)
+    obs, _, done = env.step(np.argmax(q, axis=-1))
+    if done.all():
+      break
+  assert env.won.all()
+
+
+def test_factored_observation_features_name_each_state():
+  """token_features gives every observation its phase/possession, row and column, and the
+  key's cell where the observation names it; the trainer hands them to the model."""
+  feats = np.array(k2d.token_features())
+  for ph, hk, (r, c), key in ((0, 0, (4, 3), (1, 5)), (0, 1, (2, 4), (2, 4)),
+                              (1, 1, (3, 5), (1, 3)), (2, 0, (2, 5), (1, 3))):
+    t = int(k2d.obs_token(ph, hk, np.array([r, c]), np.array(key)))
+    want = [ph * 2 + hk, r, c] + (list(key) if ph == 0 and not hk else [-1, -1])
+    assert feats[:, t].tolist() == want
+  assert feats[:, k2d.ACTION0:k2d.KEY0].max() == -1
+  assert feats[3:, k2d.KEY0 + 2].tolist() == env_lib.KEY_CELLS[2].tolist()
+  task = get_task("keytodoor", ml_collections.ConfigDict(dict(num_train=4, num_test=2)))
+  assert task.token_features == k2d.token_features()
+  off = get_task("keytodoor", ml_collections.ConfigDict(dict(num_train=4, num_test=2,
+                                                              features=False)))
+  assert off.token_features == ()
+
+
 def test_tokenisation_round_trip_and_determinism():
   seqs, won = k2d.random_trajectories(50, seed=1)
   again, won2 = k2d.random_trajectories(50, seed=1)
@@ -153,10 +195,13 @@ def test_key_and_door_indices():
   assert k2d.describe(toks[key_idx + 1]).startswith("p1K@")
 
 
-def test_decision_transformer_task_and_policy(tmp_path):
+def test_decision_transformer_task_and_compare_table(tmp_path):
+  """The DT task variant, and the compare command end to end on it: it trains, plays with
+  the 'won' token, and its table holds the exact random rate and the exact-estimate ceiling."""
+  import json
+  import os
   from experiments.configs.keytodoor import get_config
-  from experiments.keytodoor_eval import play
-  from experiments.trainer import Trainer
+  from experiments.keytodoor_compare import main
   c = get_config("dt,tiny")
   task = get_task("keytodoor", c.task)
   assert task.tokenizer.vocab_size == k2d.VOCAB_SIZE + 2
@@ -164,11 +209,12 @@ def test_decision_transformer_task_and_policy(tmp_path):
   assert all(e["tokens"][0] == k2d.RETURN0 + e["label"] for e in ex)
   assert k2d.describe(k2d.RETURN0 + 1) == "<won>"
   assert c.data.seq_len == get_config("bc,tiny").data.seq_len + 1
-  t = Trainer(c, str(tmp_path), progress=False)
-  t.run()
-  r = play(t.objective, t.restore_latest().params, episodes=8, batch=8,
-           return_conditioned=True)
-  assert r["policy"] == "dt" and r["episodes"] == 8 and 0.0 <= r["win_rate"] <= 1.0
+  rows = main([f"--root={tmp_path}", "--methods=dt", "--seeds=0", "--episodes=8", "--tiny"])
+  r = json.load(open(os.path.join(tmp_path, "dt_s0", "keytodoor_eval.json")))
+  assert r["policy"] == "dt" and r["episodes"] == 8 and rows["dt"] == [r["win_rate"]]
+  assert rows["random"] == [env_lib.RandomPolicyValues().win_rate()]
+  assert rows["exact"] == [1.0]
+  assert "Decision Transformer" in open(os.path.join(tmp_path, "report.md")).read()
   with pytest.raises(ValueError, match="keytodoor methods"):
     get_config("decision")
 
@@ -209,6 +255,9 @@ def test_cat_eval_writes_credit_plot_of_a_winning_episode(tmp_path):
   assert r["policy"] == "cat" and 0.0 <= r["win_rate"] <= 1.0
   for k in ("credit_rank_key_pickup", "credit_rank_door"):
     assert 1 <= r[k] <= r["credit_episode_tokens"]
+  for p in (1, 2, 3):     # estimates against the exact values on the states it visited
+    assert 0.0 <= r[f"phase{p}_mae_vs_exact"] <= 1.0
+    assert 0.0 <= r[f"phase{p}_best_action_rate"] <= 1.0
   assert os.path.getsize(os.path.join(tmp_path, "keytodoor_credit.png")) > 10_000
 
 

@@ -14,6 +14,9 @@ VARIANTS = {
     "plain": TINY,
     "scan_remat": TINY.replace(scan_layers=True, remat="full"),
     "untied_mha": TINY.replace(tie_embeddings=False, num_kv_heads=4, remat="dots"),
+    "features_positions": TINY.replace(
+        token_features=(tuple(np.arange(50) % 3 - 1), tuple(np.arange(50) // 10)),
+        learned_positions=True),
 }
 
 
@@ -133,6 +136,40 @@ def test_logits_cover_only_the_real_vocabulary():
 def test_bad_model_config_is_named(kw, msg):
   with pytest.raises(ValueError, match=msg):
     TINY.replace(**kw)
+
+
+def test_factored_embedding_equals_a_table_holding_the_sums():
+  """token_features only change the input rows: a model with them equals a plain model
+  (untied output) whose embedding row of each token is its own row + its feature rows."""
+  feats = (tuple(np.arange(50) % 4 - 1), tuple(np.arange(50) // 7))
+  cfg = TINY.replace(tie_embeddings=False, token_features=feats)
+  model, params, tokens = _init(cfg, b=2, l=9)
+  p = params["params"]
+  table = p["embed"]["embedding"]
+  for i, f in enumerate(feats):
+    f = np.asarray(f)
+    rows = p[f"feature_embed_{i}"]["embedding"][np.maximum(f, 0)] * (f >= 0)[:, None]
+    table = table.at[:len(f)].add(rows)
+  plain_params = {k: v for k, v in p.items() if not k.startswith("feature_embed")}
+  plain_params["embed"] = {"embedding": table}
+  plain = catrans.Transformer(TINY.replace(tie_embeddings=False))
+  np.testing.assert_allclose(model.apply(params, tokens).logits,
+                             plain.apply({"params": plain_params}, tokens).logits,
+                             atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="token_features"):
+    TINY.replace(token_features=((0, 1, 2),))
+
+
+def test_learned_positions_see_absolute_time():
+  """Rotary attention alone depends only on distances: shifting every position by the same
+  amount leaves the logits unchanged. A learnt position embedding makes them depend on the
+  absolute position (a timer), and off it is exactly the plain model."""
+  for learned in (False, True):
+    model, params, tokens = _init(TINY.replace(learned_positions=learned), b=2, l=8)
+    pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
+    a = model.apply(params, tokens, pos).logits
+    b = model.apply(params, tokens, pos + 5).logits
+    assert np.allclose(a, b, atol=1e-4) != learned
 
 
 def test_unknown_model_config_key_is_named():

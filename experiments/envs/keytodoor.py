@@ -118,3 +118,60 @@ class KeyToDoor:
     self.pos = np.where(entered3[:, None], PHASE3_START, self.pos)
     self.done = self.done | win | (self.t >= EPISODE_STEPS)
     return self.observation(), win.astype(np.float32), self.done.copy()
+
+
+def _next_cell(phase, r, c, a):
+  """(row, col, stepped_on_door) after action a from (r, c) in `phase` (door: phase 3)."""
+  nr, nc = min(max(r + MOVES[a][0], 0), ROWS - 1), min(max(c + MOVES[a][1], 0), COLS - 1)
+  if phase == 2 and (nr, nc) == tuple(DOOR):
+    return nr, nc, True
+  return (nr, nc, False) if WALKABLE[phase, nr, nc] else (r, c, False)
+
+
+class RandomPolicyValues:
+  """Exact Q(s, a) = P(win | s, a, then uniform-random actions): the quantity CAT estimates
+  from random trajectories, by dynamic programming over (steps left, cell, key cell).
+
+  door[k, r, c]: P(win) holding the key in phase 3 with k steps left; key[j, k, r, c]:
+  P(taking key j within k phase-1 steps); win_after_key: door[15] from the phase-3 start."""
+
+  def __init__(self):
+    t1, _, t3 = TIMERS
+    self.door = np.zeros((t3 + 1, ROWS, COLS))
+    for k in range(1, t3 + 1):
+      for r, c in zip(*np.nonzero(WALKABLE[2])):
+        nxt = [_next_cell(2, r, c, a) for a in range(4)]
+        self.door[k, r, c] = np.mean([1.0 if d else self.door[k - 1, nr, nc]
+                                      for nr, nc, d in nxt])
+    self.win_after_key = self.door[t3][tuple(PHASE3_START)]
+    self.key = np.zeros((len(KEY_CELLS), t1 + 1, ROWS, COLS))
+    for j, kc in enumerate(map(tuple, KEY_CELLS)):
+      for k in range(1, t1 + 1):
+        for r, c in zip(*np.nonzero(WALKABLE[0])):
+          nxt = [_next_cell(0, r, c, a)[:2] for a in range(4)]
+          self.key[j, k, r, c] = np.mean([1.0 if n == kc else self.key[j, k - 1][n]
+                                          for n in nxt])
+
+  def win_rate(self):
+    """P(win) of the uniform-random policy."""
+    j = np.arange(len(KEY_CELLS))[:, None]
+    return float(self.key[j, TIMERS[0], START_CELLS[:, 0], START_CELLS[:, 1]].mean()
+                 * self.win_after_key)
+
+  def q(self, obs):
+    """[B, 4] exact P(win | s, a) for a batch of observations (KeyToDoor.observation())."""
+    out = np.zeros((len(obs["t"]), 4))
+    key_idx = (obs["key"][:, None, :] == KEY_CELLS).all(-1).argmax(-1)
+    for i, (t, (r, c), has_key) in enumerate(zip(obs["t"], obs["pos"], obs["has_key"])):
+      phase = int(phase_of_step(min(t, EPISODE_STEPS - 1)))
+      left = EPISODE_STEPS - t - 1 if phase == 2 else TIMERS[0] - t - 1   # after this action
+      for a in range(4):
+        nr, nc, door = _next_cell(phase, r, c, a)
+        if phase == 0 and not has_key:
+          got = (nr, nc) == tuple(obs["key"][i])
+          out[i, a] = self.win_after_key * (1.0 if got else self.key[key_idx[i], left, nr, nc])
+        elif phase == 2 and has_key:
+          out[i, a] = 1.0 if door else self.door[left, nr, nc]
+        else:
+          out[i, a] = self.win_after_key if has_key else 0.0
+    return out

@@ -35,6 +35,8 @@ class Objective:
     model.setdefault("vocab_size", task.tokenizer.vocab_size)
     if model.get("vocab_size") in (None, 0):
       model["vocab_size"] = task.tokenizer.vocab_size
+    if task.token_features and not model.get("token_features"):
+      model["token_features"] = task.token_features
     self.init_from = config.get("init_from", "") or ""
     self._pretrained = None
     # 'run:DIR' starts every parameter from another run of the same model (e.g. SequenceMatch

@@ -27,10 +27,14 @@ class Task:
   splits: tuple[str, ...]
   # label field name -> class names, e.g. {'label': ('rotten', 'fresh')}.
   label_names: Mapping[str, Sequence[str]] | None = None
+  # Structured tokens (catrans ModelConfig.token_features): one tuple of per-token values
+  # per feature, e.g. an observation's row and column; the model embeds them factored.
+  token_features: tuple = ()
 
 
 def in_memory_task(name: str, tokenizer: Tokenizer, splits: Mapping[str, Sequence[Example]],
-                   label_names: Mapping[str, Sequence[str]] | None = None) -> Task:
+                   label_names: Mapping[str, Sequence[str]] | None = None,
+                   token_features: tuple = ()) -> Task:
   """A Task over examples already in memory (the generated tasks): `source` serves the
   splits and names the known ones when asked for another."""
   def source(split: str):
@@ -38,7 +42,7 @@ def in_memory_task(name: str, tokenizer: Tokenizer, splits: Mapping[str, Sequenc
       raise ValueError(f'{name} has splits {tuple(splits)}, not {split!r}')
     return splits[split]
   return Task(name=name, tokenizer=tokenizer, source=source, splits=tuple(splits),
-              label_names=label_names)
+              label_names=label_names, token_features=token_features)
 
 
 def available_tasks() -> list[str]:

@@ -12,6 +12,7 @@ Sequence: [bos, key, obs_0, act_0, obs_1, act_1, ..., obs_{T-1}, act_{T-1}, eos]
 tokens; a won episode ends at the door). Sequence attribute 'win' (0/1).
 
 Config keys: num_train (10000; the paper's 1K setting: 1000), num_test (500), seed (0),
+features (True: the model embeds observations factored, see token_features),
 only_wins (False: the %BC baseline trains on the winning trajectories only),
 return_conditioned (False: the Decision Transformer baseline puts a return token, 'won' or
 'lost', right after bos; two extra vocabulary ids). With one terminal 0/1 reward the return to
@@ -30,7 +31,29 @@ VOCAB_SIZE = SEEK0 + NUM_KEYS * NUM_CELLS
 RETURN0 = VOCAB_SIZE          # return tokens (lost, won) of the Decision Transformer variant
 MAX_TOKENS = 3 + 2 * env_lib.EPISODE_STEPS
 DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False,
-                return_conditioned=False)
+                return_conditioned=False, features=True)
+FEATURE_NAMES = ("phase_and_possession", "row", "col", "key_row", "key_col")
+
+
+def token_features(vocab_size: int = VOCAB_SIZE):
+  """catrans ModelConfig.token_features: per token, the phase-and-possession (0..5), row and
+  column of an observation and the key's row and column (observations before the pickup and
+  the key token); -1 where a token has no such value. What a grid encoder would give: the
+  model can learn 'north of the agent' once for all cells instead of once per token."""
+  feats = np.full((len(FEATURE_NAMES), vocab_size), -1, np.int64)
+  for tok in range(OBS0, VOCAB_SIZE):
+    if tok >= SEEK0:
+      key, cell = divmod(tok - SEEK0, NUM_CELLS)
+      combo = 0
+      feats[3:, tok] = env_lib.KEY_CELLS[key]
+    else:
+      combo, cell = divmod(tok - OBS0, NUM_CELLS)
+      combo += 1
+    feats[0, tok] = combo
+    feats[1:3, tok] = divmod(cell, env_lib.COLS)
+  for key in range(NUM_KEYS):
+    feats[3:, KEY0 + key] = env_lib.KEY_CELLS[key]
+  return tuple(tuple(int(v) for v in f) for f in feats)
 
 
 class KeyToDoorTokenizer:
@@ -131,5 +154,7 @@ def make_task(config) -> Task:
       for name, trajs, wins in (("train", train, won), ("test", test, test_won))
   }
 
-  return in_memory_task("keytodoor", KeyToDoorTokenizer(bool(opts["return_conditioned"])),
-                        splits, label_names={"label": ("lose", "win")})
+  tokenizer = KeyToDoorTokenizer(bool(opts["return_conditioned"]))
+  return in_memory_task("keytodoor", tokenizer, splits, label_names={"label": ("lose", "win")},
+                        token_features=(token_features(tokenizer.vocab_size)
+                                        if opts["features"] else ()))
