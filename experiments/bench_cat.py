@@ -67,10 +67,10 @@ def _init(model, tokens_BxL, seed):
 
 # --- (a) estimation: CAT one pass vs Monte Carlo ---------------------------------------------
 def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0,
-                   branch_mlp_dim=0):
+                   branch_mlp_dim=0, num_train=4000):
   """A small factorized CAT trained on the bits task (as in tests/test_cat_exactness.py).
   Returns (task, model, params, seconds spent training, final loss)."""
-  task = get_task("bits", ml_collections.ConfigDict(dict(length=length, num_train=4000,
+  task = get_task("bits", ml_collections.ConfigDict(dict(length=length, num_train=num_train,
                                                          num_test=500, seed=seed)))
   # max_len leaves room for Monte Carlo: a prompt of up to n + 1 tokens plus n new ones.
   cfg = ModelConfig(vocab_size=task.tokenizer.vocab_size, d_model=d_model,
@@ -152,7 +152,8 @@ def mc_token_forwards(length, num_samples):
 
 def bench_estimation(a):
   task, model, params, train_s, last_loss = train_bits_cat(a.length, a.steps, seed=a.seed,
-                                                           branch_mlp_dim=a.branch_mlp_dim)
+                                                           branch_mlp_dim=a.branch_mlp_dim,
+                                                           num_train=a.num_train)
   tok = task.tokenizer
   threshold = bits.majority_threshold(a.length)
   tests = list(task.source("test"))[:a.num_sequences]
@@ -262,6 +263,7 @@ def parse_args(argv=None):
   g = ap.add_argument_group("(a) estimation on bits")
   g.add_argument("--length", type=int, default=9, help="bits per sequence")
   g.add_argument("--steps", type=int, default=500, help="CAT training steps (batch 128)")
+  g.add_argument("--num_train", type=int, default=4000, help="training sequences")
   g.add_argument("--num_sequences", type=int, default=256, help="test sequences estimated")
   g.add_argument("--mc_samples", type=int, default=64, help="Monte Carlo completions/prefix")
   g.add_argument("--cat_repeats", type=int, default=20, help="timed CAT passes (median)")

@@ -13,10 +13,12 @@ override the model size. Timed, after compilation, alternating round by round:
                 rollout generation alone
   amortised     rollouts refreshed every m steps: rollout / m + stored-rollout step
   forward       one-pass masked forward (given tokens / positions / liveness mask) and
-                build_one_pass + forward, vs a plain causal forward over the same [B, N] rows.
+                build_one_pass + forward (its closed form, and the step-by-step scan), vs a plain
+                causal forward over the same [B, N] rows.
 
 All SM steps are at step > bc_steps, so the mixture loss (not BC) is what is timed."""
 import argparse
+import functools
 import time
 
 import flax.linen as nn
@@ -150,17 +152,18 @@ def main(argv=None):
   fwd = jax.jit(lambda p, t, pos, m: model.apply({"params": p}, t, pos, m).logits)
   plain = jax.jit(lambda p, t: model.apply({"params": p}, t).logits)
 
-  @jax.jit
-  def build_and_fwd(p, b):
+  @functools.partial(jax.jit, static_argnums=2)
+  def build_and_fwd(p, b, method):
     o = seqmatch.build_one_pass(b["items"], b["prompt_lens"], b["lengths"],
                                 vocab_size=with_rollouts.vocab.num_actions,
                                 backspace_id=with_rollouts.vocab.backspace_id,
-                                eos_id=with_rollouts.eos_id)
+                                eos_id=with_rollouts.eos_id, method=method)
     return model.apply({"params": p}, o.tokens, o.positions, o.mask).logits
 
   fwd_times = _alternate([lambda: plain(params, sm_batch["items"]),
                           lambda: fwd(params, one.tokens, one.positions, one.mask),
-                          lambda: build_and_fwd(params, sm_batch)], a.rounds)
+                          lambda: build_and_fwd(params, sm_batch, "parallel"),
+                          lambda: build_and_fwd(params, sm_batch, "scan")], a.rounds)
 
   b, n = sm_batch["items"].shape
   m = c.model
@@ -183,7 +186,8 @@ def main(argv=None):
   print("ratio SM / MLE step with rollouts refreshed every m steps (rollout / m + stored-"
         "rollout step): " + ", ".join(f"m={e} {r:.2f}x" for e, r in amort))
   print(f"\n{'forward over [%d, %d] rows' % (b, n):<30}{'seconds':>10}{'x plain':>9}")
-  names = ("plain causal", "one-pass masked", "build_one_pass + masked")
+  names = ("plain causal", "one-pass masked", "build_one_pass + masked",
+           "build (scan) + masked")
   for name, sec in zip(names, fwd_times):
     print(f"{name:<30}{sec:>10.4f}{sec / fwd_times[0]:>8.3f}x")
   print(f"ratio one-pass masked / plain causal forward: {fwd_times[1] / fwd_times[0]:.3f}x "

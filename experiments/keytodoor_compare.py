@@ -7,8 +7,9 @@ Each (method, seed) is `experiments.train` with configs/keytodoor.py:METHOD in
 DIR/METHOD_sSEED (seed = the model's and the dataset's: --config.seed and task.seed), then
 `experiments.keytodoor_eval` over `episodes` fresh episodes. Finished runs are skipped and
 killed ones resume, so rerunning the command continues the table. Random is the exact win
-probability of the uniform policy (envs.keytodoor.RandomPolicyValues), and "CAT, exact
-estimates" acts greedily on the exact P(win | s, a): the ceiling of what CAT's rule can reach.
+probability of the uniform policy (envs.keytodoor.RandomPolicyValues); "CAT rule, exact
+estimates" acts greedily on the exact P(win | s, a) (the ceiling of CAT's rule), and "count
+table" greedily on win counts per (state, time, action) of the same 10K episodes.
 Writes DIR/report.md and DIR/report.json; prints the table with the published numbers."""
 import argparse
 import json
@@ -23,7 +24,8 @@ from experiments.envs import keytodoor as env_lib
 
 PUBLISHED = {"random": 0.031, "bc": 0.016, "pbc": 0.951, "dt": 0.946, "cat": 0.999}
 NAMES = {"random": "Random", "bc": "BC", "pbc": "%BC", "dt": "Decision Transformer",
-         "cat": "CAT (steered to a win)", "exact": "CAT rule, exact estimates"}
+         "cat": "CAT (steered to a win)", "exact": "CAT rule, exact estimates",
+         "table": "count table (state, t, action)"}
 
 
 def exact_greedy_win_rate(episodes, seed=123):
@@ -33,6 +35,41 @@ def exact_greedy_win_rate(episodes, seed=123):
   obs = env.reset()
   for _ in range(env_lib.EPISODE_STEPS):
     obs, _, done = env.step(np.argmax(values.q(obs), axis=-1))
+    if done.all():
+      break
+  return float(env.won.mean())
+
+
+def _table_index(obs, t):
+  """Index of (key cell while it matters, possession, agent cell, time) for count tables."""
+  seeking = (obs["phase"] == 0) & ~obs["has_key"]
+  key = np.where(seeking, (obs["key"][:, None, :] == env_lib.KEY_CELLS).all(-1).argmax(-1),
+                 len(env_lib.KEY_CELLS))
+  cell = obs["pos"][:, 0] * env_lib.COLS + obs["pos"][:, 1]
+  return key, obs["has_key"].astype(int), cell, np.full(len(cell), t)
+
+
+def count_table_win_rate(num_train, seed, episodes, eval_seed=123):
+  """A count table of the win rate per (state, time, action) over the same random episodes
+  the models train on (tasks/keytodoor.random_trajectories' seeds), then greedy on it: the
+  tabular Monte Carlo estimate CAT's head replaces, as a reference point."""
+  shape = (len(env_lib.KEY_CELLS) + 1, 2, env_lib.ROWS * env_lib.COLS, env_lib.EPISODE_STEPS, 4)
+  wins, visits = np.zeros(shape), np.zeros(shape)
+  env, rng = env_lib.KeyToDoor(num_train, seed=seed), np.random.default_rng(seed + 1)
+  obs, trail = env.reset(), []
+  for t in range(env_lib.EPISODE_STEPS):
+    actions = rng.integers(0, 4, size=num_train)
+    trail.append((_table_index(obs, t) + (actions,), ~env.done))
+    obs, _, _ = env.step(actions)
+  for idx, live in trail:
+    idx = tuple(i[live] for i in idx)
+    np.add.at(visits, idx, 1)
+    np.add.at(wins, idx, env.won[live])
+  q_table = wins / np.maximum(visits, 1)
+  env = env_lib.KeyToDoor(episodes, seed=eval_seed)
+  obs = env.reset()
+  for t in range(env_lib.EPISODE_STEPS):
+    obs, _, done = env.step(np.argmax(q_table[_table_index(obs, t)], axis=-1))
     if done.all():
       break
   return float(env.won.mean())
@@ -91,7 +128,8 @@ def main(argv=None):
   os.makedirs(a.root, exist_ok=True)
   seeds = [int(s) for s in a.seeds.split(",")]
   rows = {"random": [env_lib.RandomPolicyValues().win_rate()] * len(seeds),
-          "exact": [exact_greedy_win_rate(a.episodes, seed=123 + s) for s in seeds]}
+          "exact": [exact_greedy_win_rate(a.episodes, seed=123 + s) for s in seeds],
+          "table": [count_table_win_rate(10 if a.tiny else 10000, s, a.episodes) for s in seeds]}
   for method in a.methods.split(","):
     rows[method] = []
     for seed in seeds:

@@ -134,6 +134,37 @@ def _scan_one(seq_N, prompt_len, length, backspace_id):
   return jax.lax.scan(step, init, (rows, seq_N.astype(jnp.int32)))
 
 
+def _parallel_one(seq_N, prompt_len, length, backspace_id):
+  """The construction of _scan_one in closed form, O(N^2) array ops and no sequential loop
+  (a scan of N dependent steps is what an accelerator runs worst). Same per-row outputs.
+
+  The state height h_t is the running sum of +1 (token) / -1 (<bkspc>) with a floor at the
+  prompt (an illegal <bkspc> changes nothing): a reflected walk, S_t + max(0, max_s pl - S_s).
+  Every valid row t writes stack level slot_t = h_t - 1 at position slot_t (a token pushes
+  there; a <bkspc> copies the level that is now on top), so row u is alive in state t iff
+  u <= t, its level is still inside the state and no later row up to t wrote that level."""
+  n = seq_N.shape[0]
+  t = jnp.arange(n)
+  a = seq_N.astype(jnp.int32)
+  valid = t < length
+  is_bk = valid & (t >= prompt_len) & (a == backspace_id)
+  is_tok = valid & ~is_bk
+  walk = jnp.cumsum(jnp.where(is_tok, 1, jnp.where(is_bk, -1, 0)))
+  below = jnp.where(t >= prompt_len - 1, prompt_len - walk, 0)
+  h = walk + jnp.maximum(jax.lax.cummax(below), 0)
+  slot = jnp.where(valid, h - 1, -1)
+  later_u_v = (t[None, :] > t[:, None]) & (slot[None, :] == slot[:, None]) & valid[None, :]
+  next_writer = jnp.min(jnp.where(later_u_v, t[None, :], n), axis=1)              # [u]
+  alive_t_u = ((t[None, :] <= t[:, None]) & valid[None, :]
+               & (slot[None, :] <= h[:, None] - 1) & (next_writer[None, :] > t[:, None]))
+  mask = jnp.where(valid[:, None], alive_t_u, t[None, :] == t[:, None])
+  pushed_t_u = (t[None, :] < t[:, None]) & is_tok[None, :] & (slot[None, :] == slot[:, None])
+  last_push = jnp.max(jnp.where(pushed_t_u, t[None, :], 0), axis=1)
+  tok = jnp.where(is_bk, a[last_push], jnp.where(is_tok, a, 0))
+  pos = jnp.where(valid, slot, 0)
+  return tok, pos, mask, h, is_bk
+
+
 def collapse_jax(sequences_BxN, prompt_lens_B, lengths_B, *, backspace_id: int,
                  pad_id: int = 0):
   """jit-compatible collapse: (states_BxN int32 padded with pad_id, state_lens_B int32)."""
@@ -147,7 +178,7 @@ def collapse_jax(sequences_BxN, prompt_lens_B, lengths_B, *, backspace_id: int,
 
 def build_one_pass(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
                    backspace_id: int, eos_id: int | None = None,
-                   expert_BxN=None) -> OnePass:
+                   expert_BxN=None, method: str = "parallel") -> OnePass:
   """Model inputs and per-row info for a batch of padded action sequences (see module doc).
 
   Args:
@@ -156,10 +187,14 @@ def build_one_pass(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
     eos_id: an <eos> action ends the episode (done = 1) when given.
     expert_BxN: bool aligned with the items (from noise.augment); default all True. Row t's
       transition is expert iff item t+1 is.
+    method: 'parallel' (closed form, no loop over items) or 'scan' (the step-by-step
+      construction it is tested against).
   Returns OnePass; feed apply_fn(params, out.tokens, out.positions, out.mask).
   Values are checked (ValueError) only on concrete inputs; under jit an illegal <bkspc>
   (at the prompt boundary) leaves the state unchanged (its row re-copies the last token).
   """
+  if method not in ("parallel", "scan"):
+    raise ValueError(f"build_one_pass method must be 'parallel' or 'scan', got {method!r}")
   sequences_BxN = jnp.asarray(sequences_BxN)
   prompt_lens_B, lengths_B = jnp.asarray(prompt_lens_B), jnp.asarray(lengths_B)
   validate(sequences_BxN, prompt_lens_B, lengths_B, vocab_size=vocab_size,
@@ -171,6 +206,8 @@ def build_one_pass(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
     raise ValueError(f"expert_BxN must have shape {(b, n)}, got {tuple(expert_BxN.shape)}")
 
   def one(seq, pl, ln):
+    if method == "parallel":
+      return _parallel_one(seq, pl, ln, backspace_id)
     _, (tok, pos, mask, h, is_bk) = _scan_one(seq, pl, ln, backspace_id)
     return tok, pos, mask, h, is_bk
   tok, pos, mask, h, is_bk = jax.vmap(one)(sequences_BxN, prompt_lens_B, lengths_B)

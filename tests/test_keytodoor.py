@@ -214,6 +214,7 @@ def test_decision_transformer_task_and_compare_table(tmp_path):
   assert r["policy"] == "dt" and r["episodes"] == 8 and rows["dt"] == [r["win_rate"]]
   assert rows["random"] == [env_lib.RandomPolicyValues().win_rate()]
   assert rows["exact"] == [1.0]
+  assert 0.0 <= rows["table"][0] <= 1.0
   assert "Decision Transformer" in open(os.path.join(tmp_path, "report.md")).read()
   with pytest.raises(ValueError, match="keytodoor methods"):
     get_config("decision")

@@ -53,6 +53,28 @@ def test_one_pass_logits_equal_plain_forward_of_collapsed_states():
                                 [False, True, False, False, False, True])
 
 
+def test_parallel_construction_equals_the_step_by_step_one():
+  """build_one_pass's closed form (the default) gives exactly the scan's rows, masks,
+  positions and heights, for valid sequences and, under jit, for illegal <bkspc> at the
+  prompt boundary (which must leave the state unchanged), runs of them, and padding."""
+  rng = np.random.default_rng(3)
+  seq, pl, ln = random_sequences(rng, 24, 18)
+  seq[0] = [4, 5, BKSPC, BKSPC, 6, BKSPC, BKSPC, BKSPC, 7, 8, 9, BKSPC, BKSPC, BKSPC, BKSPC,
+            BKSPC, 3, 3]                      # illegal <bkspc> runs at the boundary
+  pl[0], ln[0] = 2, 18
+  seq[1, :] = BKSPC                           # a prompt made of <bkspc> ids (tokens there)
+  pl[1], ln[1] = 3, 9
+  build = jax.jit(lambda s, p, l, m: masking.build_one_pass(
+      s, p, l, vocab_size=NUM_ACTIONS, backspace_id=BKSPC, eos_id=2, method=m),
+      static_argnums=3)
+  fast, slow = build(seq, pl, ln, "parallel"), build(seq, pl, ln, "scan")
+  for name, x, y in zip(masking.OnePass._fields, fast, slow):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+  with pytest.raises(ValueError, match="parallel"):
+    masking.build_one_pass(seq, pl, ln, vocab_size=NUM_ACTIONS, backspace_id=BKSPC,
+                           method="loop")
+
+
 def test_one_pass_row_bookkeeping():
   seq = np.array([[1, 5, 6, BKSPC, 2, 0, 0]], np.int32)
   expert = np.array([[0, 1, 0, 1, 1, 0, 0]], bool)
