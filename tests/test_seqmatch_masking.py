@@ -54,7 +54,7 @@ def test_one_pass_logits_equal_plain_forward_of_collapsed_states():
 
 
 def test_parallel_construction_equals_the_step_by_step_one():
-  """build_one_pass's closed form (the default) gives exactly the scan's rows, masks,
+  """build_one_pass's closed form (method='parallel') gives exactly the scan's rows, masks,
   positions and heights, for valid sequences and, under jit, for illegal <bkspc> at the
   prompt boundary (which must leave the state unchanged), runs of them, and padding."""
   rng = np.random.default_rng(3)
