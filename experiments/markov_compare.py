@@ -1,6 +1,7 @@
 """Compounding error on a known Markov chain: MLE vs MLE + <bkspc> vs SequenceMatch.
 
   python -m experiments.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
+      [--protocol=scratch|finetune]
 
 Trains configs/markov_seqmatch.py:METHOD in DIR/METHOD (finished runs are skipped, killed
 ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
@@ -8,7 +9,12 @@ continuations of every test prompt, up to twice the training length, and scores 
 text after backspaces exactly under the true chain: the share of sequences with an invalid
 transition, where the first one happens, the log-likelihood per valid transition, the
 length and the backspace rate. Writes DIR/report.md, DIR/report.json and DIR/survival.png
-(share of sequences still valid after t transitions)."""
+(share of sequences still valid after t transitions).
+
+protocol=finetune: train MLE in DIR/mle first, then each method 300 more steps from it
+(configs/markov_seqmatch.py:METHOD,ft with init_from=run:DIR/mle) in DIR/METHOD_ft, so all
+start from the same model and get the same extra steps (the row 'mle' there is MLE
+continued)."""
 import argparse
 import functools
 import json
@@ -67,6 +73,20 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
   }
 
 
+def _train(workdir, variant, extra):
+  """Trains configs/markov_seqmatch.py:VARIANT in workdir unless it finished before."""
+  if os.path.exists(os.path.join(workdir, "train_done.json")):
+    return
+  t0 = time.time()
+  print(f"training {variant} in {workdir} ...", flush=True)
+  os.makedirs(workdir, exist_ok=True)
+  _run([sys.executable, "-m", "experiments.train",
+        f"--config=experiments/configs/markov_seqmatch.py:{variant}", f"--workdir={workdir}",
+        "--config.train.progress=false"] + extra, os.path.join(workdir, "stdout.log"))
+  with open(os.path.join(workdir, "train_done.json"), "w") as f:
+    json.dump({"train_seconds": time.time() - t0}, f)
+
+
 def chain_reference(config, num=2000, seed=5):
   """Log-likelihood per transition of the chain's own samples (its entropy rate, negated)."""
   p = markov.chain_of(config)
@@ -81,21 +101,21 @@ def main(argv=None):
   ap.add_argument("--methods", default="mle,bc,sm")
   ap.add_argument("--samples", type=int, default=4, help="generations per test prompt")
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
+  ap.add_argument("--protocol", default="scratch", choices=("scratch", "finetune"))
   a = ap.parse_args(argv)
   os.makedirs(a.root, exist_ok=True)
   results, trainer = {}, None
+  tiny = ",tiny" if a.tiny else ""
+  if a.protocol == "finetune":
+    _train(os.path.join(a.root, "mle"), f"mle{tiny}", [])
   for method in a.methods.split(","):
-    workdir = os.path.join(a.root, method)
-    cfg = f"experiments/configs/markov_seqmatch.py:{method}" + (",tiny" if a.tiny else "")
-    if not os.path.exists(os.path.join(workdir, "train_done.json")):
-      t0 = time.time()
-      print(f"training {method} in {workdir} ...", flush=True)
-      os.makedirs(workdir, exist_ok=True)
-      _run([sys.executable, "-m", "experiments.train", f"--config={cfg}",
-            f"--workdir={workdir}", "--config.train.progress=false"],
-           os.path.join(workdir, "stdout.log"))
-      with open(os.path.join(workdir, "train_done.json"), "w") as f:
-        json.dump({"train_seconds": time.time() - t0}, f)
+    if a.protocol == "finetune":
+      workdir = os.path.join(a.root, f"{method}_ft")
+      _train(workdir, f"{method},ft{tiny}",
+             [f"--config.init_from=run:{os.path.join(a.root, 'mle')}"])
+    else:
+      workdir = os.path.join(a.root, method)
+      _train(workdir, f"{method}{tiny}", [])
     trainer = load_trainer(workdir)
     r = evaluate(trainer, trainer.restore_latest().params, samples=a.samples)
     with open(os.path.join(workdir, "train_done.json")) as f:

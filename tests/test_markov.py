@@ -52,3 +52,16 @@ def test_task_and_ground_truth_noise_is_always_forbidden():
       noise = markov.ground_truth_noise(ex["prompt"], ex["answer"][:k - 1], rng)
       text = ex["text"][:k] + noise
       assert markov.score(p, text)["first_invalid"] == k
+
+
+def test_finetune_protocol_configs():
+  """',ft': every method gets the same 300 extra steps from the MLE run it is pointed at;
+  SequenceMatch warms up with BC inside them; unknown flags are named."""
+  from experiments.configs.markov_seqmatch import get_config
+  for m in ("mle", "bc", "sm"):
+    c = get_config(f"{m},ft")
+    assert c.train.steps == 300 and c.optimizer.learning_rate == 1e-3
+  assert get_config("sm,ft").objective.bc_steps == 100
+  assert get_config("mle,ft").objective.p_noise == 0.0
+  with pytest.raises(ValueError, match="ft"):
+    get_config("sm,finetune")

@@ -8,14 +8,17 @@ MLE + <bkspc> (BC on augmented data) vs SequenceMatch, same model, data and step
 METHOD: mle | bc | sm (as in arithmetic_seqmatch.py). The noise is 'ground_truth': a letter
 the chain forbids after the last state, the mistake a sampler makes. A small model and few
 steps on purpose: a learner that has not fully learned the chain is where compounding errors
-show. Append ',tiny' for a seconds-long smoke run."""
+show. Append ',tiny' for a seconds-long smoke run, ',ft' for the fine-tuning protocol (300
+more steps at a lower rate from an MLE run given as --config.init_from=run:DIR; SequenceMatch
+then warms up with 100 BC steps): every method then starts from the same model, as in the
+paper. `markov_compare --protocol=finetune` runs it."""
 from experiments.configs.base import base_config
 
 
 def get_config(arg: str = "sm"):
   method, *flags = (arg or "sm").split(",")
-  if method not in ("mle", "bc", "sm") or set(flags) - {"tiny"}:
-    raise ValueError(f"markov_seqmatch variants: mle|bc|sm[,tiny]; got {arg!r}")
+  if method not in ("mle", "bc", "sm") or set(flags) - {"tiny", "ft"}:
+    raise ValueError(f"markov_seqmatch variants: mle|bc|sm[,ft][,tiny]; got {arg!r}")
   c = base_config()
   c.task.update(dict(name="markov", num_states=12, branching=3, length=40, num_train=4000,
                      num_test=200, seed=0))
@@ -32,6 +35,10 @@ def get_config(arg: str = "sm"):
     c.objective.update(dict(loss="bc", p_noise=0.0, rollouts=0))
   elif method == "bc":
     c.objective.update(dict(loss="bc", rollouts=0))
+  if "ft" in flags:
+    c.train.update(dict(steps=300, eval_every=150, checkpoint_every=150))
+    c.optimizer.update(dict(learning_rate=1e-3, warmup_steps=20))
+    c.objective.bc_steps = 100
   if "tiny" in flags:
     c.task.update(dict(num_train=64, num_test=8, length=12))
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
