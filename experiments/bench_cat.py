@@ -1,6 +1,6 @@
 """CAT's cost against what it replaces or adds to, each ratio measured in one run (issue 3).
 
-  python -m experiments.bench_cat [--steps 500 --mc_samples 64 --num_sequences 256]
+  python -m experiments.bench_cat [--length 16 --steps 1500 --mc_samples 64 --num_sequences 256]
 
 (a) Estimation on random bits with an exact attribute (majority; experiments/tasks/bits.py):
     P(a | prefix) for every prefix t = 0..n of a batch of sequences, by CAT's one forward pass
@@ -261,9 +261,11 @@ def bench_decoding(a, param):
 def parse_args(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   g = ap.add_argument_group("(a) estimation on bits")
-  g.add_argument("--length", type=int, default=9, help="bits per sequence")
-  g.add_argument("--steps", type=int, default=500, help="CAT training steps (batch 128)")
-  g.add_argument("--num_train", type=int, default=4000, help="training sequences")
+  # 16 bits: Monte Carlo's cost grows with the length (about N (n + 1) token positions
+  # through the model per position CAT reads: 646x at n = 9, 1,092x at n = 16).
+  g.add_argument("--length", type=int, default=16, help="bits per sequence")
+  g.add_argument("--steps", type=int, default=1500, help="CAT training steps (batch 128)")
+  g.add_argument("--num_train", type=int, default=20000, help="training sequences")
   g.add_argument("--num_sequences", type=int, default=256, help="test sequences estimated")
   g.add_argument("--mc_samples", type=int, default=64, help="Monte Carlo completions/prefix")
   g.add_argument("--cat_repeats", type=int, default=20, help="timed CAT passes (median)")
