@@ -288,7 +288,8 @@ def numeric_metrics(mean_N, var_N, values_N) -> dict:
 def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, texts=None,
                   tokenizer=None, class_names: Sequence[str] | None = None,
                   branch: str | None = None, param: str | None = None,
-                  factor_dim: int | None = None, heldout: float = 0.2, epochs: int = 30,
+                  factor_dim: int | None = None, branch_mlp_dim: int | None = None,
+                  heldout: float = 0.2, epochs: int = 30,
                   batch_size: int = 64, learning_rate: float = 3e-3, max_len: int | None = None,
                   seed: int = 0, measure_speedup: bool = True, pad_id: int = 0,
                   feature_batch_size: int = 64, num_bins: int = 10) -> FitResult:
@@ -298,8 +299,9 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
     own attributes are not carried over); a pretrained trunk from catrans.pretrained works.
   spec, labels: the attribute and one label per sequence (see module doc).
   tokens or texts + tokenizer: the sequences; max_len (default the model's) cuts them.
-  branch / param / factor_dim: the new branch ('mlp' | 'block' | 'none') and head ('full' |
-    'factorized'); default the CATModel's, else 'mlp' / 'full' / 64.
+  branch / param / factor_dim / branch_mlp_dim: the new branch ('mlp' | 'block' | 'none'),
+    head ('full' | 'factorized') and their sizes; default the CATModel's, else 'mlp' /
+    'full' / 64 / the trunk's mlp_dim.
   heldout: share held out (deterministic for a seed); epochs / batch_size / learning_rate:
     Adam on the cached features.
   measure_speedup: also time one epoch that re-runs the trunk (attr_only cat_loss).
@@ -312,6 +314,7 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   cat = CATConfig(attributes=(spec,), param=pick(param, "param", "full"),
                   branch=pick(branch, "branch", "mlp"),
                   factor_dim=pick(factor_dim, "factor_dim", 64),
+                  branch_mlp_dim=pick(branch_mlp_dim, "branch_mlp_dim", 0),
                   lam=base.lam if base is not None else 0.15, mode="attr_only")
   if epochs < 1 or batch_size < 1:
     raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")

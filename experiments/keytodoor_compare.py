@@ -25,16 +25,20 @@ from experiments.envs import keytodoor as env_lib
 PUBLISHED = {"random": 0.031, "bc": 0.016, "pbc": 0.951, "dt": 0.946, "cat": 0.999}
 NAMES = {"random": "Random", "bc": "BC", "pbc": "%BC", "dt": "Decision Transformer",
          "cat": "CAT (steered to a win)", "exact": "CAT rule, exact estimates",
+         "exact_noisy": "CAT rule, exact estimates + noise (std 0.01)",
          "table": "count table (state, t, action)"}
 
 
-def exact_greedy_win_rate(episodes, seed=123):
-  """Win rate of argmax_a of the exact P(win | s, a) under the random behaviour policy."""
+def exact_greedy_win_rate(episodes, seed=123, noise=0.0):
+  """Win rate of argmax_a of the exact P(win | s, a) under the random behaviour policy, plus
+  Gaussian noise of std `noise` on every estimate (how precise CAT's estimates must be)."""
   values = env_lib.RandomPolicyValues()
   env = env_lib.KeyToDoor(episodes, seed=seed)
+  rng = np.random.default_rng(seed)
   obs = env.reset()
   for _ in range(env_lib.EPISODE_STEPS):
-    obs, _, done = env.step(np.argmax(values.q(obs), axis=-1))
+    q = values.q(obs)
+    obs, _, done = env.step(np.argmax(q + noise * rng.standard_normal(q.shape), axis=-1))
     if done.all():
       break
   return float(env.won.mean())
@@ -129,6 +133,8 @@ def main(argv=None):
   seeds = [int(s) for s in a.seeds.split(",")]
   rows = {"random": [env_lib.RandomPolicyValues().win_rate()] * len(seeds),
           "exact": [exact_greedy_win_rate(a.episodes, seed=123 + s) for s in seeds],
+          "exact_noisy": [exact_greedy_win_rate(a.episodes, seed=123 + s, noise=0.01)
+                          for s in seeds],
           "table": [count_table_win_rate(10 if a.tiny else 10000, s, a.episodes) for s in seeds]}
   for method in a.methods.split(","):
     rows[method] = []
