@@ -26,7 +26,8 @@ PUBLISHED = {"random": 0.031, "bc": 0.016, "pbc": 0.951, "dt": 0.946, "cat": 0.9
 NAMES = {"random": "Random", "bc": "BC", "pbc": "%BC", "dt": "Decision Transformer",
          "cat": "CAT (steered to a win)", "exact": "CAT rule, exact estimates",
          "exact_noisy": "CAT rule, exact estimates + noise (std 0.01)",
-         "table": "count table (state, t, action)"}
+         "table": "count table (state, t, action)",
+         "north": "always N (what a collapsed CAT plays)"}
 
 
 def exact_greedy_win_rate(episodes, seed=123, noise=0.0):
@@ -51,6 +52,18 @@ def _table_index(obs, t):
                  len(env_lib.KEY_CELLS))
   cell = obs["pos"][:, 0] * env_lib.COLS + obs["pos"][:, 1]
   return key, obs["has_key"].astype(int), cell, np.full(len(cell), t)
+
+
+def always_north_win_rate(episodes, seed=123, batch=250):
+  """The fixed policy 'always N' on keytodoor_eval's episodes (same seeds and batches)."""
+  won = []
+  for start in range(0, episodes, batch):
+    env = env_lib.KeyToDoor(min(batch, episodes - start), seed=seed + start)
+    env.reset()
+    for _ in range(env_lib.EPISODE_STEPS):
+      env.step(np.zeros(env.batch_size, int))
+    won.append(env.won)
+  return float(np.concatenate(won).mean())
 
 
 def count_table_win_rate(num_train, seed, episodes, eval_seed=123):
@@ -135,6 +148,7 @@ def main(argv=None):
           "exact": [exact_greedy_win_rate(a.episodes, seed=123 + s) for s in seeds],
           "exact_noisy": [exact_greedy_win_rate(a.episodes, seed=123 + s, noise=0.01)
                           for s in seeds],
+          "north": [always_north_win_rate(a.episodes)] * len(seeds),
           "table": [count_table_win_rate(10 if a.tiny else 10000, s, a.episodes) for s in seeds]}
   for method in a.methods.split(","):
     rows[method] = []
