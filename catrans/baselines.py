@@ -119,7 +119,10 @@ def fudge_decode(lm, lm_params, classifier, clf_params, prompts_BxP, prompt_lens
                  temperature: float = 1.0, eos_id: int | None = None, pad_id: int = 0):
   """FUDGE: at each step the LM's top_k candidates are rescored by
   log p(v|s) + gamma log P_clf(a = target | s, v), the classifier reading each candidate as a
-  tentative next row of its own KV cache (all k in one call), then sampled or argmax'ed."""
+  tentative next row of its own KV cache (all k in one call), then sampled or argmax'ed.
+  A classifier over another vocabulary warns (diagnose.VocabularyMismatchWarning)."""
+  from catrans import diagnose   # diagnose imports this module
+  diagnose.check_guide_vocab(lm, classifier, model_name="lm", guide_name="classifier")
   b, p = prompts_BxP.shape
   s = p + max_new_tokens + top_k
   pl = prompt_lens_B.astype(jnp.int32)

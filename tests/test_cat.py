@@ -201,3 +201,10 @@ def test_fudge_without_classifier_weight_is_plain_greedy():
   clf_logits, _ = clf.apply({"params": clf_params}, cands)
   score = jax.nn.log_softmax(logits)[top4] + 100.0 * jax.nn.log_softmax(clf_logits[:, -1])[:, 1]
   assert int(fudge1[0, 0]) == int(top4[jnp.argmax(score)])
+  # A classifier that reads another vocabulary would score the wrong ids: it is flagged.
+  from catrans.diagnose import VocabularyMismatchWarning
+  other = baselines.PrefixClassifier(CFG.replace(vocab_size=V + 3), num_classes=2)
+  other_params = other.init(jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32))["params"]
+  with pytest.warns(VocabularyMismatchWarning, match="vocabulary sizes differ"):
+    baselines.fudge_decode(lm, lm_params, other, other_params, prompts[:1], pl[:1],
+                           jax.random.PRNGKey(0), target=1, max_new_tokens=1, top_k=4)
