@@ -20,6 +20,15 @@ def _run(cmd, log_path):
     subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _add_field(json_path, key, value):
+  """Adds key: value to the JSON object in json_path (e.g. an evaluation's training time)."""
+  with open(json_path) as f:
+    r = json.load(f)
+  r[key] = value
+  with open(json_path, "w") as f:
+    json.dump(r, f, indent=1)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--root", required=True)
@@ -49,11 +58,7 @@ def main():
         train_s = time.time() - t0
         _run([sys.executable, "-m", "experiments.arithmetic_eval", f"--workdir={workdir}",
               f"--max_questions={a.max_questions}"], os.path.join(workdir, "stdout.log"))
-        with open(out) as f:
-          r = json.load(f)
-        r["train_seconds"] = train_s
-        with open(out, "w") as f:
-          json.dump(r, f, indent=1)
+        _add_field(out, "train_seconds", train_s)
       with open(out) as f:
         r = json.load(f)
       results.append((method, noise, r))

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from experiments.arithmetic_compare import _run
+from experiments.arithmetic_compare import _add_field, _run
 from experiments.envs import keytodoor as env_lib
 
 PUBLISHED = {"random": 0.031, "bc": 0.016, "pbc": 0.951, "dt": 0.946, "cat": 0.999}
@@ -107,11 +107,7 @@ def run_one(root, method, seed, episodes, overrides, tiny):
     train_s = time.time() - t0
     _run([sys.executable, "-m", "experiments.keytodoor_eval", f"--workdir={workdir}",
           f"--episodes={episodes}"], log)
-    with open(out) as f:
-      r = json.load(f)
-    r["train_seconds"] = train_s
-    with open(out, "w") as f:
-      json.dump(r, f, indent=1)
+    _add_field(out, "train_seconds", train_s)
   with open(out) as f:
     return json.load(f)
 
