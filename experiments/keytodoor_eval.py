@@ -7,8 +7,8 @@ read off the attribute head), 'bc' (argmax of p(a | s)), 'sample' (a ~ p(a | s))
 (cat for a CAT run, bc otherwise). A Decision Transformer run (task.return_conditioned)
 plays with the 'won' return token after bos. A CAT run also reports, per phase, its
 estimates' mean absolute error against the exact P(win | s, a) (envs.keytodoor.
-RandomPolicyValues) on the states it visits and how often its action is an exact best. Writes DIR/keytodoor_eval.json, and for a CAT
-run DIR/keytodoor_credit.png: the advantage credit of every token of one winning episode,
+RandomPolicyValues) on the states it visits and how often its action is an exact best.
+Writes DIR/keytodoor_eval.json, and for a CAT run DIR/keytodoor_credit.png: the advantage credit of every token of one winning episode,
 with the key pickup and the door marked (their credit ranks go into the JSON)."""
 import argparse
 import json
