@@ -22,7 +22,7 @@ def get_config(arg: str = "cat"):
   # learned_positions: the model sees absolute time, as Decision Transformer's timestep
   # embedding; what an action is worth in phase 1 depends on the steps left before the timer
   # (keytodoor_compare's count table over (state, time, action) of the 10K episodes wins
-  # 0.96; the time is part of what makes it work).
+  # 0.96).
   c.model.update(dict(d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=192,
                       max_len=keytodoor.MAX_TOKENS + 5 + extra, learned_positions=True))
   c.data.update(dict(seq_len=keytodoor.MAX_TOKENS - 1 + extra, global_batch_size=32))
