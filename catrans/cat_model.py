@@ -100,16 +100,18 @@ class CATModel(nn.Module):
 
   def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
                cache=None, *, next_tokens_BxL=None, all_tokens: bool = False,
-               stop_trunk_gradient: bool = False, rows_B=None) -> CATOutput:
+               stop_trunk_gradient: bool = False, rows_B=None,
+               return_logits: bool = True) -> CATOutput:
     """next_tokens_BxL: attribute outputs at those tokens ([B, L, K], training);
     all_tokens=True: for every candidate ([B, L, V, K], inference); neither: no attributes.
     rows_B: compute logits and attributes at one row per sequence only (L becomes 1): a
-    policy reading the newest row of a long, fixed-width input."""
+    policy reading the newest row of a long, fixed-width input.
+    return_logits=False: logits is None (no [B, L, V] token head; attributes only)."""
     trunk_cache = None if cache is None else cache["trunk"]
     positions_BxL, mask_BxLxS = resolve_positions_and_mask(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
     out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache,
-                     return_logits=rows_B is None)
+                     return_logits=return_logits and rows_B is None)
     h = jax.lax.stop_gradient(out.hidden) if stop_trunk_gradient else out.hidden
     layer_cache = None if cache is None else cache["attr"]
     index = None if cache is None else trunk_cache["index"]
@@ -118,7 +120,7 @@ class CATModel(nn.Module):
     if rows_B is not None:
       pick = lambda x: x[jnp.arange(x.shape[0]), rows_B][:, None]
       g = pick(g)
-      logits = self.trunk.logits(pick(out.hidden))
+      logits = self.trunk.logits(pick(out.hidden)) if return_logits else None
       if next_tokens_BxL is not None:
         next_tokens_BxL = pick(next_tokens_BxL)
     attrs = {}

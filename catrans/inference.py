@@ -26,7 +26,7 @@ class Estimates(NamedTuple):
 
 
 def _q_table(spec, attrs_BxLxVxK, target):
-  """Q(s_t, v) for every candidate: [B, L, V]."""
+  """Q(s_t, v) for every candidate: [B, L, V] (or [B, L] from outputs at given tokens)."""
   return attr_lib.expected_value(spec, attrs_BxLxVxK, target)
 
 
@@ -62,6 +62,31 @@ def _estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attri
   diff = jnp.concatenate([jnp.zeros_like(value[:, :1]), q[:, 1:] - q[:, :-1]], axis=1)
   tok_p = jnp.concatenate([jnp.ones_like(value[:, :1]), p_next], axis=1)
   return Estimates(q, value, adv, diff, tok_p)
+
+
+def observed_q(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
+               target: int | None = None):
+  """q_t = P(a=target | s_t) (E[a | s_t] for numeric) for t = 1..L-1: [B, L-1], equal to
+  estimate(...).q[:, 1:]. Reads the head at the observed next tokens only and skips the token
+  head, so memory is O(B L K) instead of estimate's O(B L V K) (a 49K-token vocabulary over
+  1K positions is 49M entries per sequence and class there). No value, so no credit: use
+  estimate for those."""
+  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
+  if np.shape(tokens_BxL)[1] < 2:
+    raise ValueError("observed_q needs sequences of at least 2 tokens (BOS + one token)")
+  model.cat.spec(attribute)
+  return _observed_q(model, params, tokens_BxL, positions_BxL, mask, attribute=attribute,
+                     target=target)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "attribute", "target"))
+def _observed_q(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
+                target: int | None = None):
+  # Row t-1 read at x_t; the last row has no next token, so feed a dummy one and drop it.
+  nxt_BxL = jnp.concatenate([tokens_BxL[:, 1:], tokens_BxL[:, -1:]], axis=1)
+  out = model.apply({"params": params}, tokens_BxL, positions_BxL, mask,
+                    next_tokens_BxL=nxt_BxL, return_logits=False)
+  return _q_table(model.cat.spec(attribute), out.attributes[attribute], target)[:, :-1]
 
 
 class Counterfactuals(NamedTuple):

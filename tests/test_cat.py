@@ -11,6 +11,7 @@ from catrans import baselines
 from catrans.attributes import AttributeSpec
 from catrans.cat_model import CATConfig, CATModel
 from catrans.config import ModelConfig
+from catrans.inference import estimate, observed_q
 from catrans.objective import cat_loss
 from catrans.steering import SteeringConfig, Target, choose_token, steered_decode
 from catrans.transformer import Transformer
@@ -54,6 +55,23 @@ def test_at_token_gather_equals_all_token_table(param, branch):
     assert table.shape == (3, 7, V, ATTRS[[a.name for a in ATTRS].index(name)].num_outputs)
     gathered = jnp.take_along_axis(table, b["targets"][..., None, None], axis=2)[:, :, 0]
     np.testing.assert_allclose(at[name], gathered, atol=1e-5)
+
+
+@pytest.mark.parametrize("param,branch", [("full", "mlp"), ("factorized", "block")])
+def test_observed_q_equals_estimate_without_the_vocab_table(param, branch):
+  """The low-memory path reads q_t at the observed tokens only and runs no token head; it
+  must give estimate's q_t for every attribute kind and target."""
+  model, params = _model(param, branch)
+  toks = _batch()["inputs"]
+  for name, target in (("sentiment", 0), ("sentiment", None), ("flag", None),
+                       ("rating", None)):
+    full = estimate(model, params, toks, attribute=name, target=target).q[:, 1:]
+    np.testing.assert_allclose(observed_q(model, params, toks, attribute=name, target=target),
+                               full, atol=1e-5)
+  out = model.apply({"params": params}, toks, next_tokens_BxL=toks, return_logits=False)
+  assert out.logits is None
+  with pytest.raises(ValueError, match="at least 2 tokens"):
+    observed_q(model, params, toks[:, :1], attribute="flag")
 
 
 def test_factorized_head_has_fewer_parameters():

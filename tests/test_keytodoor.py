@@ -119,15 +119,19 @@ def test_exact_random_policy_values():
 
 def test_factored_observation_features_name_each_state():
   """token_features gives every observation its phase/possession, row and column, and the
-  key's cell where the observation names it; the trainer hands them to the model."""
+  key's cell and its offset from the agent where the observation names the key; the trainer
+  hands them to the model."""
   feats = np.array(k2d.token_features())
   for ph, hk, (r, c), key in ((0, 0, (4, 3), (1, 5)), (0, 1, (2, 4), (2, 4)),
                               (1, 1, (3, 5), (1, 3)), (2, 0, (2, 5), (1, 3))):
     t = int(k2d.obs_token(ph, hk, np.array([r, c]), np.array(key)))
-    want = [ph * 2 + hk, r, c] + (list(key) if ph == 0 and not hk else [-1, -1])
+    seeking = ph == 0 and not hk
+    want = [ph * 2 + hk, r, c] + (list(key) + [key[0] - r + 6, key[1] - c + 10] if seeking
+                                  else [-1] * 4)
     assert feats[:, t].tolist() == want
   assert feats[:, k2d.ACTION0:k2d.KEY0].max() == -1
-  assert feats[3:, k2d.KEY0 + 2].tolist() == env_lib.KEY_CELLS[2].tolist()
+  assert feats[3:5, k2d.KEY0 + 2].tolist() == env_lib.KEY_CELLS[2].tolist()
+  assert feats[5:, k2d.KEY0 + 2].tolist() == [-1, -1]
   task = get_task("keytodoor", ml_collections.ConfigDict(dict(num_train=4, num_test=2)))
   assert task.token_features == k2d.token_features()
   off = get_task("keytodoor", ml_collections.ConfigDict(dict(num_train=4, num_test=2,

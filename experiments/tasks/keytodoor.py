@@ -32,27 +32,33 @@ RETURN0 = VOCAB_SIZE          # return tokens (lost, won) of the Decision Transf
 MAX_TOKENS = 3 + 2 * env_lib.EPISODE_STEPS
 DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False,
                 return_conditioned=False, features=True)
-FEATURE_NAMES = ("phase_and_possession", "row", "col", "key_row", "key_col")
+FEATURE_NAMES = ("phase_and_possession", "row", "col", "key_row", "key_col", "key_drow",
+                 "key_dcol")
 
 
 def token_features(vocab_size: int = VOCAB_SIZE):
   """catrans ModelConfig.token_features: per token, the phase-and-possession (0..5), row and
-  column of an observation and the key's row and column (observations before the pickup and
-  the key token); -1 where a token has no such value. What a grid encoder would give: the
-  model can learn 'north of the agent' once for all cells instead of once per token."""
+  column of an observation, the key's row and column (observations before the pickup and
+  the key token) and the key's offset from the agent (observations before the pickup, shifted
+  to be >= 0); -1 where a token has no such value. What a grid encoder would give: the model
+  can learn 'north of the agent' once for all cells instead of once per token, and 'the key
+  is to my left' once for all pairs of cells instead of learning a comparison of two
+  embeddings."""
   feats = np.full((len(FEATURE_NAMES), vocab_size), -1, np.int64)
   for tok in range(OBS0, VOCAB_SIZE):
     if tok >= SEEK0:
       key, cell = divmod(tok - SEEK0, NUM_CELLS)
       combo = 0
-      feats[3:, tok] = env_lib.KEY_CELLS[key]
+      feats[3:5, tok] = env_lib.KEY_CELLS[key]
+      feats[5:, tok] = (env_lib.KEY_CELLS[key] - divmod(cell, env_lib.COLS)
+                        + (env_lib.ROWS - 1, env_lib.COLS - 1))
     else:
       combo, cell = divmod(tok - OBS0, NUM_CELLS)
       combo += 1
     feats[0, tok] = combo
     feats[1:3, tok] = divmod(cell, env_lib.COLS)
   for key in range(NUM_KEYS):
-    feats[3:, KEY0 + key] = env_lib.KEY_CELLS[key]
+    feats[3:5, KEY0 + key] = env_lib.KEY_CELLS[key]
   return tuple(tuple(int(v) for v in f) for f in feats)
 
 
