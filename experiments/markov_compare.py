@@ -1,7 +1,7 @@
 """Compounding error on a known Markov chain: MLE vs MLE + <bkspc> vs SequenceMatch.
 
   python -m experiments.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
-      [--protocol=scratch|finetune]
+      [--protocol=scratch|finetune] [--seeds=0,1,2] [--alphas=1,10]
 
 Trains configs/markov_seqmatch.py:METHOD in DIR/METHOD (finished runs are skipped, killed
 ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
@@ -14,7 +14,11 @@ length and the backspace rate. Writes DIR/report.md, DIR/report.json and DIR/sur
 protocol=finetune: train MLE in DIR/mle first, then each method 300 more steps from it
 (configs/markov_seqmatch.py:METHOD,ft with init_from=run:DIR/mle) in DIR/METHOD_ft, so all
 start from the same model and get the same extra steps (the row 'mle' there is MLE
-continued)."""
+continued).
+
+seeds: each seed is --config.seed (model init, data order, rollouts) on the same chain; with
+several, DIR/sSEED/... holds each seed's runs and the report gives mean [min, max]. alphas:
+one SequenceMatch variant per chi2 alpha (sm_aALPHA)."""
 import argparse
 import functools
 import json
@@ -95,6 +99,18 @@ def chain_reference(config, num=2000, seed=5):
   return float(np.log(p[s[:, :-1], s[:, 1:]]).mean())
 
 
+def _variants(methods, alphas):
+  """(name, config variant method, extra overrides): 'sm' becomes one variant per alpha."""
+  out = []
+  for method in methods.split(","):
+    if method == "sm" and alphas:
+      out += [(f"sm_a{a:g}", "sm", [f"--config.objective.alpha={a}"])
+              for a in map(float, alphas.split(","))]
+    else:
+      out.append((method, method, []))
+  return out
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--root", required=True)
@@ -102,58 +118,86 @@ def main(argv=None):
   ap.add_argument("--samples", type=int, default=4, help="generations per test prompt")
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
   ap.add_argument("--protocol", default="scratch", choices=("scratch", "finetune"))
+  ap.add_argument("--seeds", default="0",
+                  help="model/data-order seeds (--config.seed); the chain stays the same")
+  ap.add_argument("--alphas", default="",
+                  help="SequenceMatch's chi2 alpha, one 'sm' variant each (default: config's)")
   a = ap.parse_args(argv)
   os.makedirs(a.root, exist_ok=True)
+  seeds = [int(x) for x in a.seeds.split(",")]
   results, trainer = {}, None
   tiny = ",tiny" if a.tiny else ""
-  if a.protocol == "finetune":
-    _train(os.path.join(a.root, "mle"), f"mle{tiny}", [])
-  for method in a.methods.split(","):
+  for seed in seeds:
+    # One seed keeps the flat layout of earlier roots; several get a folder each.
+    root = a.root if len(seeds) == 1 else os.path.join(a.root, f"s{seed}")
+    seed_arg = [f"--config.seed={seed}"]
     if a.protocol == "finetune":
-      workdir = os.path.join(a.root, f"{method}_ft")
-      _train(workdir, f"{method},ft{tiny}",
-             [f"--config.init_from=run:{os.path.join(a.root, 'mle')}"])
-    else:
-      workdir = os.path.join(a.root, method)
-      _train(workdir, f"{method}{tiny}", [])
-    trainer = load_trainer(workdir)
-    r = evaluate(trainer, trainer.restore_latest().params, samples=a.samples)
-    with open(os.path.join(workdir, "train_done.json")) as f:
-      r.update(json.load(f))
-    results[method] = r
-    print(f"{method:4s} invalid {r['invalid_share']:.3f}  loglik/transition "
-          f"{r['loglik_per_valid_transition']:.3f}  backspace rate {r['backspace_rate']:.3f}",
-          flush=True)
+      _train(os.path.join(root, "mle"), f"mle{tiny}", seed_arg)
+    for name, method, extra in _variants(a.methods, a.alphas):
+      if a.protocol == "finetune":
+        workdir = os.path.join(root, f"{name}_ft")
+        _train(workdir, f"{method},ft{tiny}",
+               [f"--config.init_from=run:{os.path.join(root, 'mle')}"] + seed_arg + extra)
+      else:
+        workdir = os.path.join(root, name)
+        _train(workdir, f"{method}{tiny}", seed_arg + extra)
+      trainer = load_trainer(workdir)
+      r = evaluate(trainer, trainer.restore_latest().params, samples=a.samples)
+      with open(os.path.join(workdir, "train_done.json")) as f:
+        r.update(json.load(f))
+      results.setdefault(name, []).append(r)
+      print(f"seed {seed} {name:8s} invalid {r['invalid_share']:.3f}  loglik/transition "
+            f"{r['loglik_per_valid_transition']:.3f}  backspace rate "
+            f"{r['backspace_rate']:.3f}", flush=True)
   ref = chain_reference(trainer.config.task)
-  _report(a.root, results, ref)
+  _report(a.root, results, ref, seeds)
   return results, ref
 
 
-def _report(root, results, ref):
+def _spread(values, fmt="{:.3f}"):
+  """'mean [min, max]' over seeds, or the one value."""
+  v = np.asarray(values, np.float64)
+  if len(v) == 1:
+    return fmt.format(v[0])
+  return f"{fmt.format(v.mean())} [{fmt.format(v.min())}, {fmt.format(v.max())}]"
+
+
+def _report(root, results, ref, seeds=(0,)):
+  """results: name -> one evaluation per seed (in `seeds` order)."""
   lines = ["# Compounding error on a known Markov chain", "",
-           f"True chain's own samples: log-likelihood {ref:.3f} per transition.", "",
-           "| method | sequences | with an invalid transition | mean first invalid at | "
-           "loglik / valid transition | mean transitions | backspace rate | train s |",
-           "|---|---|---|---|---|---|---|---|"]
-  for m, r in results.items():
-    fi = "-" if r["first_invalid_mean"] is None else f"{r['first_invalid_mean']:.1f}"
-    lines.append(f"| {m} | {r['sequences']} | {r['invalid_share']:.3f} | {fi} | "
-                 f"{r['loglik_per_valid_transition']:.3f} | {r['mean_transitions']:.1f} | "
-                 f"{r['backspace_rate']:.3f} | {r['train_seconds']:.0f} |")
-  lines += ["", "Samples (final text after backspaces):", ""]
-  for m, r in results.items():
-    lines += [f"- {m}: `{s}`" for s in r["samples"][:3]]
+           f"True chain's own samples: log-likelihood {ref:.3f} per transition.",
+           f"Seeds {', '.join(map(str, seeds))}; with several, a cell is the mean [min, max] "
+           "over seeds.", "",
+           "| method | sequences per seed | with an invalid transition | per seed | "
+           "mean first invalid at | loglik / valid transition | mean transitions | "
+           "backspace rate | train s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for m, runs in results.items():
+    firsts = [r["first_invalid_mean"] for r in runs if r["first_invalid_mean"] is not None]
+    per_seed = " ".join(f"{r['invalid_share']:.3f}" for r in runs)
+    lines.append(
+        f"| {m} | {runs[0]['sequences']} | {_spread([r['invalid_share'] for r in runs])} | "
+        f"{per_seed} | "
+        f"{_spread(firsts, '{:.1f}') if firsts else '-'} | "
+        f"{_spread([r['loglik_per_valid_transition'] for r in runs])} | "
+        f"{_spread([r['mean_transitions'] for r in runs], '{:.1f}')} | "
+        f"{_spread([r['backspace_rate'] for r in runs])} | "
+        f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
+  lines += ["", "Samples (final text after backspaces, first seed):", ""]
+  for m, runs in results.items():
+    lines += [f"- {m}: `{s}`" for s in runs[0]["samples"][:3]]
   with open(os.path.join(root, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.join(root, "report.json"), "w") as f:
-    json.dump({"chain_loglik_per_transition": ref, "methods": results}, f, indent=1)
+    json.dump({"chain_loglik_per_transition": ref, "seeds": list(seeds), "methods": results},
+              f, indent=1)
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  for m, r in results.items():
-    fi = np.asarray(r["first_invalid_positions"])
-    t = np.arange(0, max(int(r["mean_transitions"] * 2), 2))
+  for m, runs in results.items():   # seeds pooled
+    fi = np.concatenate([np.asarray(r["first_invalid_positions"]) for r in runs])
+    t = np.arange(0, max(int(np.mean([r["mean_transitions"] for r in runs]) * 2), 2))
     alive = [np.mean((fi < 0) | (fi > x)) for x in t]
     ax.plot(t, alive, label=m)
   ax.set_xlabel("transitions generated")
