@@ -117,6 +117,39 @@ def test_exact_random_policy_values():
   assert env.won.all()
 
 
+def _q_reference(v, obs):
+  """RandomPolicyValues.q one observation and action at a time, from _next_cell."""
+  out = np.zeros((len(obs["t"]), 4))
+  for i, (t, (r, c), has_key) in enumerate(zip(obs["t"], obs["pos"], obs["has_key"])):
+    phase = int(env_lib.phase_of_step(min(t, env_lib.EPISODE_STEPS - 1)))
+    left = (env_lib.EPISODE_STEPS if phase == 2 else env_lib.TIMERS[0]) - t - 1
+    j = k2d.key_index(obs["key"][i])
+    for a in range(4):
+      nr, nc, door = env_lib._next_cell(phase, r, c, a)
+      if phase == 0 and not has_key:
+        got = (nr, nc) == tuple(obs["key"][i])
+        out[i, a] = v.win_after_key * (1.0 if got else v.key[j, left, nr, nc])
+      elif phase == 2 and has_key:
+        out[i, a] = 1.0 if door else v.door[left, nr, nc]
+      else:
+        out[i, a] = v.win_after_key if has_key else 0.0
+  return out
+
+
+def test_exact_q_table_lookup_equals_the_per_state_reference():
+  v = env_lib.RandomPolicyValues()
+  env = env_lib.KeyToDoor(64, seed=11)
+  obs, rng = env.reset(), np.random.default_rng(0)
+  seen = set()
+  for _ in range(env_lib.EPISODE_STEPS):
+    np.testing.assert_array_equal(v.q(obs), _q_reference(v, obs))
+    seen |= set(zip(env_lib.phase_of_step(obs["t"]).tolist(), obs["has_key"].tolist()))
+    obs, _, done = env.step(rng.integers(0, 4, 64))
+    if done.all():
+      break
+  assert seen == {(p, k) for p in range(3) for k in (False, True)}   # every case checked
+
+
 def test_factored_observation_features_name_each_state():
   """token_features gives every observation its phase/possession, row and column, and the
   key's cell and its offset from the agent where the observation names the key; the trainer

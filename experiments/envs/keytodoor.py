@@ -128,6 +128,13 @@ def _next_cell(phase, r, c, a):
   return (nr, nc, False) if WALKABLE[phase, nr, nc] else (r, c, False)
 
 
+# NEXT_CELL[i][phase, r, c, a]: _next_cell's row, column and door flag as tables, so that
+# RandomPolicyValues.q is array indexing (keytodoor_eval calls it at every step).
+_NEXT = np.array([[[[_next_cell(ph, r, c, a) for a in range(4)] for c in range(COLS)]
+                   for r in range(ROWS)] for ph in range(3)], np.int64)   # [3, R, C, 4, 3]
+NEXT_CELL = (_NEXT[..., 0], _NEXT[..., 1], _NEXT[..., 2].astype(bool))
+
+
 class RandomPolicyValues:
   """Exact Q(s, a) = P(win | s, a, then uniform-random actions): the quantity CAT estimates
   from random trajectories, by dynamic programming over (steps left, cell, key cell).
@@ -160,18 +167,18 @@ class RandomPolicyValues:
 
   def q(self, obs):
     """[B, 4] exact P(win | s, a) for a batch of observations (KeyToDoor.observation())."""
-    out = np.zeros((len(obs["t"]), 4))
+    t = np.asarray(obs["t"])
+    phase = phase_of_step(np.minimum(t, EPISODE_STEPS - 1))
+    # Steps left after this action (phase 1: of its timer; phase 3: of the episode).
+    left = np.clip(np.where(phase == 2, EPISODE_STEPS - t - 1, TIMERS[0] - t - 1), 0, None)
+    r, c = obs["pos"][:, 0], obs["pos"][:, 1]
+    nr, nc, door = (x[phase, r, c] for x in NEXT_CELL)                   # [B, 4] each
     key_idx = (obs["key"][:, None, :] == KEY_CELLS).all(-1).argmax(-1)
-    for i, (t, (r, c), has_key) in enumerate(zip(obs["t"], obs["pos"], obs["has_key"])):
-      phase = int(phase_of_step(min(t, EPISODE_STEPS - 1)))
-      left = EPISODE_STEPS - t - 1 if phase == 2 else TIMERS[0] - t - 1   # after this action
-      for a in range(4):
-        nr, nc, door = _next_cell(phase, r, c, a)
-        if phase == 0 and not has_key:
-          got = (nr, nc) == tuple(obs["key"][i])
-          out[i, a] = self.win_after_key * (1.0 if got else self.key[key_idx[i], left, nr, nc])
-        elif phase == 2 and has_key:
-          out[i, a] = 1.0 if door else self.door[left, nr, nc]
-        else:
-          out[i, a] = self.win_after_key if has_key else 0.0
-    return out
+    got = (nr == obs["key"][:, :1]) & (nc == obs["key"][:, 1:])
+    left_col, j = np.minimum(left, TIMERS[0])[:, None], key_idx[:, None]
+    seeking = self.win_after_key * np.where(got, 1.0, self.key[j, left_col, nr, nc])
+    at_door = np.where(door, 1.0, self.door[np.minimum(left, TIMERS[2])[:, None], nr, nc])
+    has_key = obs["has_key"][:, None]
+    return np.where((phase == 0)[:, None] & ~has_key, seeking,
+                    np.where((phase == 2)[:, None] & has_key, at_door,
+                             np.where(has_key, self.win_after_key, 0.0)))
