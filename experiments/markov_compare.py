@@ -1,7 +1,7 @@
 """Compounding error on a known Markov chain: MLE vs MLE + <bkspc> vs SequenceMatch.
 
   python -m experiments.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
-      [--protocol=scratch|finetune] [--seeds=0,1,2] [--alphas=1,10]
+      [--protocol=scratch|finetune] [--seeds=0,1,2] [--alphas=1,10] [--noise=0.02,0.1]
 
 Trains configs/markov_seqmatch.py:METHOD in DIR/METHOD (finished runs are skipped, killed
 ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
@@ -18,7 +18,8 @@ continued).
 
 seeds: each seed is --config.seed (model init, data order, rollouts) on the same chain; with
 several, DIR/sSEED/... holds each seed's runs and the report gives mean [min, max]. alphas:
-one SequenceMatch variant per chi2 alpha (sm_aALPHA)."""
+one SequenceMatch variant per chi2 alpha (sm_aALPHA); noise: one bc and sm variant per
+p_noise (..._pNOISE)."""
 import argparse
 import functools
 import json
@@ -99,15 +100,18 @@ def chain_reference(config, num=2000, seed=5):
   return float(np.log(p[s[:, :-1], s[:, 1:]]).mean())
 
 
-def _variants(methods, alphas):
-  """(name, config variant method, extra overrides): 'sm' becomes one variant per alpha."""
+def _variants(methods, alphas, noises=""):
+  """(name, config variant method, extra overrides): 'sm' becomes one variant per alpha,
+  'bc' and 'sm' one per p_noise (mle has no noise)."""
+  alpha_opts = [("", [])] if not alphas else [
+      (f"_a{a:g}", [f"--config.objective.alpha={a}"]) for a in map(float, alphas.split(","))]
+  noise_opts = [("", [])] if not noises else [
+      (f"_p{p:g}", [f"--config.objective.p_noise={p}"]) for p in map(float, noises.split(","))]
   out = []
   for method in methods.split(","):
-    if method == "sm" and alphas:
-      out += [(f"sm_a{a:g}", "sm", [f"--config.objective.alpha={a}"])
-              for a in map(float, alphas.split(","))]
-    else:
-      out.append((method, method, []))
+    for a_name, a_extra in (alpha_opts if method == "sm" else [("", [])]):
+      for p_name, p_extra in (noise_opts if method != "mle" else [("", [])]):
+        out.append((method + a_name + p_name, method, a_extra + p_extra))
   return out
 
 
@@ -122,6 +126,8 @@ def main(argv=None):
                   help="model/data-order seeds (--config.seed); the chain stays the same")
   ap.add_argument("--alphas", default="",
                   help="SequenceMatch's chi2 alpha, one 'sm' variant each (default: config's)")
+  ap.add_argument("--noise", default="",
+                  help="p_noise of bc and sm, one variant each (default: config's)")
   a = ap.parse_args(argv)
   os.makedirs(a.root, exist_ok=True)
   seeds = [int(x) for x in a.seeds.split(",")]
@@ -133,7 +139,7 @@ def main(argv=None):
     seed_arg = [f"--config.seed={seed}"]
     if a.protocol == "finetune":
       _train(os.path.join(root, "mle"), f"mle{tiny}", seed_arg)
-    for name, method, extra in _variants(a.methods, a.alphas):
+    for name, method, extra in _variants(a.methods, a.alphas, a.noise):
       if a.protocol == "finetune":
         workdir = os.path.join(root, f"{name}_ft")
         _train(workdir, f"{method},ft{tiny}",

@@ -65,3 +65,20 @@ def test_finetune_protocol_configs():
   assert get_config("mle,ft").objective.p_noise == 0.0
   with pytest.raises(ValueError, match="ft"):
     get_config("sm,finetune")
+
+
+def test_compare_variants_and_seed_summary(tmp_path):
+  """markov_compare expands alphas (sm only) and p_noise (bc and sm) into named variants and
+  reports every variant as mean [min, max] over seeds with the per-seed values."""
+  from experiments.markov_compare import _report, _variants
+  v = _variants("mle,bc,sm", "1,10", "0.05")
+  assert [n for n, _, _ in v] == ["mle", "bc_p0.05", "sm_a1_p0.05", "sm_a10_p0.05"]
+  assert v[3][2] == ["--config.objective.alpha=10.0", "--config.objective.p_noise=0.05"]
+  assert _variants("mle,sm", "", "") == [("mle", "mle", []), ("sm", "sm", [])]
+  run = lambda share: dict(sequences=4, invalid_share=share, first_invalid_mean=None,
+                           loglik_per_valid_transition=-1.0, mean_transitions=3.0,
+                           backspace_rate=0.0, first_invalid_positions=[-1] * 4,
+                           samples=["ab"], train_seconds=1.0)
+  _report(str(tmp_path), {"mle": [run(0.25), run(0.5), run(0.0)]}, -0.8, (0, 1, 2))
+  row = [l for l in open(tmp_path / "report.md") if l.startswith("| mle")][0]
+  assert "| 0.250 [0.000, 0.500] | 0.250 0.500 0.000 |" in row
