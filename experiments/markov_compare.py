@@ -100,11 +100,17 @@ def chain_reference(config, num=2000, seed=5):
   return float(np.log(p[s[:, :-1], s[:, 1:]]).mean())
 
 
-def _variants(methods, alphas, noises=""):
+def _variants(methods, alphas, noises="", sm_flags="", sm_tag=""):
   """(name, config variant method, extra overrides): 'sm' becomes one variant per alpha,
-  'bc' and 'sm' one per p_noise (mle has no noise)."""
-  alpha_opts = [("", [])] if not alphas else [
-      (f"_a{a:g}", [f"--config.objective.alpha={a}"]) for a in map(float, alphas.split(","))]
+  'bc' and 'sm' one per p_noise (mle has no noise); sm_flags (comma-separated objective
+  KEY=VALUE) go to every sm variant, whose names then end in _SM_TAG."""
+  tag = [f"--config.objective.{kv}" for kv in sm_flags.split(",") if kv]
+  if tag and not sm_tag:
+    raise ValueError("--sm_flags needs an --sm_tag to name its runs")
+  alpha_opts = [("", tag)] if not alphas else [
+      (f"_a{a:g}", [f"--config.objective.alpha={a}"] + tag) for a in map(float, alphas.split(","))]
+  if sm_tag:
+    alpha_opts = [(n + "_" + sm_tag, x) for n, x in alpha_opts]
   noise_opts = [("", [])] if not noises else [
       (f"_p{p:g}", [f"--config.objective.p_noise={p}"]) for p in map(float, noises.split(","))]
   out = []
@@ -128,6 +134,9 @@ def main(argv=None):
                   help="SequenceMatch's chi2 alpha, one 'sm' variant each (default: config's)")
   ap.add_argument("--noise", default="",
                   help="p_noise of bc and sm, one variant each (default: config's)")
+  ap.add_argument("--sm_flags", default="",
+                  help="objective KEY=VALUE,... for every sm variant (e.g. reward_backspace=false)")
+  ap.add_argument("--sm_tag", default="", help="suffix of the sm variants' names")
   a = ap.parse_args(argv)
   os.makedirs(a.root, exist_ok=True)
   seeds = [int(x) for x in a.seeds.split(",")]
@@ -139,7 +148,7 @@ def main(argv=None):
     seed_arg = [f"--config.seed={seed}"]
     if a.protocol == "finetune":
       _train(os.path.join(root, "mle"), f"mle{tiny}", seed_arg)
-    for name, method, extra in _variants(a.methods, a.alphas, a.noise):
+    for name, method, extra in _variants(a.methods, a.alphas, a.noise, a.sm_flags, a.sm_tag):
       if a.protocol == "finetune":
         workdir = os.path.join(root, f"{name}_ft")
         _train(workdir, f"{method},ft{tiny}",

@@ -117,7 +117,8 @@ def transition_terms(logits_BxNxA, one: OnePass, *, backspace_id: int, gamma: fl
 def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_id: int,
                        gamma: float = 0.998, alpha: float = 0.01,
                        divergence: str | Divergence = "chi2", horizon: int | None = None,
-                       model_share: float = 0.5):
+                       model_share: float = 0.5, reward_backspace: bool = True,
+                       regularize_noise: bool = True):
   """L_SM (SPEC 3) for a batch mixing data sequences (is_data_B True) and model rollouts.
 
   Args:
@@ -126,6 +127,12 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
     is_data_B: bool; default all data.
     divergence: a name in DIVERGENCES or a Divergence.
     model_share: weight of the rollouts in E_mix when the batch has any (module doc).
+    reward_backspace: False leaves the <bkspc> rows out of the expert term (they stay in
+      E_mix and in BC). With them in, the reward of undoing a noise token raises
+      V(state after the noise), and the regulariser pulls the noise logit toward it:
+      the learner is paid to make the augmentation's mistakes (markov_compare measures it).
+    regularize_noise: False leaves the noise rows of data sequences (non-expert actions)
+      out of the chi2 regulariser (they stay in the telescoping value term).
   Returns (scalar loss, metrics dict of scalars).
   """
   b = one.tokens.shape[0]
@@ -136,7 +143,10 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
   t = transition_terms(logits_BxNxA, one, backspace_id=backspace_id, gamma=gamma,
                        horizon=horizon)
   w, r = t["w"], t["r"]
-  expert = (one.expert & is_data_B[:, None]).astype(jnp.float32)
+  expert_rows = one.expert & is_data_B[:, None]
+  if not reward_backspace:
+    expert_rows &= one.next_action != backspace_id
+  expert = expert_rows.astype(jnp.float32)
   n_data = jnp.maximum(is_data_B.sum(), 1).astype(jnp.float32)
   # phi sees r only where it counts: phi(r) of a non-expert row could overflow (kl: exp(-r))
   # and a where() after the fact would still send 0 * inf = NaN into the gradient.
@@ -150,7 +160,9 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
                                 model_share / jnp.maximum(n_model, 1.0)),
                       is_data_B / n_data)
   value_term = jnp.sum(seq_w_B[:, None] * w * (t["v"] - gamma * t["v_next"]))
-  reg_term = jnp.sum(seq_w_B[:, None] * w * div.reg(r))
+  reg_rows = jnp.ones_like(w) if regularize_noise else jnp.where(
+      is_data_B[:, None] & ~one.expert, 0.0, 1.0)
+  reg_term = jnp.sum(seq_w_B[:, None] * w * reg_rows * div.reg(r))
   loss = -expert_term + value_term + reg_term
   return loss, {"sm/expert_term": expert_term, "sm/value_term": value_term,
                 "sm/reg_term": reg_term,

@@ -75,6 +75,11 @@ def test_compare_variants_and_seed_summary(tmp_path):
   assert [n for n, _, _ in v] == ["mle", "bc_p0.05", "sm_a1_p0.05", "sm_a10_p0.05"]
   assert v[3][2] == ["--config.objective.alpha=10.0", "--config.objective.p_noise=0.05"]
   assert _variants("mle,sm", "", "") == [("mle", "mle", []), ("sm", "sm", [])]
+  assert _variants("sm", "10", "", "reward_backspace=false", "nb") == [
+      ("sm_a10_nb", "sm", ["--config.objective.alpha=10.0",
+                           "--config.objective.reward_backspace=false"])]
+  with pytest.raises(ValueError, match="sm_tag"):
+    _variants("sm", "", "", "reward_backspace=false")
   run = lambda share: dict(sequences=4, invalid_share=share, first_invalid_mean=None,
                            loglik_per_valid_transition=-1.0, mean_transitions=3.0,
                            backspace_rate=0.0, first_invalid_positions=[-1] * 4,

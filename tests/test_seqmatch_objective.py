@@ -17,7 +17,8 @@ def _lse(x):
   return m + np.log(np.sum(np.exp(x - m)))
 
 
-def _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence):
+def _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence,
+               reward_backspace=True, regularize_noise=True):
   """Loops over transitions; every state's logits come from a plain forward of its tokens."""
   phi = {"chi2": lambda r: r, "kl": lambda r: -np.exp(-(r + 1.0))}[divergence]
   reg = {"chi2": lambda r: r * r / (4 * ALPHA), "kl": lambda r: 0.0}[divergence]
@@ -39,11 +40,13 @@ def _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence):
       r = logits[t, a] - GAMMA * v_next
       w = GAMMA ** i / z
       if is_data[b] and expert[b, t + 1]:
-        data_sum += w * phi(r)
+        if reward_backspace or a != BKSPC:
+          data_sum += w * phi(r)
         nll += v - logits[t, a]
         n_bc += 1
       mix_sum[bool(is_data[b])] += w * (v - GAMMA * v_next)
-      reg_sum[bool(is_data[b])] += w * reg(r)
+      if regularize_noise or not is_data[b] or expert[b, t + 1]:
+        reg_sum[bool(is_data[b])] += w * reg(r)
   n_data, n_model = sum(is_data), len(seq) - sum(is_data)
   # E_mix: half data occupancy, half model occupancy.
   e_mix = lambda d: 0.5 * d[True] / n_data + 0.5 * d[False] / n_model
@@ -66,14 +69,23 @@ def batch():
   return apply_fn, params, seq, pl, ln, expert, is_data, n, one
 
 
-@pytest.mark.parametrize("divergence", ["chi2", "kl"])
-def test_losses_equal_per_transition_reference(batch, divergence):
+@pytest.mark.parametrize("divergence,reward_backspace,regularize_noise",
+                         [("chi2", True, True), ("kl", True, True), ("chi2", False, True),
+                          ("chi2", True, False)])
+def test_losses_equal_per_transition_reference(batch, divergence, reward_backspace,
+                                               regularize_noise):
   apply_fn, params, seq, pl, ln, expert, is_data, n, one = batch
   logits, _ = jax.jit(apply_fn)(params, one.tokens, one.positions, one.mask)
+  opts = dict(reward_backspace=reward_backspace, regularize_noise=regularize_noise)
   loss, _ = objective.sequencematch_loss(logits, one, is_data, backspace_id=BKSPC, gamma=GAMMA,
-                                         alpha=ALPHA, divergence=divergence)
+                                         alpha=ALPHA, divergence=divergence, **opts)
   bc, _ = objective.bc_loss(logits, one, is_data, backspace_id=BKSPC)
-  ref_loss, ref_bc = _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence)
+  ref_loss, ref_bc = _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence,
+                                **opts)
+  if not (reward_backspace and regularize_noise):    # the batch has rows the option drops
+    plain, _ = objective.sequencematch_loss(logits, one, is_data, backspace_id=BKSPC,
+                                            gamma=GAMMA, alpha=ALPHA, divergence=divergence)
+    assert abs(float(plain) - float(loss)) > 1e-4
   np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(float(bc), ref_bc, rtol=1e-5)
   assert float(one.done[3, 2]) and not bool(one.is_transition[3, 5])

@@ -6,6 +6,7 @@ config.objective keys (all optional except name):
   loss          'sm' (SequenceMatch with the BC warm-up) | 'bc' (cross-entropy on augmented
                 data: "MLE + backspace")
   divergence    chi2 | kl | tv | js (seqmatch.DIVERGENCES); gamma, alpha as in the paper
+  reward_backspace, regularize_noise  (True, True: the paper's) seqmatch.sequencematch_loss
   bc_steps, beta  k BC steps, then (1 - beta) L_SM + beta L_BC
   p_noise, noise  augmentation rate and kind: random | ground_truth (from the task module)
   max_items     N, the padded action-sequence length (seq_len + room for noise pairs)
@@ -29,7 +30,8 @@ from experiments.objectives.base import Objective
 
 DEFAULTS = dict(loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=100, beta=0.1,
                 p_noise=0.1, noise="random", max_items=0, rollouts=0, rollout_prompt_len=40,
-                rollout_max_actions=12, rollout_temperature=1.0, rollout_every=1)
+                rollout_max_actions=12, rollout_temperature=1.0, rollout_every=1,
+                reward_backspace=True, regularize_noise=True)
 
 
 def catrans_model_fn(model, cfg):
@@ -203,7 +205,9 @@ class SequenceMatch(Objective):
       return bc, dict(metrics, loss=bc)
     sm, sm_metrics = seqmatch.sequencematch_loss(
         logits, one, is_data, backspace_id=self.vocab.backspace_id, gamma=self.opts.gamma,
-        alpha=self.opts.alpha, divergence=self.opts.divergence)
+        alpha=self.opts.alpha, divergence=self.opts.divergence,
+        reward_backspace=bool(self.opts.reward_backspace),
+        regularize_noise=bool(self.opts.regularize_noise))
     total = seqmatch.combined_loss(step, sm, bc, bc_steps=int(self.opts.bc_steps),
                                    beta=float(self.opts.beta))
     metrics.update(sm_metrics)
