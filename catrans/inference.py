@@ -30,6 +30,13 @@ def _q_table(spec, attrs_BxLxVxK, target):
   return attr_lib.expected_value(spec, attrs_BxLxVxK, target)
 
 
+def _check_sequences(model, tokens_BxL, attribute, caller):
+  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
+  if np.shape(tokens_BxL)[1] < 2:
+    raise ValueError(f"{caller} needs sequences of at least 2 tokens (BOS + one token)")
+  model.cat.spec(attribute)
+
+
 def estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
              target: int | None = None) -> Estimates:
   """q_t, V(s_t), the advantage and the difference credit for every position.
@@ -38,10 +45,7 @@ def estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attrib
   target: the class whose probability is reported (default: the last class, e.g.
   'positive' / 'win'); ignored for numeric attributes (expected value). Returns Estimates of
   [B, L] arrays."""
-  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
-  if np.shape(tokens_BxL)[1] < 2:
-    raise ValueError("estimate needs sequences of at least 2 tokens (BOS + one token)")
-  model.cat.spec(attribute)
+  _check_sequences(model, tokens_BxL, attribute, "estimate")
   return _estimate(model, params, tokens_BxL, positions_BxL, mask, attribute=attribute,
                    target=target)
 
@@ -71,10 +75,7 @@ def observed_q(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attr
   head, so memory is O(B L K) instead of estimate's O(B L V K) (a 49K-token vocabulary over
   1K positions is 49M entries per sequence and class there). No value, so no credit: use
   estimate for those."""
-  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
-  if np.shape(tokens_BxL)[1] < 2:
-    raise ValueError("observed_q needs sequences of at least 2 tokens (BOS + one token)")
-  model.cat.spec(attribute)
+  _check_sequences(model, tokens_BxL, attribute, "observed_q")
   return _observed_q(model, params, tokens_BxL, positions_BxL, mask, attribute=attribute,
                      target=target)
 
