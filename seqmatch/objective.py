@@ -18,7 +18,9 @@ with rollouts in the batch it is model_share * (mean over rollouts) + (1 - model
 (mean over data sequences), model_share = 0.5 by default, whatever the two counts are;
 without rollouts it is the mean over data sequences. All transitions of a sequence enter
 E_mix, noise ones included (they are states the mixture visits); only expert actions enter
-E_data.
+E_data. Two departures, both off by default: reward_backspace=False drops the <bkspc> rows
+from E_data, regularize_noise=False drops the data's noise rows from the regulariser
+(sequencematch_loss).
 """
 from typing import Callable, NamedTuple
 
