@@ -2,79 +2,101 @@
 several noise rates, same model, data and steps; accuracy by generation on the test set.
 
   python -m experiments.arithmetic_compare --root=DIR [--noise=0.1,0.25] [--methods=mle,bc,sm]
+      [--seeds=0,1,2] [--sm_flags=reward_backspace=false,regularize_noise=false --sm_tag=nbnr]
 
 Each run is `experiments.train` with configs/arithmetic_seqmatch.py:METHOD in
-DIR/METHOD_pNOISE, then `experiments.arithmetic_eval`. Finished runs are skipped and killed
-ones resume, so rerunning the command continues the comparison. Writes DIR/report.md and
-DIR/accuracy.png. (MLE sees no noise, so it runs once and is drawn flat.)"""
+DIR/NAME_pNOISE (DIR/sSEED/... with several seeds; --config.seed is the model init, data
+order and rollouts, the questions stay the same), then `experiments.arithmetic_eval`.
+Finished runs are skipped and killed ones resume, so rerunning the command continues the
+comparison. Writes DIR/report.md (mean [min, max] over seeds, per-seed values, and in how
+many seeds each variant beats MLE) and DIR/accuracy.png. MLE sees no noise, so it runs once
+per seed (mle_p0) and is drawn flat."""
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
+import numpy as np
 
-def _run(cmd, log_path):
-  with open(log_path, "a") as log:
-    subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _add_field(json_path, key, value):
-  """Adds key: value to the JSON object in json_path (e.g. an evaluation's training time)."""
-  with open(json_path) as f:
-    r = json.load(f)
-  r[key] = value
-  with open(json_path, "w") as f:
-    json.dump(r, f, indent=1)
+from experiments.compare_runs import add_field, run_logged, seed_root, spread, variants
 
 
-def main():
+def run_one(workdir, method, overrides, max_questions, tiny=False, steps=0):
+  """Trains and evaluates one run unless its arithmetic_eval.json exists; returns that."""
+  out = os.path.join(workdir, "arithmetic_eval.json")
+  if not os.path.exists(out):
+    cfg = f"experiments/configs/arithmetic_seqmatch.py:{method}" + (",tiny" if tiny else "")
+    cmd = [sys.executable, "-m", "experiments.train", f"--config={cfg}",
+           f"--workdir={workdir}", "--config.train.progress=false"] + overrides
+    if steps:
+      cmd.append(f"--config.train.steps={steps}")
+    t0 = time.time()
+    print(f"training {method} in {workdir} ...", flush=True)
+    os.makedirs(workdir, exist_ok=True)
+    run_logged(cmd, os.path.join(workdir, "stdout.log"))
+    train_s = time.time() - t0
+    run_logged([sys.executable, "-m", "experiments.arithmetic_eval", f"--workdir={workdir}",
+                f"--max_questions={max_questions}"], os.path.join(workdir, "stdout.log"))
+    add_field(out, "train_seconds", train_s)
+  with open(out) as f:
+    return json.load(f)
+
+
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--root", required=True)
   ap.add_argument("--noise", default="0.1,0.25")
   ap.add_argument("--methods", default="mle,bc,sm")
+  ap.add_argument("--seeds", default="0", help="--config.seed of every run")
+  ap.add_argument("--alphas", default="",
+                  help="SequenceMatch's chi2 alpha, one 'sm' variant each (default: config's)")
+  ap.add_argument("--sm_flags", default="",
+                  help="objective KEY=VALUE,... for every sm variant (e.g. reward_backspace=false)")
+  ap.add_argument("--sm_tag", default="", help="names the sm variants' runs (with --sm_flags)")
   ap.add_argument("--steps", type=int, default=0, help="override train.steps (0: config)")
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
   ap.add_argument("--max_questions", type=int, default=200)
-  a = ap.parse_args()
+  a = ap.parse_args(argv)
+  if not a.noise:
+    ap.error("--noise needs at least one p_noise (e.g. 0.1)")
   os.makedirs(a.root, exist_ok=True)
-  results = []
-  for method in a.methods.split(","):
-    for noise in ([0.0] if method == "mle" else [float(x) for x in a.noise.split(",")]):
-      workdir = os.path.join(a.root, f"{method}_p{noise:g}")
-      out = os.path.join(workdir, "arithmetic_eval.json")
-      if not os.path.exists(out):
-        cfg = f"experiments/configs/arithmetic_seqmatch.py:{method}" + (",tiny" if a.tiny else "")
-        cmd = [sys.executable, "-m", "experiments.train", f"--config={cfg}",
-               f"--workdir={workdir}", f"--config.objective.p_noise={noise}",
-               "--config.train.progress=false"]
-        if a.steps:
-          cmd.append(f"--config.train.steps={a.steps}")
-        t0 = time.time()
-        print(f"training {method} p_noise={noise} in {workdir} ...", flush=True)
-        os.makedirs(workdir, exist_ok=True)
-        _run(cmd, os.path.join(workdir, "stdout.log"))
-        train_s = time.time() - t0
-        _run([sys.executable, "-m", "experiments.arithmetic_eval", f"--workdir={workdir}",
-              f"--max_questions={a.max_questions}"], os.path.join(workdir, "stdout.log"))
-        _add_field(out, "train_seconds", train_s)
-      with open(out) as f:
-        r = json.load(f)
-      results.append((method, noise, r))
-      print(f"{method:4s} p_noise={noise:<5g} accuracy {r['accuracy']:.3f} "
+  seeds = [int(x) for x in a.seeds.split(",")]
+  runs = variants(a.methods, a.alphas, a.noise, a.sm_flags, a.sm_tag)
+  results = {}   # name -> (p_noise, one evaluation per seed)
+  for seed in seeds:
+    for v in runs:
+      # MLE trains without noise: its folder is mle_p0 (the layout of earlier roots).
+      name = v.name + "_p0" if v.method == "mle" else v.name
+      noise = [] if v.method != "mle" else ["--config.objective.p_noise=0.0"]
+      r = run_one(os.path.join(seed_root(a.root, seed, seeds), name), v.method,
+                  v.overrides + noise + [f"--config.seed={seed}"], a.max_questions, a.tiny,
+                  a.steps)
+      results.setdefault(name, (v.p_noise or 0.0, []))[1].append(r)
+      print(f"seed {seed} {name:14s} accuracy {r['accuracy']:.3f} "
             f"backspace rate {r['backspace_rate']:.3f}", flush=True)
-  _report(a.root, results)
+  _report(a.root, results, seeds)
+  return results
 
 
-def _report(root, results):
+def _report(root, results, seeds=(0,)):
+  """results: name -> (p_noise, one evaluation per seed in `seeds` order)."""
+  mle = results.get("mle_p0", (0.0, None))[1]
   lines = ["# Arithmetic: MLE vs BC vs SequenceMatch", "",
-           "| method | p_noise | accuracy | backspace rate | train s |", "|---|---|---|---|---|"]
-  for method, noise, r in results:
-    lines.append(f"| {method} | {noise:g} | {r['accuracy']:.3f} | {r['backspace_rate']:.3f} | "
-                 f"{r.get('train_seconds', float('nan')):.0f} |")
+           f"Seeds {', '.join(map(str, seeds))}; with several, a cell is the mean [min, max] "
+           "over seeds. 'above MLE' counts the seeds where the variant's accuracy is higher "
+           "than MLE's of the same seed.", "",
+           "| run | p_noise | accuracy | per seed | above MLE | backspace rate | train s |",
+           "|---|---|---|---|---|---|---|"]
+  for name, (noise, rs) in results.items():
+    acc = [r["accuracy"] for r in rs]
+    above = ("-" if mle is None or name == "mle_p0" else
+             f"{sum(x > m['accuracy'] for x, m in zip(acc, mle))}/{len(acc)}")
+    lines.append(f"| {name} | {noise:g} | {spread(acc)} | {' '.join(f'{x:.3f}' for x in acc)} | "
+                 f"{above} | {spread([r['backspace_rate'] for r in rs])} | "
+                 f"{np.mean([r.get('train_seconds', np.nan) for r in rs]):.0f} |")
   lines += ["", "Samples (SequenceMatch, first noise level):", ""]
-  sm = [r for m, _, r in results if m == "sm"]
+  sm = [rs[0] for name, (_, rs) in results.items() if name.startswith("sm")]
   for s in (sm[0]["samples"][:8] if sm else []):
     lines.append(f"- `{s['prompt']}` -> trace `{s['trace']}` (answer {s['answer']}, "
                  f"{'ok' if s['correct'] else 'wrong'})")
@@ -84,13 +106,20 @@ def _report(root, results):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  noises = sorted({n for m, n, _ in results if m != "mle"}) or [0.0]
-  for method in dict.fromkeys(m for m, _, _ in results):
-    pts = [(n, r["accuracy"]) for m, n, r in results if m == method]
-    if method == "mle":
-      ax.plot(noises, [pts[0][1]] * len(noises), "--", label="mle (no noise)")
-    else:
-      ax.plot(*zip(*pts), marker="o", label=method)
+  noises = sorted({n for name, (n, _) in results.items() if name != "mle_p0"}) or [0.0]
+  families = {}   # a variant's name without its _pNOISE: one line each
+  for name, (n, rs) in results.items():
+    families.setdefault(name.rsplit("_p", 1)[0], []).append((n, [r["accuracy"] for r in rs]))
+  for family, pts in families.items():
+    if family == "mle":
+      m = np.mean(pts[0][1])
+      ax.plot(noises, [m] * len(noises), "--", label="mle (no noise)")
+      continue
+    pts.sort()
+    x = [n for n, _ in pts]
+    mean = np.array([np.mean(v) for _, v in pts])
+    err = np.array([[mean[i] - min(v), max(v) - mean[i]] for i, (_, v) in enumerate(pts)]).T
+    ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=family)
   ax.set_xlabel("p_noise")
   ax.set_ylabel("test accuracy")
   ax.legend()

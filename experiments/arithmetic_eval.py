@@ -37,7 +37,7 @@ def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50
       seqmatch.generate, obj.apply_fn, obj.init_cache_fn, max_actions=max_actions,
       backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=0.0))
   correct, backspaces, actions, rows = 0, 0, 0, []
-  params = state.params
+  params = trainer.eval_params(state)
   show = seqmatch.BackspaceTokenizer(tok, obj.vocab.backspace_id)
   for start in range(0, len(prompts), batch_size):
     chunk = prompts[start:start + batch_size]

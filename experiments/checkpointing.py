@@ -81,10 +81,16 @@ class Checkpointer:
     self.manager.wait_until_finished()
     self.manager.close()
 
-  def restore(self, abstract_state, meta: dict):
+  def restore(self, abstract_state, meta: dict, step: int | None = None):
     """(state, data_state, step) from the newest readable checkpoint, or None if there
-    are none. `abstract_state` carries shapes, dtypes and shardings for the restore."""
+    are none. `abstract_state` carries shapes, dtypes and shardings for the restore.
+    step: that checkpoint only (an error names the kept steps when it is not one of them)."""
     steps = self.all_steps()
+    if step is not None:
+      if int(step) not in steps:
+        raise FileNotFoundError(f"no checkpoint of step {step} in {self.directory}; "
+                                f"kept steps: {steps}")
+      steps = [int(step)]
     if not steps:
       return None
     errors = []

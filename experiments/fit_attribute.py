@@ -40,7 +40,7 @@ def load_trunk(spec: str, max_len: int):
     with open(os.path.join(spec, "config.json")) as f:
       config = ml_collections.ConfigDict(json.load(f))
     trainer = Trainer(config, spec, progress=False)
-    return trainer.objective.model, trainer.restore_latest().params, trainer.task.tokenizer
+    return trainer.objective.model, trainer.restore_params(), trainer.task.tokenizer
   from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
   from catrans.transformer import Transformer
   cfg, params = load_pretrained(spec, max_len=max_len + 1)

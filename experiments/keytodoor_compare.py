@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from experiments.arithmetic_compare import _add_field, _run
+from experiments.compare_runs import add_field, run_logged
 from experiments.envs import keytodoor as env_lib
 
 PUBLISHED = {"random": 0.031, "bc": 0.016, "pbc": 0.951, "dt": 0.946, "cat": 0.999}
@@ -101,13 +101,13 @@ def run_one(root, method, seed, episodes, overrides, tiny):
     cfg = f"experiments/configs/keytodoor.py:{method}" + (",tiny" if tiny else "")
     t0 = time.time()
     print(f"training {method} seed {seed} in {workdir} ...", flush=True)
-    _run([sys.executable, "-m", "experiments.train", f"--config={cfg}", f"--workdir={workdir}",
-          f"--config.seed={seed}", f"--config.task.seed={seed}", "--config.train.progress=false"]
-         + [f"--config.{o}" for o in overrides], log)
+    run_logged([sys.executable, "-m", "experiments.train", f"--config={cfg}",
+                f"--workdir={workdir}", f"--config.seed={seed}", f"--config.task.seed={seed}",
+                "--config.train.progress=false"] + [f"--config.{o}" for o in overrides], log)
     train_s = time.time() - t0
-    _run([sys.executable, "-m", "experiments.keytodoor_eval", f"--workdir={workdir}",
-          f"--episodes={episodes}"], log)
-    _add_field(out, "train_seconds", train_s)
+    run_logged([sys.executable, "-m", "experiments.keytodoor_eval", f"--workdir={workdir}",
+                f"--episodes={episodes}"], log)
+    add_field(out, "train_seconds", train_s)
   with open(out) as f:
     return json.load(f)
 

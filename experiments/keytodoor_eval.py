@@ -166,7 +166,7 @@ def main(argv=None):
   a = ap.parse_args(argv)
   from experiments.arithmetic_eval import load_trainer
   trainer = load_trainer(a.workdir)
-  params = trainer.restore_latest().params
+  params = trainer.restore_params()
   result = play(trainer.objective, params, episodes=a.episodes, policy=a.policy,
                 return_conditioned=bool(trainer.config.task.get("return_conditioned", False)))
   if isinstance(trainer.objective.model, CATModel):

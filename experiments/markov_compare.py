@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import seqmatch
-from experiments.arithmetic_compare import _run
 from experiments.arithmetic_eval import load_trainer
+from experiments.compare_runs import run_logged, seed_root, spread, variants
 from experiments.tasks import markov
 
 
@@ -85,7 +85,7 @@ def _train(workdir, variant, extra):
   t0 = time.time()
   print(f"training {variant} in {workdir} ...", flush=True)
   os.makedirs(workdir, exist_ok=True)
-  _run([sys.executable, "-m", "experiments.train",
+  run_logged([sys.executable, "-m", "experiments.train",
         f"--config=experiments/configs/markov_seqmatch.py:{variant}", f"--workdir={workdir}",
         "--config.train.progress=false"] + extra, os.path.join(workdir, "stdout.log"))
   with open(os.path.join(workdir, "train_done.json"), "w") as f:
@@ -98,27 +98,6 @@ def chain_reference(config, num=2000, seed=5):
   length = int(config.get("length", markov.DEFAULTS["length"]))
   s = markov.sample_states(p, num, length, np.random.default_rng(seed))
   return float(np.log(p[s[:, :-1], s[:, 1:]]).mean())
-
-
-def _variants(methods, alphas, noises="", sm_flags="", sm_tag=""):
-  """(name, config variant method, extra overrides): 'sm' becomes one variant per alpha,
-  'bc' and 'sm' one per p_noise (mle has no noise); sm_flags (comma-separated objective
-  KEY=VALUE) go to every sm variant, whose names then end in _SM_TAG."""
-  tag = [f"--config.objective.{kv}" for kv in sm_flags.split(",") if kv]
-  if tag and not sm_tag:
-    raise ValueError("--sm_flags needs an --sm_tag to name its runs")
-  alpha_opts = [("", tag)] if not alphas else [
-      (f"_a{a:g}", [f"--config.objective.alpha={a}"] + tag) for a in map(float, alphas.split(","))]
-  if sm_tag:
-    alpha_opts = [(n + "_" + sm_tag, x) for n, x in alpha_opts]
-  noise_opts = [("", [])] if not noises else [
-      (f"_p{p:g}", [f"--config.objective.p_noise={p}"]) for p in map(float, noises.split(","))]
-  out = []
-  for method in methods.split(","):
-    for a_name, a_extra in (alpha_opts if method == "sm" else [("", [])]):
-      for p_name, p_extra in (noise_opts if method != "mle" else [("", [])]):
-        out.append((method + a_name + p_name, method, a_extra + p_extra))
-  return out
 
 
 def main(argv=None):
@@ -143,12 +122,11 @@ def main(argv=None):
   results, trainer = {}, None
   tiny = ",tiny" if a.tiny else ""
   for seed in seeds:
-    # One seed keeps the flat layout of earlier roots; several get a folder each.
-    root = a.root if len(seeds) == 1 else os.path.join(a.root, f"s{seed}")
+    root = seed_root(a.root, seed, seeds)
     seed_arg = [f"--config.seed={seed}"]
     if a.protocol == "finetune":
       _train(os.path.join(root, "mle"), f"mle{tiny}", seed_arg)
-    for name, method, extra in _variants(a.methods, a.alphas, a.noise, a.sm_flags, a.sm_tag):
+    for name, method, extra, _ in variants(a.methods, a.alphas, a.noise, a.sm_flags, a.sm_tag):
       if a.protocol == "finetune":
         workdir = os.path.join(root, f"{name}_ft")
         _train(workdir, f"{method},ft{tiny}",
@@ -157,7 +135,7 @@ def main(argv=None):
         workdir = os.path.join(root, name)
         _train(workdir, f"{method}{tiny}", seed_arg + extra)
       trainer = load_trainer(workdir)
-      r = evaluate(trainer, trainer.restore_latest().params, samples=a.samples)
+      r = evaluate(trainer, trainer.restore_params(), samples=a.samples)
       with open(os.path.join(workdir, "train_done.json")) as f:
         r.update(json.load(f))
       results.setdefault(name, []).append(r)
@@ -167,14 +145,6 @@ def main(argv=None):
   ref = chain_reference(trainer.config.task)
   _report(a.root, results, ref, seeds)
   return results, ref
-
-
-def _spread(values, fmt="{:.3f}"):
-  """'mean [min, max]' over seeds, or the one value."""
-  v = np.asarray(values, np.float64)
-  if len(v) == 1:
-    return fmt.format(v[0])
-  return f"{fmt.format(v.mean())} [{fmt.format(v.min())}, {fmt.format(v.max())}]"
 
 
 def _report(root, results, ref, seeds=(0,)):
@@ -191,12 +161,12 @@ def _report(root, results, ref, seeds=(0,)):
     firsts = [r["first_invalid_mean"] for r in runs if r["first_invalid_mean"] is not None]
     per_seed = " ".join(f"{r['invalid_share']:.3f}" for r in runs)
     lines.append(
-        f"| {m} | {runs[0]['sequences']} | {_spread([r['invalid_share'] for r in runs])} | "
+        f"| {m} | {runs[0]['sequences']} | {spread([r['invalid_share'] for r in runs])} | "
         f"{per_seed} | "
-        f"{_spread(firsts, '{:.1f}') if firsts else '-'} | "
-        f"{_spread([r['loglik_per_valid_transition'] for r in runs])} | "
-        f"{_spread([r['mean_transitions'] for r in runs], '{:.1f}')} | "
-        f"{_spread([r['backspace_rate'] for r in runs])} | "
+        f"{spread(firsts, '{:.1f}') if firsts else '-'} | "
+        f"{spread([r['loglik_per_valid_transition'] for r in runs])} | "
+        f"{spread([r['mean_transitions'] for r in runs], '{:.1f}')} | "
+        f"{spread([r['backspace_rate'] for r in runs])} | "
         f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
   lines += ["", "Samples (final text after backspaces, first seed):", ""]
   for m, runs in results.items():

@@ -226,20 +226,30 @@ class Trainer:
     self._eval_step = jax.jit(obj.eval_metrics, in_shardings=(self.params_shardings, batch_sh),
                               out_shardings=replicated)
 
-  def restore_latest(self) -> TrainState:
-    """The newest readable checkpoint of this workdir (for evaluation and analysis)."""
+  def restore_latest(self, step: int | None = None) -> TrainState:
+    """The newest readable checkpoint of this workdir, or that of `step` (for evaluation
+    and analysis)."""
     ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), async_save=False)
     try:
       with self._context():
-        restored = ckpt.restore(self.abstract_state, self.meta)
+        restored = ckpt.restore(self.abstract_state, self.meta, step)
     finally:
       ckpt.close()
     if restored is None:
       raise FileNotFoundError(f"no checkpoint in {self.workdir}/checkpoints")
     return restored[0]
 
+  def eval_params(self, state: TrainState):
+    """The parameters to evaluate and serve: the moving average when optimizer.ema_decay
+    keeps one, else the last iterate."""
+    return optim.eval_params(state.params, state.opt_state)
+
+  def restore_params(self, step: int | None = None):
+    """eval_params of the newest checkpoint (or of `step`)."""
+    return self.eval_params(self.restore_latest(step))
+
   def trained_params(self):
-    """The params of this workdir's final step, training (or finishing: run() resumes) first
+    """The eval_params of this workdir's final step, training (or finishing: run() resumes) first
     when the final checkpoint is missing. For reports that need finished runs."""
     ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), async_save=False)
     try:
@@ -253,7 +263,7 @@ class Trainer:
       if self.run().interrupted:
         raise SystemExit(f"training in {self.workdir} was interrupted; rerun to resume")
       log.info("trained %s in %.0f s", self.workdir, time.perf_counter() - start)
-    return self.restore_latest().params
+    return self.restore_params()
 
   def init_state(self) -> TrainState:
     if self.objective.init_from.startswith(RUN_PREFIX):
@@ -402,7 +412,7 @@ class Trainer:
           last_metrics = metrics
         if eval_every and (step % eval_every == 0 or step == last):
           with watch.phase("eval", f"in eval at step {step}"):
-            eval_metrics = self.evaluate(state.params, t.get("eval_batches"))
+            eval_metrics = self.evaluate(self.eval_params(state), t.get("eval_batches"))
           writer.write(step, eval_metrics, prefix="eval_")
           log.info("step %d: eval %s", step, _fmt(eval_metrics))
         if step % ckpt_every == 0 or step == last or stop.raised:

@@ -71,3 +71,17 @@ def test_score_and_noise():
 def test_unknown_task_lists_available():
   with pytest.raises(ValueError, match='arithmetic'):
     get_task('no_such_task')
+
+
+def test_compare_report_counts_seeds_above_mle(tmp_path):
+  """arithmetic_compare's report: mean [min, max] over seeds, per-seed values, and in how
+  many seeds a variant beats MLE of the same seed (the paper's claim, checked per seed)."""
+  from experiments.arithmetic_compare import _report
+  run = lambda acc: dict(accuracy=acc, backspace_rate=0.0, samples=[], train_seconds=1.0)
+  results = {"mle_p0": (0.0, [run(0.2), run(0.3), run(0.1)]),
+             "sm_nb_p0.1": (0.1, [run(0.25), run(0.3), run(0.15)])}
+  _report(str(tmp_path), results, (0, 1, 2))
+  rows = {l.split("|")[1].strip(): l for l in open(tmp_path / "report.md") if l.startswith("| ")}
+  assert "| 0.200 [0.100, 0.300] | 0.200 0.300 0.100 | - |" in rows["mle_p0"]
+  assert "| 0.233 [0.150, 0.300] | 0.250 0.300 0.150 | 2/3 |" in rows["sm_nb_p0.1"]
+  assert (tmp_path / "accuracy.png").exists()

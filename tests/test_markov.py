@@ -70,16 +70,18 @@ def test_finetune_protocol_configs():
 def test_compare_variants_and_seed_summary(tmp_path):
   """markov_compare expands alphas (sm only) and p_noise (bc and sm) into named variants and
   reports every variant as mean [min, max] over seeds with the per-seed values."""
-  from experiments.markov_compare import _report, _variants
-  v = _variants("mle,bc,sm", "1,10", "0.05")
-  assert [n for n, _, _ in v] == ["mle", "bc_p0.05", "sm_a1_p0.05", "sm_a10_p0.05"]
-  assert v[3][2] == ["--config.objective.alpha=10.0", "--config.objective.p_noise=0.05"]
-  assert _variants("mle,sm", "", "") == [("mle", "mle", []), ("sm", "sm", [])]
-  assert _variants("sm", "10", "", "reward_backspace=false", "nb") == [
+  from experiments.compare_runs import variants
+  from experiments.markov_compare import _report
+  v = variants("mle,bc,sm", "1,10", "0.05")
+  assert [x.name for x in v] == ["mle", "bc_p0.05", "sm_a1_p0.05", "sm_a10_p0.05"]
+  assert [x.p_noise for x in v] == [None, 0.05, 0.05, 0.05]
+  assert v[3].overrides == ["--config.objective.alpha=10.0", "--config.objective.p_noise=0.05"]
+  assert variants("mle,sm", "", "") == [("mle", "mle", [], None), ("sm", "sm", [], None)]
+  assert variants("sm", "10", "", "reward_backspace=false", "nb") == [
       ("sm_a10_nb", "sm", ["--config.objective.alpha=10.0",
-                           "--config.objective.reward_backspace=false"])]
+                           "--config.objective.reward_backspace=false"], None)]
   with pytest.raises(ValueError, match="sm_tag"):
-    _variants("sm", "", "", "reward_backspace=false")
+    variants("sm", "", "", "reward_backspace=false")
   run = lambda share: dict(sequences=4, invalid_share=share, first_invalid_mean=None,
                            loglik_per_valid_transition=-1.0, mean_transitions=3.0,
                            backspace_rate=0.0, first_invalid_positions=[-1] * 4,

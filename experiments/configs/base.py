@@ -38,5 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
       progress=True))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=50,
-      end_lr_fraction=0.1, weight_decay=0.01, b1=0.9, b2=0.95, eps=1e-8, grad_clip=1.0))
+      end_lr_fraction=0.1, weight_decay=0.01, b1=0.9, b2=0.95, eps=1e-8, grad_clip=1.0,
+      # > 0: also keep a moving average of the params (decay per step), which evaluation,
+      # reports and decoding use in place of the last iterate (optim.with_params_ema).
+      ema_decay=0.0))
   return c
