@@ -239,7 +239,7 @@ def cat_demo():
           "config.train.progress = not TINY\n"
           "trainer = Trainer(config, tempfile.mkdtemp())\n"
           "summary = trainer.run()\n"
-          "model, params = trainer.objective.model, trainer.restore_latest().params\n"
+          "model, params = trainer.objective.model, trainer.restore_params()\n"
           "tok = trainer.task.tokenizer\n"
           "print(summary.final_metrics.get('attr_acc/label'))"),
       new_markdown_cell("## Estimates vs the exact probability, and per-token credit\n"
