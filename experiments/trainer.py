@@ -275,23 +275,38 @@ class Trainer:
       return self._init(jax.random.PRNGKey(int(self.config.seed)), trunk)
 
   def _init_from_run(self, workdir: str) -> TrainState:
-    """Fresh optimizer, step 0 and this config's seed, with the params of `workdir`'s newest
-    checkpoint (same model; a different one is a named error listing the shapes)."""
-    ckpt = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                        async_save=False)
+    """Fresh optimizer, step 0 and this config's seed, with the evaluation params of
+    `workdir`'s newest checkpoint (its moving average when it kept one). The source is read
+    through its own config, so its optimizer and objective may differ from this run's (an
+    EMA or a masked optimizer there, none here); the model must be the same (a different one
+    is a named error listing the shapes)."""
+    import ml_collections
+    from experiments.checkpointing import describe_mismatch
+    workdir = os.path.abspath(workdir)
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+      raise FileNotFoundError(f"init_from='run:{workdir}': no config.json there (not a "
+                              "workdir of experiments.train)")
+    with open(os.path.join(workdir, "config.json")) as f:
+      source_config = ml_collections.ConfigDict(json.load(f))
+    source_config.mesh = self.config.mesh  # The source may have run on another topology.
+    source = Trainer(source_config, workdir, devices=list(self.mesh.devices.flat),
+                     progress=False)
+    mismatch = describe_mismatch(source.meta["param_shapes"], self.meta["param_shapes"])
+    if mismatch:
+      raise ValueError(f"init_from='run:{workdir}' is a different model; parameter shapes "
+                       f"differ:\n{mismatch}")
     try:
-      with self._context():  # Params only: the source run's aux (if any) is not wanted.
-        restored = ckpt.restore(split_aux(self.abstract_state)[0], self.meta)
-    finally:
-      ckpt.close()
-    if restored is None:
-      raise FileNotFoundError(f"init_from='run:{workdir}': no checkpoint in "
-                              f"{workdir}/checkpoints")
-    log.info("initialising every parameter from %s (step %d)", workdir, restored[2])
+      source_state = source.restore_latest()
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"init_from='run:{workdir}': {e}") from None
+    averaged = isinstance(source_state.opt_state, optim.ParamsEmaState)
+    params = jax.device_put(source.eval_params(source_state), self.params_shardings)
+    log.info("initialising every parameter from %s (step %d%s)", workdir,
+             int(source_state.step), ", its moving average" if averaged else "")
     with self._context():
       fresh = self._init(jax.random.PRNGKey(int(self.config.seed)), None)
       init_opt = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
-      return fresh.replace(params=restored[0].params, opt_state=init_opt(restored[0].params))
+      return fresh.replace(params=params, opt_state=init_opt(params))
 
   def train_step(self, state, local_batch, step: int | None = None):
     """One update from host-local numpy rows: checked, prepared by the objective (host-side

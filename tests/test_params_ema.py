@@ -68,3 +68,16 @@ def test_trainer_evaluates_checkpoints_and_restores_the_average(tmp_path):
   assert int(t.restore_latest(2).step) == 2
   with pytest.raises(FileNotFoundError, match="kept steps"):
     t.restore_latest(3)
+
+  # init_from=run: starts from the source's average, with a fresh optimizer of this config's
+  # own structure (no EMA here, so the source's optimizer state could not be read into it).
+  ft = get_config("tiny")
+  ft.init_from = "run:" + str(tmp_path)
+  fresh = Trainer(ft, str(tmp_path / "ft"), progress=False).init_state()
+  assert int(fresh.step) == 0 and not isinstance(fresh.opt_state, ParamsEmaState)
+  jax.tree.map(np.testing.assert_array_equal, fresh.params, ema)
+  other = get_config("tiny")
+  other.model.d_model *= 2
+  other.init_from = "run:" + str(tmp_path)
+  with pytest.raises(ValueError, match="different model"):
+    Trainer(other, str(tmp_path / "other"), progress=False).init_state()
