@@ -2,15 +2,19 @@
 several noise rates, same model, data and steps; accuracy by generation on the test set.
 
   python -m experiments.arithmetic_compare --root=DIR [--noise=0.1,0.25] [--methods=mle,bc,sm]
-      [--seeds=0,1,2] [--sm_flags=reward_backspace=false,regularize_noise=false --sm_tag=nbnr]
+      [--seeds=0,1,2] [--protocol=scratch|finetune]
+      [--sm_flags=reward_backspace=false,regularize_noise=false --sm_tag=nbnr]
 
 Each run is `experiments.train` with configs/arithmetic_seqmatch.py:METHOD in
 DIR/NAME_pNOISE (DIR/sSEED/... with several seeds; --config.seed is the model init, data
 order and rollouts, the questions stay the same), then `experiments.arithmetic_eval`.
+--protocol=finetune first trains one MLE run per seed (DIR/mle, the 'start' row), then every
+method continues from it (METHOD,ft with init_from=run:DIR/mle, folders NAME_ft): all start
+from the same model, as in the paper, and the reference is MLE fine-tuned as long (mle_ft).
 Finished runs are skipped and killed ones resume, so rerunning the command continues the
 comparison. Writes DIR/report.md (mean [min, max] over seeds, per-seed values, and in how
 many seeds each variant beats MLE) and DIR/accuracy.png. MLE sees no noise, so it runs once
-per seed (mle_p0) and is drawn flat."""
+per seed (mle_p0, or mle_ft) and is drawn flat."""
 import argparse
 import json
 import os
@@ -54,6 +58,7 @@ def main(argv=None):
   ap.add_argument("--sm_flags", default="",
                   help="objective KEY=VALUE,... for every sm variant (e.g. reward_backspace=false)")
   ap.add_argument("--sm_tag", default="", help="names the sm variants' runs (with --sm_flags)")
+  ap.add_argument("--protocol", default="scratch", choices=("scratch", "finetune"))
   ap.add_argument("--steps", type=int, default=0, help="override train.steps (0: config)")
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
   ap.add_argument("--max_questions", type=int, default=200)
@@ -64,25 +69,45 @@ def main(argv=None):
   seeds = [int(x) for x in a.seeds.split(",")]
   runs = variants(a.methods, a.alphas, a.noise, a.sm_flags, a.sm_tag)
   results = {}   # name -> (p_noise, one evaluation per seed)
+
+  def record(seed, name, p_noise, r):
+    results.setdefault(name, (p_noise, []))[1].append(r)
+    print(f"seed {seed} {name:18s} accuracy {r['accuracy']:.3f} "
+          f"backspace rate {r['backspace_rate']:.3f}", flush=True)
+
+  no_noise = ["--config.objective.p_noise=0.0"]
   for seed in seeds:
+    root = seed_root(a.root, seed, seeds)
+    seed_arg = [f"--config.seed={seed}"]
+    base = os.path.join(root, "mle")
+    if a.protocol == "finetune":
+      record(seed, "start", 0.0, run_one(base, "mle", no_noise + seed_arg, a.max_questions,
+                                          a.tiny, a.steps))
     for v in runs:
-      # MLE trains without noise: its folder is mle_p0 (the layout of earlier roots).
-      name = v.name + "_p0" if v.method == "mle" else v.name
-      noise = [] if v.method != "mle" else ["--config.objective.p_noise=0.0"]
-      r = run_one(os.path.join(seed_root(a.root, seed, seeds), name), v.method,
-                  v.overrides + noise + [f"--config.seed={seed}"], a.max_questions, a.tiny,
-                  a.steps)
-      results.setdefault(name, (v.p_noise or 0.0, []))[1].append(r)
-      print(f"seed {seed} {name:14s} accuracy {r['accuracy']:.3f} "
-            f"backspace rate {r['backspace_rate']:.3f}", flush=True)
+      noise = no_noise if v.method == "mle" else []
+      if a.protocol == "finetune":
+        # MLE trains without noise: mle_ft (mle_p0 from scratch, the layout of earlier roots).
+        name = ("mle" if v.method == "mle" else v.name) + "_ft"
+        r = run_one(os.path.join(root, name), v.method + ",ft",
+                    v.overrides + noise + seed_arg + [f"--config.init_from=run:{base}"],
+                    a.max_questions, a.tiny, a.steps)
+      else:
+        name = v.name + "_p0" if v.method == "mle" else v.name
+        r = run_one(os.path.join(root, name), v.method, v.overrides + noise + seed_arg,
+                    a.max_questions, a.tiny, a.steps)
+      record(seed, name, v.p_noise or 0.0, r)
   _report(a.root, results, seeds)
   return results
 
 
 def _report(root, results, seeds=(0,)):
   """results: name -> (p_noise, one evaluation per seed in `seeds` order)."""
-  mle = results.get("mle_p0", (0.0, None))[1]
+  ref = "mle_ft" if "mle_ft" in results else "mle_p0"
+  mle = results.get(ref, (0.0, None))[1]
   lines = ["# Arithmetic: MLE vs BC vs SequenceMatch", "",
+           ("Fine-tuning protocol: every *_ft run continues from the same MLE run ('start'); "
+            "the reference is mle_ft." if "start" in results else
+            "Every run trains from scratch; the reference is mle_p0."), "",
            f"Seeds {', '.join(map(str, seeds))}; with several, a cell is the mean [min, max] "
            "over seeds. 'above MLE' counts the seeds where the variant's accuracy is higher "
            "than MLE's of the same seed.", "",
@@ -90,7 +115,7 @@ def _report(root, results, seeds=(0,)):
            "|---|---|---|---|---|---|---|"]
   for name, (noise, rs) in results.items():
     acc = [r["accuracy"] for r in rs]
-    above = ("-" if mle is None or name == "mle_p0" else
+    above = ("-" if mle is None or name in (ref, "start") else
              f"{sum(x > m['accuracy'] for x, m in zip(acc, mle))}/{len(acc)}")
     lines.append(f"| {name} | {noise:g} | {spread(acc)} | {' '.join(f'{x:.3f}' for x in acc)} | "
                  f"{above} | {spread([r['backspace_rate'] for r in rs])} | "
@@ -106,14 +131,17 @@ def _report(root, results, seeds=(0,)):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  noises = sorted({n for name, (n, _) in results.items() if name != "mle_p0"}) or [0.0]
+  flat = ("mle", "mle_ft", "start")   # no noise: drawn as a level line
+  noises = sorted({n for name, (n, _) in results.items()
+                   if name.rsplit("_p", 1)[0] not in flat}) or [0.0]
   families = {}   # a variant's name without its _pNOISE: one line each
   for name, (n, rs) in results.items():
     families.setdefault(name.rsplit("_p", 1)[0], []).append((n, [r["accuracy"] for r in rs]))
   for family, pts in families.items():
-    if family == "mle":
+    if family in flat:
       m = np.mean(pts[0][1])
-      ax.plot(noises, [m] * len(noises), "--", label="mle (no noise)")
+      ax.plot(noises, [m] * len(noises), ":" if family == "start" else "--",
+              label=f"{family} (no noise)")
       continue
     pts.sort()
     x = [n for n, _ in pts]

@@ -85,3 +85,19 @@ def test_compare_report_counts_seeds_above_mle(tmp_path):
   assert "| 0.200 [0.100, 0.300] | 0.200 0.300 0.100 | - |" in rows["mle_p0"]
   assert "| 0.233 [0.150, 0.300] | 0.250 0.300 0.150 | 2/3 |" in rows["sm_nb_p0.1"]
   assert (tmp_path / "accuracy.png").exists()
+  # The fine-tuning protocol: the reference is MLE fine-tuned as long (mle_ft), not the start.
+  results = {"start": (0.0, [run(0.5), run(0.5), run(0.5)]),
+             "mle_ft": (0.0, [run(0.2), run(0.3), run(0.1)]),
+             "sm_p0.1_ft": (0.1, [run(0.25), run(0.2), run(0.15)])}
+  _report(str(tmp_path), results, (0, 1, 2))
+  rows = {l.split("|")[1].strip(): l for l in open(tmp_path / "report.md") if l.startswith("| ")}
+  assert "| 2/3 |" in rows["sm_p0.1_ft"] and "| - |" in rows["start"]
+
+
+def test_config_variants_and_finetune_flag():
+  from experiments.configs.arithmetic_seqmatch import get_config
+  ft, scratch = get_config("sm,ft"), get_config("sm")
+  assert ft.train.steps < scratch.train.steps and ft.objective.bc_steps < ft.train.steps
+  assert ft.optimizer.learning_rate < scratch.optimizer.learning_rate
+  with pytest.raises(ValueError, match="mle\\|bc\\|sm"):
+    get_config("sm,fast")

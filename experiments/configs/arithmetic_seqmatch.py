@@ -5,13 +5,18 @@
 
 METHOD: mle (cross-entropy, no noise), bc (cross-entropy on noise-augmented data with
 <bkspc>: "MLE + backspace"), sm (SequenceMatch-chi2: BC warm-up, then the mixture loss
-with on-policy rollouts). Append ',tiny' for a seconds-long smoke run, e.g. 'sm,tiny'.
-All three share the model (the vocabulary includes <bkspc>), data and step budget."""
+with on-policy rollouts). Append ',tiny' for a seconds-long smoke run, e.g. 'sm,tiny', and
+',ft' for the fine-tuning protocol: 500 more steps at half the rate from an MLE run given as
+--config.init_from=run:DIR (SequenceMatch warms up with 150 BC steps of those), so every
+method starts from the same model, as in the paper; `arithmetic_compare --protocol=finetune`
+runs it. All three share the model (the vocabulary includes <bkspc>), data and step budget."""
 from experiments.configs.base import base_config
 
 
 def get_config(arg: str = "sm"):
   method, *flags = (arg or "sm").split(",")
+  if method not in ("mle", "bc", "sm") or set(flags) - {"tiny", "ft"}:
+    raise ValueError(f"arithmetic_seqmatch variants: mle|bc|sm[,ft][,tiny]; got {arg!r}")
   c = base_config()
   # Operands of up to 2 digits: a size a 1M-parameter model learns on 2 CPU cores in
   # ~15 minutes (with 4 digits every method stays below 5% accuracy at this budget).
@@ -30,8 +35,10 @@ def get_config(arg: str = "sm"):
     c.objective.update(dict(loss="bc", p_noise=0.0, rollouts=0))
   elif method == "bc":
     c.objective.update(dict(loss="bc", rollouts=0))
-  elif method != "sm":
-    raise ValueError(f"arithmetic_seqmatch methods: mle, bc, sm; got {method!r}")
+  if "ft" in flags:
+    c.train.update(dict(steps=500, eval_every=250, checkpoint_every=250))
+    c.optimizer.update(dict(learning_rate=1.5e-3, warmup_steps=25))
+    c.objective.bc_steps = 150
   if "tiny" in flags:
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
                         max_len=64))
