@@ -139,6 +139,18 @@ def probabilities(spec: AttributeSpec, out_xK) -> jnp.ndarray:
   return jax.nn.softmax(out, axis=-1)
 
 
+def class_log_probabilities(spec: AttributeSpec, out_xK) -> jnp.ndarray:
+  """log P(a = c | ...) for every class: [..., C] (class kinds only)."""
+  out = out_xK.astype(jnp.float32)
+  if spec.kind == "numeric":
+    raise ValueError(f"attribute {spec.name!r} is numeric: it has no classes")
+  if _custom(spec) is not None:
+    return jnp.log(jnp.maximum(_custom(spec).probabilities(spec, out), 1e-30))
+  if spec.is_sigmoid:
+    return jnp.stack([jax.nn.log_sigmoid(-out[..., 0]), jax.nn.log_sigmoid(out[..., 0])], -1)
+  return jax.nn.log_softmax(out, axis=-1)
+
+
 def log_prob_of_target(spec: AttributeSpec, out_xK, target, numeric_mode: str = "likelihood"):
   """log P(a = target | ...) per candidate: [...]. Numeric: the Gaussian log-likelihood of
   the target value ('likelihood') or minus the squared distance of the mean ('mean')."""

@@ -31,6 +31,14 @@ class CATConfig:
   branch_mlp_dim: int = 0
   lam: float = 0.15              # weight of the attribute loss (reported best)
   mode: str = "joint"            # joint | finetune | attr_only (trunk frozen)
+  # Bootstrapped attribute targets (ours; 0 = the paper's): the target at row t becomes
+  # (1 - td_mix) * label + td_mix * the model's own class distribution at row t + 1 (no
+  # gradient), V(s_{t+1}) = sum_v p(v | s_{t+1}) P(a | s_{t+1}, v) over the token head's
+  # td_top_k most likely v (renormalised). Both have the same expectation under the data's
+  # policy, but the bootstrap averages over futures, so a sparse, noisy outcome (a win decided
+  # by a random walk 100 steps later) gives much less noisy targets, as TD does for RL values.
+  td_mix: float = 0.0
+  td_top_k: int = 8
 
   def __post_init__(self):
     if not self.attributes:
@@ -38,6 +46,12 @@ class CATConfig:
     names = [a.name for a in self.attributes]
     if len(set(names)) != len(names):
       raise ValueError(f"attribute names must be unique, got {names}")
+    if not 0.0 <= self.td_mix <= 1.0 or self.td_top_k < 1:
+      raise ValueError(f"CATConfig: td_mix must be in [0, 1] and td_top_k >= 1; got "
+                       f"{self.td_mix}, {self.td_top_k}")
+    if self.td_mix and any(a.kind == "numeric" for a in self.attributes):
+      raise ValueError("CATConfig.td_mix bootstraps class distributions; it does not support "
+                       "numeric attributes")
     for field, value, allowed in (("param", self.param, PARAMS),
                                   ("branch", self.branch, BRANCHES),
                                   ("mode", self.mode, MODES)):
@@ -67,6 +81,9 @@ class CATOutput(NamedTuple):
   attributes: dict[str, jnp.ndarray]  # name -> [B, L, K] (at next tokens) or [B, L, V, K]
   hidden: jnp.ndarray               # [B, L, D] trunk hidden (after the final norm)
   cache: Any
+  # With candidates_top_k=C: (token ids [B, L, C] of the token head's C most likely next
+  # tokens, {name: [B, L, C, K]} the attribute outputs there).
+  candidates: Any = None
 
 
 def init_cat_cache(cfg: ModelConfig, cat: CATConfig, batch_size: int, cache_len: int):
@@ -101,12 +118,14 @@ class CATModel(nn.Module):
   def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
                cache=None, *, next_tokens_BxL=None, all_tokens: bool = False,
                stop_trunk_gradient: bool = False, rows_B=None,
-               return_logits: bool = True) -> CATOutput:
+               return_logits: bool = True, candidates_top_k: int = 0) -> CATOutput:
     """next_tokens_BxL: attribute outputs at those tokens ([B, L, K], training);
     all_tokens=True: for every candidate ([B, L, V, K], inference); neither: no attributes.
     rows_B: compute logits and attributes at one row per sequence only (L becomes 1): a
     policy reading the newest row of a long, fixed-width input.
-    return_logits=False: logits is None (no [B, L, V] token head; attributes only)."""
+    return_logits=False: logits is None (no [B, L, V] token head; attributes only).
+    candidates_top_k=C: also the attribute outputs at each row's C most likely next tokens
+    (CATOutput.candidates; what a bootstrapped target averages over)."""
     trunk_cache = None if cache is None else cache["trunk"]
     positions_BxL, mask_BxLxS = resolve_positions_and_mask(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
@@ -127,8 +146,15 @@ class CATModel(nn.Module):
     if next_tokens_BxL is not None or all_tokens:
       for name, head in self.heads.items():
         attrs[name] = head.all_tokens(g) if all_tokens else head.at_tokens(g, next_tokens_BxL)
+    candidates = None
+    if candidates_top_k:
+      if logits is None:
+        raise ValueError("candidates_top_k needs the token head (return_logits=True, no rows_B)")
+      _, top_BxLxC = jax.lax.top_k(jax.lax.stop_gradient(logits), candidates_top_k)
+      candidates = (top_BxLxC, {name: head.at_candidates(g, top_BxLxC)
+                                for name, head in self.heads.items()})
     new_cache = None if cache is None else {"trunk": out.cache, "attr": attr_cache}
-    return CATOutput(logits, attrs, out.hidden, new_cache)
+    return CATOutput(logits, attrs, out.hidden, new_cache, candidates)
 
   def _branch(self, h_BxLxD, positions_BxL, mask_BxLxS, layer_cache=None, index=None):
     """g = out_norm(branch(h)) and the branch block's new cache (None unless 'block')."""

@@ -59,6 +59,20 @@ class AttributeHead(nn.Module):
       out = jnp.einsum("blkf,blf->blk", p_BxLxKxF, e_BxLxF, preferred_element_type=jnp.float32)
     return out + jnp.take(self.bias, tokens_BxL, axis=0).astype(jnp.float32)
 
+  def at_candidates(self, g_BxLxD, tokens_BxLxC):
+    """[B, L, C, K] float32: outputs for C given candidates per row (a few, e.g. the token
+    head's top-k), without the [B, L, V, K] tensor."""
+    g = g_BxLxD.astype(self.dtype)
+    if self.parameterization == "full":
+      u_BxLxCxKxD = jnp.take(self.U, tokens_BxLxC, axis=0).astype(self.dtype)
+      out = jnp.einsum("bld,blckd->blck", g, u_BxLxCxKxD, preferred_element_type=jnp.float32)
+    else:
+      p_BxLxKxF = jnp.einsum("bld,dkf->blkf", g, self.P.astype(self.dtype))
+      e_BxLxCxF = jnp.take(self.E, tokens_BxLxC, axis=0).astype(self.dtype)
+      out = jnp.einsum("blkf,blcf->blck", p_BxLxKxF, e_BxLxCxF,
+                       preferred_element_type=jnp.float32)
+    return out + jnp.take(self.bias, tokens_BxLxC, axis=0).astype(jnp.float32)
+
   def all_tokens(self, g_BxLxD):
     """[B, L, V, K] float32: outputs for every candidate of the real vocabulary."""
     g = g_BxLxD.astype(self.dtype)
