@@ -57,25 +57,25 @@ def _reference_attr_loss(model, params, batch, frozen_params, top_k, mix):
   total = 0.0
   for spec in ATTRS:
     y = np.asarray(batch[spec.name])
-    probs = _class_probs(spec, out.attributes[spec.name])            # [B, L, V, C]
     probs_frozen = np.asarray(_class_probs(spec, frozen.attributes[spec.name]))
-    num, den = 0.0, 0.0
+    n_cls = probs_frozen.shape[-1]
+    # Targets and row mask built row by row in numpy (constants), then one vectorised sum.
+    target, rows = np.zeros(w.shape + (n_cls,)), np.zeros(w.shape)
     for b in range(w.shape[0]):
-      if y[b] < 0:
-        continue
       for t in range(w.shape[1]):
-        if w[b, t] == 0:
+        if y[b] < 0 or w[b, t] == 0:
           continue
-        logq = jnp.log(probs[b, t, batch["targets"][b, t]])           # [C]
-        target = np.eye(probs.shape[-1])[y[b]]
+        rows[b, t] = 1.0
+        target[b, t] = np.eye(n_cls)[y[b]]
         if t + 1 < w.shape[1] and w[b, t + 1] > 0 and seg[b, t + 1] == seg[b, t]:
           top = np.argsort(-p_tok[b, t + 1])[:top_k]
           p = p_tok[b, t + 1, top] / p_tok[b, t + 1, top].sum()
           value = (p[:, None] * probs_frozen[b, t + 1, top]).sum(0)
-          target = (1 - mix) * target + mix * value
-        num = num - (target * logq).sum()
-        den += 1
-    total = total + spec.weight * num / den
+          target[b, t] = (1 - mix) * target[b, t] + mix * value
+    probs = _class_probs(spec, out.attributes[spec.name])            # [B, L, V, C]
+    at_next = jnp.take_along_axis(probs, batch["targets"][..., None, None], axis=2)[:, :, 0]
+    nll = -(target * jnp.log(at_next)).sum(-1)
+    total = total + spec.weight * (nll * rows).sum() / rows.sum()
   return total
 
 
