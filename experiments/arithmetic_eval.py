@@ -1,10 +1,16 @@
 """Answer accuracy on the arithmetic test questions by generation with <bkspc>.
 
-  python -m experiments.arithmetic_eval --workdir=DIR [--max_questions=200]
+  python -m experiments.arithmetic_eval --workdir=DIR [--max_questions=200] [--no_ban]
 
 Reads the run's config.json, restores its newest checkpoint, decodes every test prompt
 greedily (KV cache, <bkspc> allowed, at most max_actions actions) and scores the final
-text after backspaces against the exact answer. Writes DIR/arithmetic_eval.json."""
+text after backspaces against the exact answer. Writes DIR/arithmetic_eval.json.
+
+Greedy decoding alone cannot use a backspace: the state after '<bkspc>' is the state before
+the erased token, so the same token comes again ('1<bkspc>1<bkspc>...' until max_actions).
+By default a token erased back to a state is banned there (seqmatch.generate(ban_undone=
+True)), so a retry is the next-best token; the accuracy without the ban is reported beside it
+(accuracy_without_ban). A model that never backspaces decodes the same either way."""
 import argparse
 import functools
 import json
@@ -27,7 +33,19 @@ def load_trainer(workdir):
   return Trainer(config, workdir, progress=False)
 
 
-def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50):
+def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50,
+             ban_undone=True):
+  """Accuracy, <bkspc> rate and samples of greedy decoding (ban_undone: see the module doc;
+  with it, also accuracy_without_ban)."""
+  r = _evaluate(trainer, state, max_questions, max_actions, batch_size, ban_undone)
+  if ban_undone:
+    plain = _evaluate(trainer, state, max_questions, max_actions, batch_size, False)
+    r.update(accuracy_without_ban=plain["accuracy"],
+             backspace_rate_without_ban=plain["backspace_rate"])
+  return r
+
+
+def _evaluate(trainer, state, max_questions, max_actions, batch_size, ban_undone):
   obj = trainer.objective
   tok = trainer.task.tokenizer
   questions = list(trainer.task.source("test"))[:max_questions]
@@ -35,7 +53,8 @@ def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50
   p = max(len(x) for x in prompts)
   gen = jax.jit(functools.partial(
       seqmatch.generate, obj.apply_fn, obj.init_cache_fn, max_actions=max_actions,
-      backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=0.0))
+      backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=0.0,
+      ban_undone=ban_undone))
   correct, backspaces, actions, rows = 0, 0, 0, []
   params = trainer.eval_params(state)
   show = seqmatch.BackspaceTokenizer(tok, obj.vocab.backspace_id)
@@ -58,7 +77,7 @@ def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50
       rows.append({"prompt": q["prompt"], "answer": q["answer"], "generated": answer,
                    "correct": bool(ok), "trace": show.decode(acts.tolist(), mode="show")})
   n = len(questions)
-  return {"accuracy": correct / n, "num_questions": n,
+  return {"accuracy": correct / n, "num_questions": n, "ban_undone": ban_undone,
           "backspace_rate": backspaces / max(actions, 1), "samples": rows[:20]}
 
 
@@ -67,13 +86,16 @@ def main():
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--max_questions", type=int, default=200)
   ap.add_argument("--max_actions", type=int, default=16)
+  ap.add_argument("--no_ban", action="store_true",
+                  help="plain greedy decoding (an erased token may come straight back)")
   a = ap.parse_args()
   trainer = load_trainer(a.workdir)
   result = evaluate(trainer, trainer.restore_latest(), max_questions=a.max_questions,
-                    max_actions=a.max_actions)
+                    max_actions=a.max_actions, ban_undone=not a.no_ban)
   with open(os.path.join(a.workdir, "arithmetic_eval.json"), "w") as f:
     json.dump(result, f, indent=1)
-  print(f"accuracy {result['accuracy']:.3f} on {result['num_questions']} questions; "
+  print(f"accuracy {result['accuracy']:.3f} on {result['num_questions']} questions "
+        f"(without the ban: {result.get('accuracy_without_ban', result['accuracy']):.3f}); "
         f"backspace rate {result['backspace_rate']:.3f}")
 
 

@@ -14,6 +14,11 @@ backspace-in-reuse steps and of finished sequences are dead rows that attend onl
 
 <bkspc> is illegal (logit -inf) while the state is the bare prompt. <eos> (when eos_id is
 given) is appended to the state and ends the sequence. At most max_actions actions are taken.
+
+ban_undone=True: a token that <bkspc> erased gets logit -inf at the state it was erased back
+to, for the rest of the generation (written into the stored logits of that state). The state
+after a <bkspc> is the state before the token, so a greedy decoder would choose the same token
+again and loop "x<bkspc>x<bkspc>..." until max_actions; with the ban it tries the next one.
 """
 from typing import NamedTuple
 
@@ -70,7 +75,7 @@ def _validate(prompts_BxP, prompt_lens_B, backspace_id, max_actions, temperature
 def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *,
              max_actions: int, backspace_id: int, eos_id: int | None = None,
              temperature: float = 1.0, reuse_logits: bool = True, pad_id: int = 0,
-             pad_action: int = -1) -> Generation:
+             pad_action: int = -1, ban_undone: bool = False) -> Generation:
   """Decodes up to max_actions actions per prompt (see module doc). jit with
   functools.partial over the non-array arguments.
 
@@ -81,6 +86,8 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
   """
   prompts_BxP, prompt_lens_B = jnp.asarray(prompts_BxP), jnp.asarray(prompt_lens_B)
   _validate(prompts_BxP, prompt_lens_B, backspace_id, max_actions, temperature)
+  if ban_undone and not reuse_logits:
+    raise ValueError("ban_undone writes into the stored logits: it needs reuse_logits=True")
   b, p = prompts_BxP.shape
   t_max = max_actions
   s = p + t_max
@@ -158,6 +165,10 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
     out = out[:, 0].astype(jnp.float32)
     if reuse_logits:
       store = c["store"].at[:, k].set(out)
+      if ban_undone:   # The erased token, at the restored state's slot.
+        erased = c["slot_tok"][bidx, top]
+        store = store.at[bidx, restored, erased].set(
+            jnp.where(is_bk, -jnp.inf, store[bidx, restored, erased]))
       new_cur = jnp.where(is_tok[:, None], out,
                           jnp.where(is_bk[:, None], store[bidx, restored], c["cur"]))
     else:

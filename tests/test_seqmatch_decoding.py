@@ -28,10 +28,14 @@ def _biased(apply_fn, bias_items):
   return f
 
 
-def _slow_decode(apply_fn, params, rng, temperature, eos_id):
-  """Recomputes each state's logits with a plain forward over its tokens, every step."""
+def _slow_decode(apply_fn, params, rng, temperature, eos_id, ban_undone=False):
+  """Recomputes each state's logits with a plain forward over its tokens, every step.
+  ban_undone: a token erased back to a state is banned there; a state is named by the push
+  that made its last token, so an equal state reached by another path starts unbanned."""
   b = len(PROMPTS)
   states = [list(PROMPTS[i, :PROMPT_LENS[i]]) for i in range(b)]
+  pushes = [[-1 - j for j in range(PROMPT_LENS[i])] for i in range(b)]
+  banned = [dict() for _ in range(b)]   # push id of the state's last token -> banned tokens
   trace = np.full((b, T), -1, np.int32)
   done = np.zeros(b, bool)
   for step in range(T):
@@ -39,16 +43,24 @@ def _slow_decode(apply_fn, params, rng, temperature, eos_id):
       break
     logits = plain_last_logits(apply_fn, params, states)
     at_prompt = np.array([len(s) == pl for s, pl in zip(states, PROMPT_LENS)])
-    logits = gen.mask_backspace(jnp.asarray(logits), jnp.asarray(at_prompt), BKSPC)
-    acts = np.asarray(gen.sample_actions(logits, jax.random.fold_in(rng, step), temperature))
+    logits = np.array(gen.mask_backspace(jnp.asarray(logits), jnp.asarray(at_prompt), BKSPC))
+    for i in range(b):
+      for tok in banned[i].get(pushes[i][-1], ()):
+        logits[i, tok] = -np.inf
+    acts = np.asarray(gen.sample_actions(jnp.asarray(logits), jax.random.fold_in(rng, step),
+                                         temperature))
     for i in range(b):
       if done[i]:
         continue
       trace[i, step] = acts[i]
       if acts[i] == BKSPC:
-        states[i].pop()
+        erased = states[i].pop()
+        pushes[i].pop()
+        if ban_undone:
+          banned[i].setdefault(pushes[i][-1], set()).add(erased)
       else:
         states[i].append(int(acts[i]))
+        pushes[i].append(step)
       done[i] = eos_id is not None and acts[i] == eos_id
   return trace, states
 
@@ -80,6 +92,37 @@ def test_generation_equals_slow_reference(reuse_logits):
     # The sequences layout collapses to the same final state.
     n = int(g.sequence_lengths[i])
     assert masking.collapse(np.asarray(g.sequences[i, :n]), int(PROMPT_LENS[i]), BKSPC) == s
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_ban_undone_equals_slow_reference(temperature):
+  apply_fn, init_cache_fn, params = tiny_model()
+  model = _biased(apply_fn, ((BKSPC, 2.0), (EOS, 0.5)))
+  rng = jax.random.key(5)
+  g = _fast(model, init_cache_fn, params, rng, eos_id=EOS, temperature=temperature,
+            ban_undone=True)
+  trace, states = _slow_decode(model, params, rng, temperature, EOS, ban_undone=True)
+  np.testing.assert_array_equal(np.asarray(g.actions), trace)
+  assert (trace == BKSPC).sum() >= 3
+  for i, s in enumerate(states):
+    np.testing.assert_array_equal(np.asarray(g.tokens[i, :len(s)]), s)
+
+
+def test_ban_undone_breaks_the_greedy_backspace_loop():
+  """A greedy policy that always prefers <bkspc> loops 'x <bkspc> x <bkspc>'; with the ban
+  every retry at the prompt is a new token."""
+  apply_fn, init_cache_fn, params = tiny_model()
+  model = _biased(apply_fn, ((BKSPC, 1e4),))
+  loop = np.asarray(_fast(model, init_cache_fn, params, jax.random.key(1),
+                          temperature=0.0).actions)
+  assert all(len(set(row[0::2])) == 1 for row in loop)
+  tries = np.asarray(_fast(model, init_cache_fn, params, jax.random.key(1), temperature=0.0,
+                           ban_undone=True).actions)
+  assert np.all(tries[:, 1::2] == BKSPC)
+  assert all(len(set(row[0::2])) == len(row[0::2]) for row in tries)
+  with pytest.raises(ValueError, match="reuse_logits"):
+    _fast(apply_fn, init_cache_fn, params, jax.random.key(1), ban_undone=True,
+          reuse_logits=False)
 
 
 def test_greedy_equals_slow_reference():
