@@ -49,7 +49,15 @@ class AttributeHead(nn.Module):
 
   def at_tokens(self, g_BxLxD, tokens_BxL):
     """[B, L, K] float32: outputs for the given next tokens only."""
-    return self.at_candidates(g_BxLxD, tokens_BxL[..., None])[:, :, 0]
+    g = g_BxLxD.astype(self.dtype)
+    if self.parameterization == "full":
+      u_BxLxKxD = jnp.take(self.U, tokens_BxL, axis=0).astype(self.dtype)
+      out = jnp.einsum("bld,blkd->blk", g, u_BxLxKxD, preferred_element_type=jnp.float32)
+    else:
+      p_BxLxKxF = jnp.einsum("bld,dkf->blkf", g, self.P.astype(self.dtype))
+      e_BxLxF = jnp.take(self.E, tokens_BxL, axis=0).astype(self.dtype)
+      out = jnp.einsum("blkf,blf->blk", p_BxLxKxF, e_BxLxF, preferred_element_type=jnp.float32)
+    return out + jnp.take(self.bias, tokens_BxL, axis=0).astype(jnp.float32)
 
   def at_candidates(self, g_BxLxD, tokens_BxLxC):
     """[B, L, C, K] float32: outputs for C given candidates per row (a few, e.g. the token
