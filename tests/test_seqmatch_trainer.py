@@ -100,3 +100,62 @@ def test_replay_buffer_refreshes_every_m_steps_and_resumes(tmp_path):
   assert sorted(cut) == list(range(1, 7))
   np.testing.assert_allclose([cut[s] for s in range(1, 7)], [full[s] for s in range(1, 7)],
                              rtol=1e-6)
+
+
+def _model_noise_trainer(tmp_path, method="bc"):
+  c = arithmetic_seqmatch.get_config(f"{method},tiny")
+  c.objective.update(dict(noise="model", p_noise=0.5))
+  return Trainer(c, str(tmp_path), progress=False)
+
+
+def test_model_noise_is_the_policys_own_mistake_at_the_right_state(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  t = _model_noise_trainer(tmp_path)
+  obj = t.objective
+  batch = next(pipeline.make_train_iterator(t.task, "train", global_batch_size=8,
+                                            seq_len=t.seq_len, seed=0))
+  prepared = obj.prepare_batch(batch, 3)
+  base, bk = obj.vocab.base_vocab_size, obj.vocab.backspace_id
+
+  # A policy whose favourite next token after x is x+1 and runner-up x+2: the noise at a
+  # slot inserted before clean token j must be clean[j-1]+1, or +2 where +1 is the truth.
+  def fake_apply(params, tokens, positions, mask, cache=None):
+    del params, positions, mask
+    hot = lambda k: jax.nn.one_hot((tokens + k) % base, obj.vocab.num_actions)
+    return 50.0 * hot(1) + 40.0 * hot(2), cache
+  obj.apply_fn = fake_apply
+  filled = jax.device_get(obj.fill_model_noise(None, jax.tree.map(jnp.asarray, prepared),
+                                               jax.random.key(0)))
+  seqs, lengths, _ = rows_to_sequences(batch)
+  slots = 0
+  for i in range(8):
+    n, pl = int(prepared["lengths"][i]), int(prepared["prompt_lens"][i])
+    items, clean = filled["items"][i, :n], seqs[i, :lengths[i]]
+    assert seqmatch.collapse(items, pl, bk) == clean.tolist()
+    for k in np.flatnonzero(prepared["noise_source"][i] >= 0):
+      j = int(prepared["noise_source"][i, k])
+      assert items[k + 1] == bk and not prepared["expert"][i, k]
+      want = (clean[j - 1] + 1) % base
+      want = (clean[j - 1] + 2) % base if want == clean[j] else want
+      assert items[k] == want, (i, k, j)
+      slots += 1
+  assert slots > 4
+  # Every other item is untouched.
+  keep = prepared["noise_source"] < 0
+  np.testing.assert_array_equal(filled["items"][keep], prepared["items"][keep])
+
+
+def test_model_noise_trains_and_unknown_noise_kind_fails(tmp_path):
+  import pytest
+  t = _model_noise_trainer(tmp_path / "sm", "sm")
+  state = t.init_state()
+  it = pipeline.make_train_iterator(t.task, "train", global_batch_size=8, seq_len=t.seq_len,
+                                    seed=0)
+  for step in range(3):
+    state, m = t.train_step(state, next(it), step)
+    assert np.isfinite(float(m["loss"])) and float(m["finite"]) == 1.0
+  c = arithmetic_seqmatch.get_config("sm,tiny")
+  c.objective.noise = "models"
+  with pytest.raises(ValueError, match="objective.noise='models'"):
+    Trainer(c, str(tmp_path / "bad"), progress=False)

@@ -8,7 +8,9 @@ config.objective keys (all optional except name):
   divergence    chi2 | kl | tv | js (seqmatch.DIVERGENCES); gamma, alpha as in the paper
   reward_backspace, regularize_noise  (True, True: the paper's) seqmatch.sequencematch_loss
   bc_steps, beta  k BC steps, then (1 - beta) L_SM + beta L_BC
-  p_noise, noise  augmentation rate and kind: random | ground_truth (from the task module)
+  p_noise, noise  augmentation rate and kind: random | ground_truth (from the task module) |
+                model (the current policy's own mistakes: the host picks where, the compiled
+                step samples which token from the policy at that state, never the true one)
   max_items     N, the padded action-sequence length (seq_len + room for noise pairs)
   rollouts      rollouts per step (prompts from the first rows' data prefixes); 0 = none
   rollout_prompt_len, rollout_max_actions, rollout_temperature
@@ -80,6 +82,8 @@ class SequenceMatch(Objective):
     self.apply_fn, self.init_cache_fn = catrans_model_fn(self.model, self.model_config)
     self.eos_id = task.tokenizer.eos_id
     self._ground_truth = None
+    if self.opts.noise not in seqmatch.noise.KINDS:
+      raise ValueError(f"objective.noise={self.opts.noise!r}; known: {seqmatch.noise.KINDS}")
     if self.opts.noise == "ground_truth":
       module = importlib.import_module(f"experiments.tasks.{task.name}")
       if not hasattr(module, "ground_truth_noise"):
@@ -132,11 +136,37 @@ class SequenceMatch(Objective):
           seqs, lengths, prompt_lens, rng, n, self.vocab.backspace_id, self.opts.p_noise,
           self._ground_truth)
     else:
+      # 'model': token 0 holds each noise slot until fill_model_noise writes the policy's own
+      # mistake there on device (the host has no parameters).
+      placeholder = np.zeros_like(seqs) if self.opts.noise == "model" else None
       items, expert, lens = seqmatch.augment_batch(
           seqs, lengths, prompt_lens, rng, max_len=n, p_noise=self.opts.p_noise,
-          backspace_id=self.vocab.backspace_id, kind="random",
-          base_vocab_size=self.vocab.base_vocab_size)
-    return {"items": items, "expert": expert, "lengths": lens, "prompt_lens": prompt_lens}
+          backspace_id=self.vocab.backspace_id, kind=self.opts.noise,
+          base_vocab_size=self.vocab.base_vocab_size, model_tokens_BxL=placeholder)
+    out = {"items": items, "expert": expert, "lengths": lens, "prompt_lens": prompt_lens}
+    if self.opts.noise == "model":
+      clean = np.zeros((len(seqs), n), np.int32)
+      m = min(n, seqs.shape[1])
+      clean[:, :m] = seqs[:, :m]
+      out.update(clean_items=clean, clean_lengths=np.minimum(lengths, n).astype(np.int32),
+                 noise_source=noise_sources(items, expert, prompt_lens, lens,
+                                            self.vocab.backspace_id))
+    return out
+
+  def fill_model_noise(self, params, batch, rng):
+    """noise='model': every noise slot gets a token sampled from the current policy at the
+    clean state it was inserted into, never the true next token (seqmatch.model_noise_tokens
+    on a gradient-free forward over the clean sequences). Returns the batch with new items."""
+    clean, src = batch["clean_items"], batch["noise_source"]
+    one = seqmatch.build_one_pass(clean, batch["prompt_lens"], batch["clean_lengths"],
+                                  vocab_size=self.vocab.num_actions,
+                                  backspace_id=self.vocab.backspace_id, eos_id=self.eos_id)
+    logits, _ = self.apply_fn(jax.lax.stop_gradient(params), one.tokens, one.positions,
+                              one.mask)
+    z = seqmatch.model_noise_tokens(logits, clean, rng,
+                                    base_vocab_size=self.vocab.base_vocab_size)
+    picked = jnp.take_along_axis(z, jnp.maximum(src, 0), axis=1)
+    return dict(batch, items=jnp.where(src >= 0, picked, batch["items"]))
 
   # --- device side -------------------------------------------------------------------------
   def _rollouts(self, params, batch, rng):
@@ -180,6 +210,9 @@ class SequenceMatch(Objective):
             "replay_lengths": aux["lengths"]}
 
   def loss(self, params, batch, rng, step):
+    if "noise_source" in batch:
+      rng, noise_rng = jax.random.split(rng)
+      batch = self.fill_model_noise(params, batch, noise_rng)
     items, pl, lens = batch["items"], batch["prompt_lens"], batch["lengths"]
     expert = batch["expert"]
     b = items.shape[0]
@@ -239,6 +272,18 @@ def _augment_with_prompt_aware_noise(seqs, lengths, prompt_lens, rng, n, backspa
                               ground_truth_fn=fn)
     items[i, :len(it)], expert[i, :len(ex)], lens[i] = it, ex, len(it)
   return items, expert, lens
+
+
+def noise_sources(items_BxN, expert_BxN, prompt_lens_B, lengths_B, backspace_id):
+  """For each noise item (past the prompt, not an expert target), the index j of the clean
+  token it was inserted before (so its state is clean[:j]); -1 elsewhere. int32 [B, N]."""
+  items_BxN, expert_BxN = np.asarray(items_BxN), np.asarray(expert_BxN)
+  idx = np.arange(items_BxN.shape[1])[None]
+  live = idx < np.asarray(lengths_B)[:, None]
+  in_prompt = idx < np.asarray(prompt_lens_B)[:, None]
+  clean = live & (in_prompt | (expert_BxN & (items_BxN != backspace_id)))
+  before = np.cumsum(clean, axis=1) - clean
+  return np.where(live & ~in_prompt & ~expert_BxN, before, -1).astype(np.int32)
 
 
 def make_objective(config, task):
