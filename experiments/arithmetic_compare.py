@@ -114,16 +114,20 @@ def _report(root, results, seeds=(0,)):
            "Greedy decoding; an erased token is banned at the state it was erased back to "
            "(arithmetic_eval). 'no ban': plain greedy, where a backspace is followed by the "
            "same token again.", "",
-           "| run | p_noise | accuracy | per seed | above MLE | no ban | backspace rate | "
-           "train s |",
-           "|---|---|---|---|---|---|---|---|"]
+           "'no <bkspc>': the same model decoded with <bkspc> forbidden (what undoing buys).",
+           "",
+           "| run | p_noise | accuracy | per seed | above MLE | no ban | no <bkspc> | "
+           "backspace rate | train s |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for name, (noise, rs) in results.items():
     acc = [r["accuracy"] for r in rs]
     above = ("-" if mle is None or name in (ref, "start") else
              f"{sum(x > m['accuracy'] for x, m in zip(acc, mle))}/{len(acc)}")
     no_ban = [r.get("accuracy_without_ban", np.nan) for r in rs]
+    no_bk = [r.get("accuracy_no_backspace", np.nan) for r in rs]
     lines.append(f"| {name} | {noise:g} | {spread(acc)} | {' '.join(f'{x:.3f}' for x in acc)} | "
-                 f"{above} | {spread(no_ban)} | {spread([r['backspace_rate'] for r in rs])} | "
+                 f"{above} | {spread(no_ban)} | {spread(no_bk)} | "
+                 f"{spread([r['backspace_rate'] for r in rs])} | "
                  f"{np.mean([r.get('train_seconds', np.nan) for r in rs]):.0f} |")
   lines += ["", "Samples (SequenceMatch, first noise level):", ""]
   sm = [rs[0] for name, (_, rs) in results.items() if name.startswith("sm")]

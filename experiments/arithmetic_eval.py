@@ -10,7 +10,9 @@ Greedy decoding alone cannot use a backspace: the state after '<bkspc>' is the s
 the erased token, so the same token comes again ('1<bkspc>1<bkspc>...' until max_actions).
 By default a token erased back to a state is banned there (seqmatch.generate(ban_undone=
 True)), so a retry is the next-best token; the accuracy without the ban is reported beside it
-(accuracy_without_ban). A model that never backspaces decodes the same either way."""
+(accuracy_without_ban). A model that never backspaces decodes the same either way.
+accuracy_no_backspace decodes with <bkspc> forbidden: the difference to accuracy is what the
+model's own undoing is worth, with everything else (its token choices) the same."""
 import argparse
 import functools
 import json
@@ -36,23 +38,36 @@ def load_trainer(workdir):
 def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50,
              ban_undone=True):
   """Accuracy, <bkspc> rate and samples of greedy decoding (ban_undone: see the module doc;
-  with it, also accuracy_without_ban)."""
+  with it, also accuracy_without_ban), and accuracy_no_backspace: the same decoding with the
+  <bkspc> logit at -inf, so accuracy - accuracy_no_backspace is what undoing buys."""
   r = _evaluate(trainer, state, max_questions, max_actions, batch_size, ban_undone)
   if ban_undone:
     plain = _evaluate(trainer, state, max_questions, max_actions, batch_size, False)
     r.update(accuracy_without_ban=plain["accuracy"],
              backspace_rate_without_ban=plain["backspace_rate"])
+  r["accuracy_no_backspace"] = _evaluate(trainer, state, max_questions, max_actions,
+                                         batch_size, False, forbid_backspace=True)["accuracy"]
   return r
 
 
-def _evaluate(trainer, state, max_questions, max_actions, batch_size, ban_undone):
+def _forbidding_backspace(apply_fn, backspace_id):
+  def apply(params, tokens, positions, mask, cache=None):
+    logits, cache = apply_fn(params, tokens, positions, mask, cache=cache)
+    return logits.at[..., backspace_id].set(-jnp.inf), cache
+  return apply
+
+
+def _evaluate(trainer, state, max_questions, max_actions, batch_size, ban_undone,
+              forbid_backspace=False):
   obj = trainer.objective
   tok = trainer.task.tokenizer
   questions = list(trainer.task.source("test"))[:max_questions]
   prompts = [[tok.bos_id] + tok.encode(q["prompt"]) for q in questions]
   p = max(len(x) for x in prompts)
+  apply_fn = (_forbidding_backspace(obj.apply_fn, obj.vocab.backspace_id) if forbid_backspace
+              else obj.apply_fn)
   gen = jax.jit(functools.partial(
-      seqmatch.generate, obj.apply_fn, obj.init_cache_fn, max_actions=max_actions,
+      seqmatch.generate, apply_fn, obj.init_cache_fn, max_actions=max_actions,
       backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=0.0,
       ban_undone=ban_undone))
   correct, backspaces, actions, rows = 0, 0, 0, []
@@ -95,7 +110,8 @@ def main():
   with open(os.path.join(a.workdir, "arithmetic_eval.json"), "w") as f:
     json.dump(result, f, indent=1)
   print(f"accuracy {result['accuracy']:.3f} on {result['num_questions']} questions "
-        f"(without the ban: {result.get('accuracy_without_ban', result['accuracy']):.3f}); "
+        f"(without the ban: {result.get('accuracy_without_ban', result['accuracy']):.3f}; "
+        f"<bkspc> forbidden: {result['accuracy_no_backspace']:.3f}); "
         f"backspace rate {result['backspace_rate']:.3f}")
 
 

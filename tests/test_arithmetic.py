@@ -101,3 +101,31 @@ def test_config_variants_and_finetune_flag():
   assert ft.optimizer.learning_rate < scratch.optimizer.learning_rate
   with pytest.raises(ValueError, match="mle\\|bc\\|sm"):
     get_config("sm,fast")
+
+
+def test_eval_scores_final_text_and_forbidding_backspace_removes_it(tmp_path):
+  """arithmetic_eval decodes greedily with <bkspc>; a policy that loves <bkspc> uses it, and
+  the no-<bkspc> decoding never does. Every sample's verdict is the exact-match score of its
+  final (collapsed) text."""
+  import jax.numpy as jnp
+  from experiments import arithmetic_eval
+  from experiments.configs import arithmetic_seqmatch
+  from experiments.trainer import Trainer
+  t = Trainer(arithmetic_seqmatch.get_config("bc,tiny"), str(tmp_path), progress=False)
+  state = t.init_state()
+  obj = t.objective
+  bk, plain_apply = obj.vocab.backspace_id, obj.apply_fn
+
+  def loves_backspace(params, tokens, positions, mask, cache=None):
+    logits, cache = plain_apply(params, tokens, positions, mask, cache=cache)
+    return logits.at[..., bk].add(30.0), cache
+  obj.apply_fn = loves_backspace
+  r = arithmetic_eval.evaluate(t, state, max_questions=10, max_actions=6, batch_size=5)
+  assert r["num_questions"] == 10 and r["backspace_rate"] > 0.2
+  forbidden = arithmetic_eval._evaluate(t, state, 10, 6, 5, False, forbid_backspace=True)
+  assert forbidden["backspace_rate"] == 0.0
+  assert r["accuracy_no_backspace"] == forbidden["accuracy"]
+  for s in r["samples"] + forbidden["samples"]:
+    assert s["correct"] == (s["generated"].strip() == s["answer"])
+  assert all("<bkspc>" not in s["trace"] for s in forbidden["samples"])
+  assert any("<bkspc>" in s["trace"] for s in r["samples"])
