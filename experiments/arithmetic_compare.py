@@ -100,6 +100,11 @@ def main(argv=None):
   return results
 
 
+def _cell(values):
+  """spread() of an optional field; '-' where no run recorded it (older evaluations)."""
+  return "-" if np.all(np.isnan(values)) else spread(values)
+
+
 def _report(root, results, seeds=(0,)):
   """results: name -> (p_noise, one evaluation per seed in `seeds` order)."""
   ref = "mle_ft" if "mle_ft" in results else "mle_p0"
@@ -126,7 +131,7 @@ def _report(root, results, seeds=(0,)):
     no_ban = [r.get("accuracy_without_ban", np.nan) for r in rs]
     no_bk = [r.get("accuracy_no_backspace", np.nan) for r in rs]
     lines.append(f"| {name} | {noise:g} | {spread(acc)} | {' '.join(f'{x:.3f}' for x in acc)} | "
-                 f"{above} | {spread(no_ban)} | {spread(no_bk)} | "
+                 f"{above} | {_cell(no_ban)} | {_cell(no_bk)} | "
                  f"{spread([r['backspace_rate'] for r in rs])} | "
                  f"{np.mean([r.get('train_seconds', np.nan) for r in rs]):.0f} |")
   lines += ["", "Samples (SequenceMatch, first noise level):", ""]

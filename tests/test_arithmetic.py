@@ -92,6 +92,17 @@ def test_compare_report_counts_seeds_above_mle(tmp_path):
   _report(str(tmp_path), results, (0, 1, 2))
   rows = {l.split("|")[1].strip(): l for l in open(tmp_path / "report.md") if l.startswith("| ")}
   assert "| 2/3 |" in rows["sm_p0.1_ft"] and "| - |" in rows["start"]
+  # Decoding with <bkspc> forbidden: its own column, '-' for runs evaluated before it existed.
+  results["sm_p0.1_ft"][1][0]["accuracy_no_backspace"] = 0.3
+  _report(str(tmp_path), results, (0, 1, 2))
+  rows = {l.split("|")[1].strip(): l for l in open(tmp_path / "report.md") if l.startswith("| ")}
+  assert "| 0.300 |" not in rows["sm_p0.1_ft"]  # a mean over seeds with missing values: nan
+  results["sm_p0.1_ft"][1][1]["accuracy_no_backspace"] = 0.2
+  results["sm_p0.1_ft"][1][2]["accuracy_no_backspace"] = 0.1
+  _report(str(tmp_path), results, (0, 1, 2))
+  rows = {l.split("|")[1].strip(): l for l in open(tmp_path / "report.md") if l.startswith("| ")}
+  assert "| 0.200 [0.100, 0.300] |" in rows["sm_p0.1_ft"]
+  assert "| - | - | - |" in rows["mle_ft"]  # above MLE, no ban, no <bkspc>
 
 
 def test_config_variants_and_finetune_flag():
