@@ -123,12 +123,10 @@ class SequenceMatch(Objective):
   def prepare_batch(self, local_batch, step):
     seqs, lengths, prompt_lens = rows_to_sequences(local_batch)
     n = self.n_items
+    clean, clean_lens = map(np.asarray, seqmatch.fit_width(seqs, lengths, n))
     if step < 0 or self.opts.p_noise <= 0:  # eval: the clean expert data
-      items = np.zeros((len(seqs), n), np.int32)
-      m = min(n, seqs.shape[1])
-      items[:, :m] = seqs[:, :m]
-      expert = np.arange(n)[None] < np.minimum(lengths, n)[:, None]
-      return {"items": items, "expert": expert, "lengths": np.minimum(lengths, n),
+      expert = np.arange(n)[None] < clean_lens[:, None]
+      return {"items": clean, "expert": expert, "lengths": clean_lens,
               "prompt_lens": prompt_lens}
     rng = np.random.default_rng([int(self.config.seed), int(step), jax.process_index()])
     if self._ground_truth is not None:
@@ -145,10 +143,7 @@ class SequenceMatch(Objective):
           base_vocab_size=self.vocab.base_vocab_size, model_tokens_BxL=placeholder)
     out = {"items": items, "expert": expert, "lengths": lens, "prompt_lens": prompt_lens}
     if self.opts.noise == "model":
-      clean = np.zeros((len(seqs), n), np.int32)
-      m = min(n, seqs.shape[1])
-      clean[:, :m] = seqs[:, :m]
-      out.update(clean_items=clean, clean_lengths=np.minimum(lengths, n).astype(np.int32),
+      out.update(clean_items=clean, clean_lengths=clean_lens,
                  noise_source=noise_sources(items, expert, prompt_lens, lens,
                                             self.vocab.backspace_id))
     return out
