@@ -110,6 +110,8 @@ def transition_terms(logits_BxNxA, one: OnePass, *, backspace_id: int, gamma: fl
   q = jnp.where(tr, q, 0.0)  # off-transition rows may gather an illegal -inf
   r = q - gamma * not_done * v_next
   h = (one.tokens.shape[1] - 1) if horizon is None else horizon
+  if h < 1:
+    raise ValueError(f"horizon must be >= 1 (None: the padded length), got {horizon}")
   z = jnp.sum(gamma ** jnp.arange(h, dtype=jnp.float32))
   w = jnp.where(tr, gamma ** one.transition_index.astype(jnp.float32) / z, 0.0)
   return {"q": q, "v": jnp.where(tr, v, 0.0), "v_next": v_next, "r": jnp.where(tr, r, 0.0),

@@ -1,4 +1,5 @@
 """Arithmetic task: answers checked with Python ints, splits, determinism."""
+import os
 import re
 
 import ml_collections
@@ -103,6 +104,34 @@ def test_compare_report_counts_seeds_above_mle(tmp_path):
   rows = {l.split("|")[1].strip(): l for l in open(tmp_path / "report.md") if l.startswith("| ")}
   assert "| 0.200 [0.100, 0.300] |" in rows["sm_p0.1_ft"]
   assert "| - | - | - |" in rows["mle_ft"]  # above MLE, no ban, no <bkspc>
+
+
+def test_compare_finetune_flags_reach_the_runs(tmp_path, monkeypatch):
+  """--start_steps trains only the MLE start longer; --ft_lr and --sm_flags reach only the
+  runs they name; every *_ft run starts from its own seed's start."""
+  from experiments import arithmetic_compare
+  calls = []
+
+  def fake_run(workdir, method, overrides, max_questions, tiny=False, steps=0):
+    calls.append((os.path.relpath(workdir, tmp_path), method, overrides, steps))
+    return dict(accuracy=0.5, backspace_rate=0.0, samples=[])
+  monkeypatch.setattr(arithmetic_compare, "run_one", fake_run)
+  arithmetic_compare.main([f"--root={tmp_path}", "--protocol=finetune", "--seeds=0,1",
+                           "--methods=mle,sm", "--noise=0.1", "--start_steps=4500",
+                           "--ft_lr=5e-4", "--sm_flags=horizon=4", "--sm_tag=h4"])
+  by_dir = {d: (m, o, s) for d, m, o, s in calls}
+  assert sorted(by_dir) == sorted(f"s{i}/{n}" for i in (0, 1) for n in ("mle", "mle_ft",
+                                                                      "sm_h4_p0.1_ft"))
+  for seed in (0, 1):
+    method, over, steps = by_dir[f"s{seed}/mle"]
+    assert (method, steps) == ("mle", 4500) and not any("learning_rate" in x for x in over)
+    for name, want in (("mle_ft", "mle,ft"), ("sm_h4_p0.1_ft", "sm,ft")):
+      method, over, steps = by_dir[f"s{seed}/{name}"]
+      assert method == want and steps == 0
+      assert "--config.optimizer.learning_rate=0.0005" in over
+      assert f"--config.init_from=run:{tmp_path}/s{seed}/mle" in over
+      assert f"--config.seed={seed}" in over
+      assert ("--config.objective.horizon=4" in over) == (name != "mle_ft")
 
 
 def test_config_variants_and_finetune_flag():

@@ -18,11 +18,11 @@ def _lse(x):
 
 
 def _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence,
-               reward_backspace=True, regularize_noise=True):
+               reward_backspace=True, regularize_noise=True, horizon=None):
   """Loops over transitions; every state's logits come from a plain forward of its tokens."""
   phi = {"chi2": lambda r: r, "kl": lambda r: -np.exp(-(r + 1.0))}[divergence]
   reg = {"chi2": lambda r: r * r / (4 * ALPHA), "kl": lambda r: 0.0}[divergence]
-  z = sum(GAMMA ** j for j in range(n - 1))
+  z = sum(GAMMA ** j for j in range(horizon or n - 1))
   data_sum = 0.0
   mix_sum, reg_sum = {True: 0.0, False: 0.0}, {True: 0.0, False: 0.0}   # by is_data
   nll, n_bc = 0.0, 0
@@ -69,20 +69,22 @@ def batch():
   return apply_fn, params, seq, pl, ln, expert, is_data, n, one
 
 
-@pytest.mark.parametrize("divergence,reward_backspace,regularize_noise",
-                         [("chi2", True, True), ("kl", True, True), ("chi2", False, True),
-                          ("chi2", True, False)])
+@pytest.mark.parametrize("divergence,reward_backspace,regularize_noise,horizon",
+                         [("chi2", True, True, None), ("kl", True, True, None),
+                          ("chi2", False, True, None), ("chi2", True, False, None),
+                          ("chi2", True, True, 3)])
 def test_losses_equal_per_transition_reference(batch, divergence, reward_backspace,
-                                               regularize_noise):
+                                               regularize_noise, horizon):
   apply_fn, params, seq, pl, ln, expert, is_data, n, one = batch
   logits, _ = jax.jit(apply_fn)(params, one.tokens, one.positions, one.mask)
-  opts = dict(reward_backspace=reward_backspace, regularize_noise=regularize_noise)
+  opts = dict(reward_backspace=reward_backspace, regularize_noise=regularize_noise,
+              horizon=horizon)
   loss, _ = objective.sequencematch_loss(logits, one, is_data, backspace_id=BKSPC, gamma=GAMMA,
                                          alpha=ALPHA, divergence=divergence, **opts)
   bc, _ = objective.bc_loss(logits, one, is_data, backspace_id=BKSPC)
   ref_loss, ref_bc = _reference(apply_fn, params, seq, pl, ln, expert, is_data, n, divergence,
                                 **opts)
-  if not (reward_backspace and regularize_noise):    # the batch has rows the option drops
+  if not (reward_backspace and regularize_noise) or horizon:   # an option that changes it
     plain, _ = objective.sequencematch_loss(logits, one, is_data, backspace_id=BKSPC,
                                             gamma=GAMMA, alpha=ALPHA, divergence=divergence)
     assert abs(float(plain) - float(loss)) > 1e-4
@@ -143,6 +145,9 @@ def test_bad_inputs(batch):
   with pytest.raises(ValueError, match="model_share must be in"):
     objective.sequencematch_loss(jnp.zeros(one.tokens.shape + (NUM_ACTIONS,)), one,
                                  backspace_id=BKSPC, model_share=2.0)
+  with pytest.raises(ValueError, match="horizon must be >= 1"):
+    objective.sequencematch_loss(jnp.zeros(one.tokens.shape + (NUM_ACTIONS,)), one,
+                                 backspace_id=BKSPC, horizon=0)
   with pytest.raises(ValueError, match="beta must be in"):
     objective.schedule_weights(0, bc_steps=1, beta=1.5)
 

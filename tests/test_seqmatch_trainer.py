@@ -159,3 +159,23 @@ def test_model_noise_trains_and_unknown_noise_kind_fails(tmp_path):
   c.objective.noise = "models"
   with pytest.raises(ValueError, match="objective.noise='models'"):
     Trainer(c, str(tmp_path / "bad"), progress=False)
+
+
+def test_objective_horizon_rescales_exactly_the_sequencematch_term(tmp_path):
+  """objective.horizon only changes the normaliser of the gamma^i weights, and L_SM is linear
+  in them: on the same state and batch, L_SM(H) = L_SM(N - 1) * z(N - 1) / z(H)."""
+  import pytest
+  losses = {}
+  for horizon in (0, 4):
+    c = arithmetic_seqmatch.get_config("sm,tiny")
+    c.objective.horizon = horizon
+    t = Trainer(c, str(tmp_path / f"h{horizon}"), progress=False)
+    it = pipeline.make_train_iterator(t.task, "train", global_batch_size=8, seq_len=t.seq_len,
+                                      seed=0)
+    _, m = t.train_step(t.init_state(), next(it), 3)   # past the BC warm-up (bc_steps=2)
+    losses[horizon] = float(m["sm/loss"])
+  g = c.objective.gamma
+  z = lambda h: sum(g ** j for j in range(h))
+  want = losses[0] * z(c.objective.max_items - 1) / z(4)
+  assert losses[4] == pytest.approx(want, rel=1e-4)
+  assert abs(losses[4] - losses[0]) > 1e-3

@@ -7,6 +7,10 @@ config.objective keys (all optional except name):
                 data: "MLE + backspace")
   divergence    chi2 | kl | tv | js (seqmatch.DIVERGENCES); gamma, alpha as in the paper
   reward_backspace, regularize_noise  (True, True: the paper's) seqmatch.sequencematch_loss
+  horizon       H of the gamma^i weights' normaliser; 0 = the padded length N - 1 (SPEC).
+                L_BC averages over the few answer targets while L_SM's weights are spread
+                over N - 1 rows, so with long padding L_SM is a small fraction of the mixture;
+                a horizon near the answer's length gives it a weight comparable to L_BC's
   bc_steps, beta  k BC steps, then (1 - beta) L_SM + beta L_BC
   p_noise, noise  augmentation rate and kind: random | ground_truth (from the task module) |
                 model (the current policy's own mistakes: the host picks where, the compiled
@@ -33,7 +37,7 @@ from experiments.objectives.base import Objective
 DEFAULTS = dict(loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=100, beta=0.1,
                 p_noise=0.1, noise="random", max_items=0, rollouts=0, rollout_prompt_len=40,
                 rollout_max_actions=12, rollout_temperature=1.0, rollout_every=1,
-                reward_backspace=True, regularize_noise=True)
+                reward_backspace=True, regularize_noise=True, horizon=0)
 
 
 def catrans_model_fn(model, cfg):
@@ -235,7 +239,8 @@ class SequenceMatch(Objective):
         logits, one, is_data, backspace_id=self.vocab.backspace_id, gamma=self.opts.gamma,
         alpha=self.opts.alpha, divergence=self.opts.divergence,
         reward_backspace=bool(self.opts.reward_backspace),
-        regularize_noise=bool(self.opts.regularize_noise))
+        regularize_noise=bool(self.opts.regularize_noise),
+        horizon=int(self.opts.horizon) or None)
     total = seqmatch.combined_loss(step, sm, bc, bc_steps=int(self.opts.bc_steps),
                                    beta=float(self.opts.beta))
     metrics.update(sm_metrics)
