@@ -179,3 +179,14 @@ def test_objective_horizon_rescales_exactly_the_sequencematch_term(tmp_path):
   want = losses[0] * z(c.objective.max_items - 1) / z(4)
   assert losses[4] == pytest.approx(want, rel=1e-4)
   assert abs(losses[4] - losses[0]) > 1e-3
+
+
+def test_seqmatch_configs_expose_every_objective_key():
+  """A --config.objective.KEY=V override needs KEY in the config: the arithmetic and Markov
+  comparisons pass objective keys on the command line (arithmetic_compare --sm_flags)."""
+  from experiments.configs import markov_seqmatch
+  from experiments.objectives.seqmatch import DEFAULTS
+  for module in (arithmetic_seqmatch, markov_seqmatch):
+    for method in ("mle", "bc", "sm"):
+      missing = set(DEFAULTS) - set(module.get_config(method).objective)
+      assert not missing, (module.__name__, method, missing)

@@ -28,7 +28,7 @@ def get_config(arg: str = "sm"):
       name="seqmatch", loss="sm", divergence="chi2", gamma=0.998, alpha=1.0, bc_steps=300,
       beta=0.5, p_noise=0.1, noise="ground_truth", max_items=56, rollouts=8,
       rollout_prompt_len=8, rollout_max_actions=24, rollout_temperature=1.0,
-      reward_backspace=True, regularize_noise=True))
+      rollout_every=1, reward_backspace=True, regularize_noise=True, horizon=0))
   c.data.update(dict(seq_len=48, global_batch_size=32))
   c.train.update(dict(steps=600, eval_every=300, checkpoint_every=200, progress=False))
   c.optimizer.update(dict(learning_rate=2e-3, warmup_steps=30))
