@@ -16,7 +16,6 @@ import re
 import numpy as np
 
 from experiments.data import pip_sources
-from experiments.data.tokenizers import ByteTokenizer
 from experiments.tasks import Task, in_memory_task
 
 ANSWER_DELIMITER = '? '
@@ -130,10 +129,7 @@ def make_task(config) -> Task:
   questions = generate_questions(num_test + num_train, **options)
   splits = {'train': questions[num_test:], 'test': questions[:num_test]}
 
-  if config.get('tokenizer', 'byte') == 'byte':
-    tokenizer = ByteTokenizer()
-  else:
-    tokenizer = pip_sources.make_tokenizer(
-        config, splits['train'], config.get('data_dir', None) or pip_sources.default_data_dir(),
-        'arithmetic')
+  tokenizer = pip_sources.make_tokenizer(   # 'byte' unless config.tokenizer says otherwise
+      config, splits['train'], config.get('data_dir', None) or pip_sources.default_data_dir(),
+      'arithmetic')
   return in_memory_task('arithmetic', tokenizer, splits)
