@@ -5,6 +5,7 @@ XLA's CPU backend is told to spend less effort optimising: about 25% less CPU ti
 suite, with results that still agree to float32 round-off. Set before any test imports jax;
 subprocesses that set their own XLA_FLAGS keep theirs."""
 import os
+import shutil
 import tempfile
 
 # Tests run on the CPU. With the '.[tpu]' extra installed, jax would otherwise try libtpu in
@@ -18,10 +19,23 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
 
 # Many tests (and their subprocesses: CLI runs, simulated pods) compile the same tiny
-# programs; JAX's persistent compilation cache shares them across processes (on CPU too:
-# a tiny training run compiles in ~5 s instead of ~17 s the second time). The cache key is
-# the program and the compile options, so a cached executable is the one XLA would build.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), f"catrans-tests-jax-cache-{os.getuid()}"))
+# programs; JAX's persistent compilation cache shares them across the processes of ONE test
+# run. The cache key is the program and the compile options, so a cached executable is the
+# one XLA would build (results are unchanged). The directory is made afresh for each run by
+# the controlling pytest process (xdist workers and subprocesses inherit it through the
+# environment) and removed at its end, so a second run starts as cold as the first: the
+# suite's time is always its cold-start time.
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _RUN_CACHE = tempfile.mkdtemp(prefix="catrans-tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE
+else:
+  _RUN_CACHE = None
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+FAST_COMPILE_FLAGS = _FAST_COMPILE
+
+
+def pytest_sessionfinish(session, exitstatus):
+  if _RUN_CACHE is not None:
+    shutil.rmtree(_RUN_CACHE, ignore_errors=True)

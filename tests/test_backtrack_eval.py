@@ -11,8 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_tiny_eval_writes_the_table(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_backend_optimization_level=0 "
-                       "--xla_llvm_disable_expensive_passes=true",
-             JAX_COMPILATION_CACHE_DIR=os.path.expanduser("~/.cache/catrans/jax_cache_tests"))
+                       "--xla_llvm_disable_expensive_passes=true")
   out = subprocess.run([sys.executable, "-m", "experiments.backtrack_eval",
                         f"--root={tmp_path}", "--tiny", "--gammas=2", "--thresholds=0.1",
                         "--max_retries=3"], cwd=REPO, env=env, capture_output=True, text=True,

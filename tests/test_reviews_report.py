@@ -24,10 +24,7 @@ def report_dir(tmp_path_factory):
              # A smoke test needs no optimised code: these halve XLA's CPU compile time,
              # which is most of this test (five trainings and a dozen decoders).
              XLA_FLAGS="--xla_backend_optimization_level=0 "
-                       "--xla_llvm_disable_expensive_passes=true",
-             # Re-runs reuse the compiled programs (identical HLO across tiny runs, too).
-             JAX_COMPILATION_CACHE_DIR=os.path.expanduser(
-                 "~/.cache/catrans/jax_cache_tests"))
+                       "--xla_llvm_disable_expensive_passes=true")
   out = subprocess.run([sys.executable, "-m", "experiments.reviews_report",
                         f"--root={root}", "--tiny"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)

@@ -10,12 +10,15 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import FAST_COMPILE_FLAGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env(num_devices):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices} "
+                       + FAST_COMPILE_FLAGS,
              JAX_PLATFORMS="cpu")
   return env
 
