@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from catrans import attributes as attr_lib
+from catrans import calibration
 from catrans.attributes import AttributeSpec
 from catrans.cat_model import CATConfig, CATModel
 from catrans.objective import cat_loss
@@ -289,7 +290,8 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
                   tokenizer=None, class_names: Sequence[str] | None = None,
                   branch: str | None = None, param: str | None = None,
                   factor_dim: int | None = None, branch_mlp_dim: int | None = None,
-                  heldout: float = 0.2, epochs: int = 30,
+                  heldout: float = 0.2, validation: float = 0.1, patience: int | None = None,
+                  epochs: int = 30,
                   batch_size: int = 64, learning_rate: float = 3e-3, max_len: int | None = None,
                   seed: int = 0, measure_speedup: bool = True, pad_id: int = 0,
                   feature_batch_size: int = 64, num_bins: int = 10) -> FitResult:
@@ -304,6 +306,11 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
     'full' / 64 / the trunk's mlp_dim.
   heldout: share held out (deterministic for a seed); epochs / batch_size / learning_rate:
     Adam on the cached features.
+  validation: share of the remaining (training) examples held back to choose the epoch (the
+    params of the epoch with the lowest validation loss are kept; training stops after
+    `patience` epochs without improvement, None = never) and, for a numeric attribute, to
+    calibrate the predicted variance (catrans.calibration). 0 = neither: the last epoch's
+    params, uncalibrated.
   measure_speedup: also time one epoch that re-runs the trunk (attr_only cat_loss).
   Returns FitResult."""
   trunk, trunk_params = trunk_of(model, params)
@@ -318,11 +325,22 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
                   lam=base.lam if base is not None else 0.15, mode="attr_only")
   if epochs < 1 or batch_size < 1:
     raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+  if not 0.0 <= validation < 1.0:
+    raise ValueError(f"validation must be a fraction in [0, 1), got {validation}")
+  if patience is not None and patience < 1:
+    raise ValueError(f"patience must be >= 1 or None, got {patience}")
   seqs, cut = prepare_sequences(cfg.vocab_size, tokens=tokens, texts=texts,
                                 tokenizer=tokenizer, max_len=max_len or cfg.max_len)
   y = check_labels(spec, labels, len(seqs), class_names)
   data = to_batch(seqs, pad_id)
   train_idx, held_idx = split_indices(len(seqs), heldout, seed)
+  val_idx = np.zeros((0,), np.int64)
+  if validation > 0:
+    if len(train_idx) < 2:
+      raise ValueError(f"validation={validation} needs >= 2 training examples, got "
+                       f"{len(train_idx)}; pass validation=0")
+    keep, held_back = split_indices(len(train_idx), validation, seed + 7)
+    train_idx, val_idx = train_idx[keep], train_idx[held_back]
   cat_model = CATModel(cfg, cat)
   timing = {}
 
@@ -333,8 +351,10 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   key = jax.random.PRNGKey(seed)
   head_params = cat_model.init(key, hidden[:1], jnp.asarray(data["targets"][:1]),
                                method=CATModel.attributes_from_hidden)["params"]
-  tx = optax.adam(learning_rate)
   b = min(batch_size, len(train_idx))
+  # Cosine decay to 0 over the planned steps: the last epochs average out Adam's noise, which
+  # otherwise sets which epoch looks best and how wide the predicted variances end up.
+  tx = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * -(-len(train_idx) // b)))
   cached = {"hidden": hidden[train_idx], "targets": jnp.asarray(data["targets"][train_idx]),
             "weights": jnp.asarray(data["weights"][train_idx]), "labels": jnp.asarray(y[train_idx])}
 
@@ -345,20 +365,40 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
     updates, opt = tx.update(g, opt, p)
     return (optax.apply_updates(p, updates), opt), loss
 
+  val_loss = None
+  if len(val_idx):
+    val_data = tuple(jnp.asarray(x) for x in (
+        hidden[val_idx], data["targets"][val_idx], data["weights"][val_idx], y[val_idx]))
+    loss_fn = jax.jit(lambda p, *d: cached_attr_loss(cat_model, p, *d))
+    val_loss = lambda p: float(loss_fn(p, *val_data))
+
   rng = np.random.default_rng(seed + 1)
   state = (head_params, tx.init(head_params))
   t0 = time.perf_counter()
   epoch = _epoch_fn(cached_step).lower(state, cached, _batches(rng, len(train_idx), b)).compile()
   timing["compile_cached_epoch_s"] = time.perf_counter() - t0
-  history, epoch_s = [], []
-  for _ in range(epochs):
+  history, val_history, epoch_s = [], [], []
+  best = (math.inf, 0, state[0])     # (validation loss, epoch, params)
+  for e in range(1, epochs + 1):
     idx = _batches(rng, len(train_idx), b)
     t0 = time.perf_counter()
     state, losses = jax.block_until_ready(epoch(state, cached, idx))
     epoch_s.append(time.perf_counter() - t0)
     history.append(float(np.mean(np.asarray(losses))))
-  head_params = state[0]
-  timing.update(epochs=epochs, steps_per_epoch=int(idx.shape[0]), batch_size=b,
+    if val_loss is None:
+      best = (math.nan, e, state[0])
+      continue
+    val_history.append(val_loss(state[0]))
+    if val_history[-1] < best[0]:
+      best = (val_history[-1], e, state[0])
+    elif patience is not None and e - best[1] >= patience:
+      break
+  head_params = best[2]
+  calibration = None
+  if spec.kind == "numeric" and len(val_idx):
+    calibration = _calibrate_variance(cat_model, head_params, hidden, data, y, val_idx)
+    head_params = calibration.pop("params")
+  timing.update(epochs=len(history), steps_per_epoch=int(idx.shape[0]), batch_size=b,
                 cached_epoch_s=float(np.median(epoch_s)), cached_total_s=float(np.sum(epoch_s)))
 
   if measure_speedup:
@@ -373,14 +413,37 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   metrics, rel, rel_prefixes = _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx,
                            num_bins)
   metrics["prior_at_start"] = prior_at_start(cat_model, full_params, int(seqs[0][0]))
-  metrics["data"] = {"examples": len(seqs), "train": len(train_idx), "heldout": len(held_idx),
+  metrics["best_epoch"] = best[1]
+  metrics["validation_loss"] = val_history
+  if calibration is not None:
+    metrics["variance_calibration"] = calibration
+  if spec.kind != "numeric":   # the constant guess: the training label shares, every time
+    share = np.bincount(y[train_idx], minlength=num_label_classes(spec)) / len(train_idx)
+    held = metrics["heldout"]
+    held["log_loss_prior"] = float(-np.mean(np.log(np.maximum(share[y[held_idx]], 1e-12))))
+    held["beats_prior"] = held["log_loss"] < held["log_loss_prior"]
+  metrics["data"] = {"examples": len(seqs), "train": len(train_idx),
+                     "validation": len(val_idx), "heldout": len(held_idx),
                      "truncated": cut, "width": int(data["inputs"].shape[1]),
                      "label_share": _label_share(spec, y)}
   if class_names is not None:
     metrics["class_names"] = list(class_names)
   metrics["train_loss_final"] = history[-1]
   return FitResult(cat_model, full_params, metrics, rel, rel_prefixes, timing, history,
-                   {"train": train_idx, "heldout": held_idx})
+                   {"train": train_idx, "validation": val_idx, "heldout": held_idx})
+
+
+def _calibrate_variance(cat_model, head_params, hidden, data, y, idx) -> dict:
+  """Fits the log-variance map on the rows of examples `idx` (every counted prefix, as the
+  training loss counts them) and folds it into the head: {'a', 'c', 'params'}."""
+  name = cat_model.cat.attributes[0].name
+  out = _outputs(cat_model, head_params, hidden[idx], data["targets"][idx])   # [n, L, 2]
+  w = data["weights"][idx]
+  values = np.broadcast_to(y[idx][:, None], w.shape)
+  a, c = calibration.fit_logvar_affine(out[..., 0], out[..., 1], values, w)
+  key = f"head_{name}"
+  params = dict(head_params, **{key: calibration.fold_logvar_affine(head_params[key], a, c)})
+  return {"a": a, "c": c, "params": params}
 
 
 def _trunk_epoch_timing(cat_model, trunk_params, head_params, tx, data, y, train_idx, b, rng):

@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 
+from tests.conftest import FAST_COMPILE_FLAGS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tiny_eval_writes_the_table(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_backend_optimization_level=0 "
-                       "--xla_llvm_disable_expensive_passes=true")
+             XLA_FLAGS=FAST_COMPILE_FLAGS)
   out = subprocess.run([sys.executable, "-m", "experiments.backtrack_eval",
                         f"--root={tmp_path}", "--tiny", "--gammas=2", "--thresholds=0.1",
                         "--max_retries=3"], cwd=REPO, env=env, capture_output=True, text=True,

@@ -12,6 +12,7 @@ import pytest
 
 from catrans.inference import estimate
 from experiments.configs.reviews_cat import RUNS, get_config
+from tests.conftest import FAST_COMPILE_FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRACTIONS = ("0.25", "0.5", "0.75", "1.0")
@@ -23,8 +24,7 @@ def report_dir(tmp_path_factory):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              # A smoke test needs no optimised code: these halve XLA's CPU compile time,
              # which is most of this test (five trainings and a dozen decoders).
-             XLA_FLAGS="--xla_backend_optimization_level=0 "
-                       "--xla_llvm_disable_expensive_passes=true")
+             XLA_FLAGS=FAST_COMPILE_FLAGS)
   out = subprocess.run([sys.executable, "-m", "experiments.reviews_report",
                         f"--root={root}", "--tiny"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
