@@ -1,4 +1,4 @@
-"""Pieces of the "CAT on reviews" report (experiments/reviews_report.py).
+"""Pieces of the "CAT on reviews" report (experiments/reports/reviews_report.py).
 
   data        test reviews as padded token arrays, prompts, joining prompts and generations
   estimation  P(fresh | first f of a review): CAT, a prefix classifier, Monte Carlo

@@ -1,6 +1,6 @@
 """CAT's cost against what it replaces or adds to, each ratio measured in one run (issue 3).
 
-  python -m experiments.bench_cat [--length 16 --steps 1500 --mc_samples 64 --num_sequences 256]
+  python -m experiments.bench.cat [--length 16 --steps 1500 --mc_samples 64 --num_sequences 256]
 
 (a) Estimation on random bits with an exact attribute (majority; experiments/tasks/bits.py):
     P(a | prefix) for every prefix t = 0..n of a batch of sequences, by CAT's one forward pass

