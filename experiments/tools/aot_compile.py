@@ -174,7 +174,7 @@ def _cache_sharding(mesh, shape):
     spec = P(sharding.BATCH_AXES, None, "tensor", None)
   else:
     spec = P()
-  return NamedSharding(mesh, sharding._fit_spec(spec, shape, mesh))
+  return NamedSharding(mesh, sharding.fit_spec(spec, shape, mesh))
 
 
 def decode_step(objective):
