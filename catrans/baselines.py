@@ -21,6 +21,7 @@ from catrans.attributes import AttributeSpec
 from catrans.cat_model import CATConfig
 from catrans.config import ModelConfig
 from catrans.transformer import Transformer, init_cache
+from catrans.vocab_check import check_guide_vocab
 
 
 def director_config(name: str = "attribute", branch: str = "mlp", lam: float = 1.0) -> CATConfig:
@@ -30,7 +31,9 @@ def director_config(name: str = "attribute", branch: str = "mlp", lam: float = 1
 
 
 # --- plain LM sampling (shared by Monte Carlo and FUDGE) --------------------------------------
-def _prefill(model, params, prompts_BxP, prompt_lens_B, total_len):
+def prefill(model, params, prompts_BxP, prompt_lens_B, total_len):
+  """The prompts through the model into a fresh KV cache of total_len slots: (the logits at
+  each prompt's last token [B, V], the cache)."""
   b, p = prompts_BxP.shape
   slots, rows = jnp.arange(total_len), jnp.arange(p)
   pl = prompt_lens_B.astype(jnp.int32)
@@ -50,7 +53,7 @@ def sample_lm(model, params, prompts_BxP, prompt_lens_B, rng, *, max_new_tokens:
   b, p = prompts_BxP.shape
   s = p + max_new_tokens
   pl = prompt_lens_B.astype(jnp.int32)
-  logits, cache = _prefill(model, params, prompts_BxP, prompt_lens_B, s)
+  logits, cache = prefill(model, params, prompts_BxP, prompt_lens_B, s)
   slots = jnp.arange(s)
 
   def step(carry, i):
@@ -120,13 +123,12 @@ def fudge_decode(lm, lm_params, classifier, clf_params, prompts_BxP, prompt_lens
   """FUDGE: at each step the LM's top_k candidates are rescored by
   log p(v|s) + gamma log P_clf(a = target | s, v), the classifier reading each candidate as a
   tentative next row of its own KV cache (all k in one call), then sampled or argmax'ed.
-  A classifier over another vocabulary warns (diagnose.VocabularyMismatchWarning)."""
-  from catrans import diagnose   # diagnose imports this module
-  diagnose.check_guide_vocab(lm, classifier, model_name="lm", guide_name="classifier")
+  A classifier over another vocabulary warns (vocab_check.VocabularyMismatchWarning)."""
+  check_guide_vocab(lm, classifier, model_name="lm", guide_name="classifier")
   b, p = prompts_BxP.shape
   s = p + max_new_tokens + top_k
   pl = prompt_lens_B.astype(jnp.int32)
-  lm_logits, lm_cache = _prefill(lm, lm_params, prompts_BxP, prompt_lens_B, s)
+  lm_logits, lm_cache = prefill(lm, lm_params, prompts_BxP, prompt_lens_B, s)
   slots, rows = jnp.arange(s), jnp.arange(p)
   pmask = (slots[None, None] <= rows[None, :, None]) & (
       (slots[None, None] < pl[:, None, None]) | (slots[None, None] == rows[None, :, None]))

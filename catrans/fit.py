@@ -30,6 +30,9 @@ from catrans import attributes as attr_lib
 from catrans import calibration
 from catrans.attributes import AttributeSpec
 from catrans.cat_model import CATConfig, CATModel
+from catrans.fit_data import (check_labels, num_label_classes, prepare_sequences,  # noqa: F401
+                              split_indices, to_batch)
+from catrans.metrics import class_metrics, numeric_metrics, prior_at_start, reliability
 from catrans.objective import cat_loss
 from catrans.transformer import Transformer
 
@@ -47,127 +50,6 @@ class FitResult:
   timing: dict           # seconds: caching, cached epochs, one trunk epoch, speed-up
   history: list          # training loss (the attr/<name> term) after each epoch
   split: dict            # 'train' / 'heldout' example indices into the given data
-
-
-# --- schema ------------------------------------------------------------------------------------
-def num_label_classes(spec: AttributeSpec) -> int:
-  return 2 if spec.kind == "binary" else int(spec.num_classes)
-
-
-def check_labels(spec: AttributeSpec, labels, num_examples: int, class_names=None) -> np.ndarray:
-  """Labels as int32 class ids or float32 values; ValueError naming the first bad one."""
-  if not isinstance(spec, AttributeSpec):
-    raise ValueError(f"spec must be a catrans.attributes.AttributeSpec, got {type(spec).__name__}")
-  labels = list(labels) if not isinstance(labels, np.ndarray) else labels
-  if len(labels) != num_examples:
-    raise ValueError(f"attribute {spec.name!r}: {len(labels)} labels for {num_examples} "
-                     "sequences; give one label per sequence")
-  if spec.kind == "numeric":
-    try:
-      arr = np.asarray(labels, np.float64)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"numeric attribute {spec.name!r} needs numbers as labels ({e})") from None
-    bad = ~np.isfinite(arr)
-    if bad.any():
-      i = int(np.argmax(bad))
-      raise ValueError(f"numeric attribute {spec.name!r}: label {i} is {arr[i]} (labels must be "
-                       f"finite; drop unlabelled examples); {int(bad.sum())} bad in total")
-    return arr.astype(np.float32)
-  k = num_label_classes(spec)
-  if class_names is not None:
-    if len(class_names) != k:
-      raise ValueError(f"attribute {spec.name!r} has {k} classes but {len(class_names)} "
-                       f"class_names {list(class_names)}")
-    index = {name: i for i, name in enumerate(class_names)}
-    for i, y in enumerate(labels):
-      if not isinstance(y, (int, np.integer)) and y not in index:
-        raise ValueError(f"attribute {spec.name!r}: label {i} = {y!r} is not one of the "
-                         f"class_names {list(class_names)}")
-    labels = [index.get(y, y) if not isinstance(y, (int, np.integer)) else y for y in labels]
-  arr = np.asarray(labels)
-  if arr.dtype == bool:
-    arr = arr.astype(np.int64)
-  if arr.dtype.kind in ("U", "S", "O"):
-    raise ValueError(f"attribute {spec.name!r} ({spec.kind}): labels are {arr.dtype} (e.g. "
-                     f"{arr.flat[0]!r}); pass class ids in [0, {k}) or class_names")
-  if arr.dtype.kind == "f":
-    frac = ~np.isfinite(arr) | (arr != np.round(arr))
-    if frac.any():
-      i = int(np.argmax(frac))
-      raise ValueError(f"attribute {spec.name!r} ({spec.kind}): label {i} = {arr[i]} is not a "
-                       f"class id; {spec.kind} labels are integers in [0, {k})")
-  arr = arr.astype(np.int64)
-  bad = (arr < 0) | (arr >= k)
-  if bad.any():
-    i = int(np.argmax(bad))
-    raise ValueError(f"attribute {spec.name!r} ({spec.kind}, {k} classes): label {i} = {arr[i]} "
-                     f"is outside [0, {k}); drop unlabelled examples; {int(bad.sum())} bad in total")
-  if len(np.unique(arr)) < 2:
-    raise ValueError(f"attribute {spec.name!r}: every label is class {int(arr[0])}; nothing to "
-                     "learn")
-  return arr.astype(np.int32)
-
-
-def prepare_sequences(vocab_size: int, *, tokens=None, texts=None, tokenizer=None,
-                      max_len: int) -> tuple[list[np.ndarray], int]:
-  """Token sequences (BOS first) cut to max_len + 1 tokens: (sequences, how many were cut)."""
-  if (tokens is None) == (texts is None):
-    raise ValueError("pass exactly one of tokens= (id sequences, BOS first) or texts= "
-                     "(with tokenizer=)")
-  if texts is not None:
-    if tokenizer is None:
-      raise ValueError("texts= needs tokenizer= (encode, bos_id, eos_id)")
-    if isinstance(texts, str):
-      raise ValueError("texts= must be a sequence of strings, got one string")
-    seqs = []
-    for i, t in enumerate(texts):
-      if not isinstance(t, str):
-        raise ValueError(f"texts[{i}] is {type(t).__name__}, not str")
-      seqs.append([tokenizer.bos_id] + list(tokenizer.encode(t)) + [tokenizer.eos_id])
-  else:
-    seqs = list(tokens)
-  out, cut = [], 0
-  for i, s in enumerate(seqs):
-    arr = np.asarray(s)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-      raise ValueError(f"sequence {i} must be a 1-D list of integer token ids, got shape "
-                       f"{arr.shape} dtype {arr.dtype}")
-    if arr.size < 2:
-      raise ValueError(f"sequence {i} has {arr.size} token(s); it needs BOS and at least one "
-                       "token after it")
-    bad = (arr < 0) | (arr >= vocab_size)
-    if bad.any():
-      j = int(np.argmax(bad))
-      raise ValueError(f"sequence {i}, position {j}: token id {int(arr[j])} is outside the "
-                       f"model's vocabulary [0, {vocab_size}) (wrong tokenizer?)")
-    if arr.size > max_len + 1:
-      arr, cut = arr[:max_len + 1], cut + 1
-    out.append(arr.astype(np.int32))
-  if len(out) < 2:
-    raise ValueError(f"need at least 2 sequences (a training and a held-out one), got {len(out)}")
-  return out, cut
-
-
-def to_batch(seqs: list[np.ndarray], pad_id: int = 0) -> dict:
-  """inputs / targets [N, L] (L = longest - 1), weights 1 on real targets, lengths [N]."""
-  width = max(len(s) for s in seqs) - 1
-  n = len(seqs)
-  inputs = np.full((n, width), pad_id, np.int32)
-  targets = np.full((n, width), pad_id, np.int32)
-  for i, s in enumerate(seqs):
-    inputs[i, :len(s) - 1], targets[i, :len(s) - 1] = s[:-1], s[1:]
-  lengths = np.array([len(s) - 1 for s in seqs], np.int32)
-  weights = (np.arange(width)[None] < lengths[:, None]).astype(np.float32)
-  return {"inputs": inputs, "targets": targets, "weights": weights, "lengths": lengths}
-
-
-def split_indices(n: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """Deterministic (train, held-out) indices: a seeded permutation, the first share held out."""
-  if not 0.0 < heldout < 1.0:
-    raise ValueError(f"heldout must be a fraction in (0, 1), got {heldout}")
-  order = np.random.default_rng(seed).permutation(n)
-  k = min(max(1, int(round(heldout * n))), n - 1)
-  return np.sort(order[k:]), np.sort(order[:k])
 
 
 # --- the frozen trunk's features --------------------------------------------------------------
@@ -222,67 +104,6 @@ def _batches(rng, n: int, batch_size: int) -> np.ndarray:
   """[S, B] a permutation of range(n) in batches; the last batch wraps to the start."""
   steps = -(-n // batch_size)
   return np.resize(rng.permutation(n), steps * batch_size).reshape(steps, batch_size)
-
-
-# --- metrics -----------------------------------------------------------------------------------
-def auc(scores, positives) -> float | None:
-  """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half; None without both
-  classes."""
-  s, y = np.asarray(scores, np.float64), np.asarray(positives, bool)
-  n1, n0 = int(y.sum()), int((~y).sum())
-  if n1 == 0 or n0 == 0:
-    return None
-  order = np.argsort(s, kind="mergesort")
-  ranks = np.empty(len(s))
-  sorted_s = s[order]
-  i = 0
-  while i < len(s):     # average ranks over ties
-    j = i
-    while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-      j += 1
-    ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-    i = j + 1
-  return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def reliability(probs_NxC, labels_N, num_bins: int = 10) -> dict:
-  """Top-label reliability: per equal-width confidence bin the mean confidence, the accuracy
-  and the count; ECE = sum_b count_b / N |accuracy_b - confidence_b|."""
-  p = np.asarray(probs_NxC, np.float64)
-  conf, pred = p.max(-1), p.argmax(-1)
-  hit = (pred == np.asarray(labels_N)).astype(np.float64)
-  edges = np.linspace(0.0, 1.0, num_bins + 1)
-  b = np.clip(np.digitize(conf, edges[1:-1]), 0, num_bins - 1)
-  count = np.bincount(b, minlength=num_bins)
-  safe = np.maximum(count, 1)
-  mean_conf = np.bincount(b, conf, num_bins) / safe
-  acc = np.bincount(b, hit, num_bins) / safe
-  ece = float(np.sum(count / max(len(conf), 1) * np.abs(acc - mean_conf)))
-  return {"edges": edges.tolist(), "confidence": mean_conf.tolist(), "accuracy": acc.tolist(),
-          "count": count.tolist(), "ece": ece}
-
-
-def class_metrics(probs_NxC, labels_N) -> dict:
-  p = np.clip(np.asarray(probs_NxC, np.float64), 1e-12, 1.0)
-  y = np.asarray(labels_N)
-  out = {"accuracy": float(np.mean(p.argmax(-1) == y)),
-         "log_loss": float(np.mean(-np.log(p[np.arange(len(y)), y])))}
-  if p.shape[-1] == 2:
-    out["auc"] = auc(p[:, 1], y == 1)
-  else:   # macro one-vs-rest over the classes present
-    aucs = [auc(p[:, c], y == c) for c in range(p.shape[-1])]
-    aucs = [a for a in aucs if a is not None]
-    out["auc"] = float(np.mean(aucs)) if aucs else None
-  return out
-
-
-def numeric_metrics(mean_N, var_N, values_N) -> dict:
-  m, v, y = (np.asarray(a, np.float64) for a in (mean_N, var_N, values_N))
-  z = (y - m) / np.sqrt(np.maximum(v, 1e-12))
-  return {"mae": float(np.mean(np.abs(y - m))), "rmse": float(np.sqrt(np.mean((y - m) ** 2))),
-          "nll": float(np.mean(0.5 * (np.log(2 * math.pi * v) + z ** 2))),
-          # A calibrated Gaussian puts 68.3% of the values within one predicted sd.
-          "coverage_1sd": float(np.mean(np.abs(z) <= 1.0))}
 
 
 # --- the one call ------------------------------------------------------------------------------
@@ -394,10 +215,10 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
     elif patience is not None and e - best[1] >= patience:
       break
   head_params = best[2]
-  calibration = None
+  var_cal = None
   if spec.kind == "numeric" and len(val_idx):
-    calibration = _calibrate_variance(cat_model, head_params, hidden, data, y, val_idx)
-    head_params = calibration.pop("params")
+    var_cal = _calibrate_variance(cat_model, head_params, hidden, data, y, val_idx)
+    head_params = var_cal.pop("params")
   timing.update(epochs=len(history), steps_per_epoch=int(idx.shape[0]), batch_size=b,
                 cached_epoch_s=float(np.median(epoch_s)), cached_total_s=float(np.sum(epoch_s)))
 
@@ -415,8 +236,8 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   metrics["prior_at_start"] = prior_at_start(cat_model, full_params, int(seqs[0][0]))
   metrics["best_epoch"] = best[1]
   metrics["validation_loss"] = val_history
-  if calibration is not None:
-    metrics["variance_calibration"] = calibration
+  if var_cal is not None:
+    metrics["variance_calibration"] = var_cal
   if spec.kind != "numeric":   # the constant guess: the training label shares, every time
     share = np.bincount(y[train_idx], minlength=num_label_classes(spec)) / len(train_idx)
     held = metrics["heldout"]
@@ -511,18 +332,6 @@ def _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx, num_
     m["attr_loss"] = float(loss)
     metrics[split] = m
   return metrics, rel, rel_prefixes
-
-
-def prior_at_start(model: CATModel, params, bos_id: int) -> list:
-  """The model's own prior of the attribute before any token: V(s_0) = sum_v p(v | BOS)
-  P(a | BOS, v) per class ([C]); for numeric [E[a]]."""
-  spec = model.cat.attributes[0]
-  out = model.apply({"params": params}, jnp.asarray([[bos_id]], jnp.int32), all_tokens=True)
-  p_V = jax.nn.softmax(out.logits[0, 0].astype(jnp.float32))
-  probs_VxC = attr_lib.probabilities(spec, out.attributes[spec.name][0, 0])
-  if spec.kind == "numeric":
-    return [float(p_V @ probs_VxC[:, 0])]
-  return [float(x) for x in p_V @ probs_VxC]
 
 
 def _label_share(spec, y) -> list:

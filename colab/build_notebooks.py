@@ -90,9 +90,9 @@ def launch():
           "for any TPU slice and prints per-chip memory against HBM, FLOPs, a roofline step "
           "time and whether it fits (`--search` tries mesh splits, remat and micro-batches):\n"
           "```bash\npip install -e \".[tpu]\"\n"
-          "python -m experiments.compile --config=experiments/configs/default.py:pod "
+          "python -m experiments.tools.aot_compile --config=experiments/configs/default.py:pod "
           "--topology=v5e:16x16 --search\n```\n"
-          "`python -m experiments.env_check` on a worker prints versions, devices and what "
+          "`python -m experiments.tools.env_check` on a worker prints versions, devices and what "
           "each extra still lacks."),
       new_markdown_cell(
           "## The exact commands on real hardware\n\n"
@@ -196,7 +196,8 @@ def seqmatch_demo():
       new_markdown_cell("## Generations with `<bkspc>`\nSampled at temperature 1 so that "
                         "the model makes (and undoes) mistakes."),
       new_code_cell(
-          "from experiments.arithmetic_eval import evaluate, load_trainer\n"
+          "from experiments.reports.arithmetic_eval import evaluate\n"
+          "from experiments.runs import load_trainer\n"
           "trainer = load_trainer(workdir)\n"
           "state = trainer.restore_latest()\n"
           "result = evaluate(trainer, state, max_questions=10 if TINY else 100, batch_size=10)\n"

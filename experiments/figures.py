@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 
 
 def reliability_diagram(path, reliability: dict, title: str = "held-out reliability"):
-  """Accuracy vs mean confidence per bin (catrans.fit.reliability), bar width = the bin, the
+  """Accuracy vs mean confidence per bin (catrans.metrics.reliability), bar width = the bin, the
   diagonal = perfect calibration, the count per bin underneath."""
   edges = np.asarray(reliability["edges"])
   count = np.asarray(reliability["count"])

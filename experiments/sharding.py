@@ -78,7 +78,7 @@ def logical_rules(config_rules=None) -> tuple:
   return tuple(rules.items())
 
 
-def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+def fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
   """Drops mesh axes from dimensions they do not divide (e.g. 3 KV heads on tensor=2):
   such a dimension is replicated instead of failing at device_put."""
   out = []
@@ -108,7 +108,7 @@ def tree_shardings(abstract_boxed_tree: Any, mesh: Mesh, rules) -> Any:
   mesh_specs = nn.logical_to_mesh(logical_specs, rules)
   shapes = strip_boxes(abstract_boxed_tree)
   return jax.tree.map(
-      lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
+      lambda spec, x: NamedSharding(mesh, fit_spec(spec, x.shape, mesh)),
       mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
 
 

@@ -1,14 +1,13 @@
-"""The training loop: sharded init, a pure jitted `train_step(state, batch)`, eval,
-checkpoints, metrics. Objective-agnostic: the loss comes from `experiments.objectives`."""
+"""The Trainer: builds the sharded state and the jitted step from a config, and runs the loop
+(`run`): batch -> objective.prepare_batch -> bucket -> train_step -> log / eval / checkpoint,
+resuming from the newest checkpoint and stopping cleanly on a signal. Objective-agnostic: the
+loss comes from `experiments.objectives`, the step from `experiments.train_step`."""
 import dataclasses
 import json
 import logging
 import os
-import signal
 import time
-from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,115 +15,19 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments import observe, optim, sharding
+from experiments.buckets import bucket_width, check_length_buckets, trim_to_bucket
 from experiments.checkpointing import Checkpointer, param_shapes
 from experiments.compiles import CompileWatch
-from experiments.train_state import AuxTrainState, TrainState, split_aux, with_aux  # noqa: F401
 from experiments.data import pipeline
 from experiments.objectives import get_objective
 from experiments.objectives.base import RUN_PREFIX
+from experiments.resume import resume_data_position
+from experiments.signals import SignalFlag
 from experiments.tasks import get_task
+from experiments.train_state import TrainState, with_aux
+from experiments.train_step import NonFiniteError, make_train_step
 
 log = logging.getLogger("experiments")
-
-NONFINITE_POLICIES = ("skip", "stop", "ignore")
-
-
-class NonFiniteError(RuntimeError):
-  pass
-
-
-def _tree_all_finite(tree) -> jnp.ndarray:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str = "skip",
-                    microbatch_sharding=None):
-  """A pure `train_step(state, batch) -> (state, metrics)`.
-
-  With grad_accum_steps = A the global batch is split into A micro-batches (row i goes to
-  micro-batch i mod A, which keeps every device's rows on that device) and the gradients of
-  their mean losses are averaged: one update, A times less activation memory."""
-  if nonfinite not in NONFINITE_POLICIES:
-    raise ValueError(f"train.nonfinite={nonfinite!r}; choose from {NONFINITE_POLICIES}")
-
-  def loss_and_grads(params, batch, rng, step):
-    grad_fn = jax.value_and_grad(
-        lambda p: objective.loss(p, batch, rng, step), has_aux=True)
-    (loss, metrics), grads = grad_fn(params)
-    return loss, metrics, grads
-
-  def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    aux = getattr(state, "aux", None)
-    extra = {}
-    if aux is not None:
-      # Updated before the loss from the current params (not differentiated); its rows
-      # join every micro-batch unsplit.
-      aux = objective.update_aux(aux, state.params, batch, jax.random.fold_in(rng, 0x5EED),
-                                 state.step)
-      extra = objective.aux_batch(aux)
-    if grad_accum_steps == 1:
-      loss, metrics, grads = loss_and_grads(state.params, dict(batch, **extra), rng,
-                                            state.step)
-    else:
-      def split(x):
-        x = x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:])
-        x = jnp.swapaxes(x, 0, 1)
-        if microbatch_sharding is not None:
-          x = jax.lax.with_sharding_constraint(x, microbatch_sharding(x.ndim))
-        return x
-      micro = jax.tree.map(split, batch)
-
-      def body(carry, mb_and_index):
-        mb, i = mb_and_index
-        loss, metrics, grads = loss_and_grads(state.params, dict(mb, **extra),
-                                              jax.random.fold_in(rng, i), state.step)
-        # A loss that is a weighted mean (metrics['weight'] = its weight sum) is combined
-        # by weight, so accumulation gives exactly the full batch's gradient.
-        w = metrics.get("weight", jnp.ones((), jnp.float32)).astype(jnp.float32)
-        scaled = jax.tree.map(lambda x: x * w, (loss, metrics, grads))
-        acc = jax.tree.map(jnp.add, carry, (scaled, w))
-        return acc, None
-
-      shapes = jax.eval_shape(loss_and_grads, state.params,
-                              dict(jax.tree.map(lambda x: x[0], micro), **extra), rng,
-                              state.step)
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
-      (summed, total), _ = jax.lax.scan(
-          body, (zeros, jnp.zeros((), jnp.float32)), (micro, jnp.arange(grad_accum_steps)))
-      total = jnp.maximum(total, 1e-8)
-      loss, metrics, grads = jax.tree.map(lambda x, s: (x / total).astype(s.dtype),
-                                          summed, shapes)
-      if "weight" in metrics:
-        metrics = dict(metrics, weight=total)
-
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    if aux is not None:
-      new_state = new_state.replace(aux=aux)
-    if nonfinite in ("skip", "stop"):
-      # Keep the old parameters and optimizer state; the step (and the data) still advance.
-      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                               new_state.replace(step=state.step, skipped=state.skipped),
-                               state.replace(skipped=state.skipped + 1))
-      new_state = new_state.replace(step=state.step + 1)
-      if aux is not None:  # The buffer refresh stands even when the update is skipped.
-        new_state = new_state.replace(aux=aux)
-    metrics = dict(metrics)
-    metrics.update(loss=loss, grad_norm=optimizer_global_norm(grads),
-                   finite=finite.astype(jnp.float32), skipped=new_state.skipped)
-    return new_state, metrics
-
-  return train_step
-
-
-def optimizer_global_norm(tree):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
 
 @dataclasses.dataclass
 class RunSummary:
@@ -162,7 +65,8 @@ class Trainer:
     self._build()
 
   # --- compilation ---------------------------------------------------------------------
-  def _context(self):
+  def context(self):
+    """The mesh and logical-axis rules every jitted call of this trainer runs under."""
     mesh, rules = self.mesh, self.rules
 
     class _Ctx:
@@ -180,7 +84,7 @@ class Trainer:
   def _build(self):
     cfg, obj = self.config, self.objective
     rng = jax.random.PRNGKey(int(cfg.seed))
-    with self._context():
+    with self.context():
       boxed = jax.eval_shape(obj.init_params, rng)
       self.params_shardings = sharding.tree_shardings(boxed, self.mesh, self.rules)
     abstract_params = sharding.strip_boxes(boxed)
@@ -220,9 +124,9 @@ class Trainer:
     step_fn = make_train_step(obj, self.tx, grad_accum_steps=self.accum,
                               nonfinite=cfg.train.get("nonfinite", "skip"),
                               microbatch_sharding=micro_sharding)
-    self._train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, batch_sh),
-                               out_shardings=(self.state_shardings, replicated),
-                               donate_argnums=(0,))
+    self.jitted_train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, batch_sh),
+                                     out_shardings=(self.state_shardings, replicated),
+                                     donate_argnums=(0,))
     self._eval_step = jax.jit(obj.eval_metrics, in_shardings=(self.params_shardings, batch_sh),
                               out_shardings=replicated)
 
@@ -231,7 +135,7 @@ class Trainer:
     and analysis)."""
     ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"), async_save=False)
     try:
-      with self._context():
+      with self.context():
         restored = ckpt.restore(self.abstract_state, self.meta, step)
     finally:
       ckpt.close()
@@ -271,7 +175,7 @@ class Trainer:
     trunk = self.objective.pretrained_trunk()
     if trunk is not None:
       log.info("initialising the trunk from %s", self.objective.init_from)
-    with self._context():
+    with self.context():
       return self._init(jax.random.PRNGKey(int(self.config.seed)), trunk)
 
   def _init_from_run(self, workdir: str) -> TrainState:
@@ -303,7 +207,7 @@ class Trainer:
     params = jax.device_put(source.eval_params(source_state), self.params_shardings)
     log.info("initialising every parameter from %s (step %d%s)", workdir,
              int(source_state.step), ", its moving average" if averaged else "")
-    with self._context():
+    with self.context():
       fresh = self._init(jax.random.PRNGKey(int(self.config.seed)), None)
       init_opt = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
       return fresh.replace(params=params, opt_state=init_opt(params))
@@ -317,8 +221,8 @@ class Trainer:
     local_batch = self.objective.prepare_batch(local_batch, step)
     if self.buckets:
       local_batch = trim_to_bucket(local_batch, self.buckets)
-    with self._context():
-      return self._train_step(state, sharding.global_batch(local_batch, self.mesh))
+    with self.context():
+      return self.jitted_train_step(state, sharding.global_batch(local_batch, self.mesh))
 
   def _width(self, local_batch) -> int:
     """The length the train step will see for this batch (its bucket, or seq_len)."""
@@ -346,7 +250,7 @@ class Trainer:
         process_count=jax.process_count(), mode=d.get("mode", "padding"),
         read_threads=d.get("read_threads", 2))
     sums, total = {}, 0.0
-    with self._context():
+    with self.context():
       for i, local in enumerate(it):
         if max_batches is not None and i >= max_batches:
           break
@@ -393,7 +297,7 @@ class Trainer:
     peak = float(t.get("peak_flops", 0.0)) or observe.measure_peak_flops()
     progress = observe.Progress(self.steps, start, self.batch_size * self.seq_len,
                                 enabled=self.progress_enabled)
-    stop = _SignalFlag()
+    stop = SignalFlag()
     watch = CompileWatch()
     log_every, ckpt_every = int(t.get("log_every", 50)), int(t.get("checkpoint_every", 500))
     eval_every = int(t.get("eval_every", 0))
@@ -471,79 +375,6 @@ class Trainer:
     except Exception as e:  # A baseline is a courtesy; never fail a run over it.
       log.warning("no unigram baseline: %s", e)
       return None
-
-
-class _SignalFlag:
-  """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and exits at the step end."""
-
-  def __init__(self):
-    self.raised, self.signum, self._old = False, None, {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread: leave signals alone.
-        pass
-
-  def _handle(self, signum, frame):
-    self.raised, self.signum = True, signum
-
-  def restore(self):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-
-
-def check_length_buckets(buckets, seq_len: int, objective) -> tuple[int, ...]:
-  """data.length_buckets: increasing widths ending at seq_len (one compiled train step each)."""
-  buckets = tuple(int(b) for b in (buckets or ()))
-  if not buckets:
-    return ()
-  if list(buckets) != sorted(set(buckets)) or buckets[0] < 1 or buckets[-1] != seq_len:
-    raise ValueError(f"data.length_buckets={buckets}: need increasing positive widths whose "
-                     f"last is data.seq_len={seq_len}")
-  if not getattr(objective, "supports_length_buckets", True):
-    raise ValueError(f"objective {type(objective).__name__} needs the full data.seq_len in "
-                     f"every batch; remove data.length_buckets")
-  return buckets
-
-
-def bucket_width(local_batch: dict, buckets: tuple[int, ...]) -> int:
-  """The smallest bucket holding every row's last real token, agreed by all processes (their
-  arrays must have one global shape)."""
-  occupied = np.asarray(local_batch.get("segment_ids", local_batch["weights"])) != 0
-  cols = np.flatnonzero(occupied.any(axis=0))
-  longest = int(cols[-1]) + 1 if cols.size else 1
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    longest = int(np.max(multihost_utils.process_allgather(np.int32(longest))))
-  return next(b for b in buckets if b >= longest)
-
-
-def trim_to_bucket(local_batch: dict, buckets: tuple[int, ...]) -> dict:
-  """Cuts right padding down to the batch's bucket: exact for causal models, whose outputs at
-  real positions never see later (padding) positions; per-example fields are kept."""
-  width = bucket_width(local_batch, buckets)
-  seq_len = buckets[-1]
-  return {k: (v[:, :width] if np.ndim(v) == 2 and np.shape(v)[1] == seq_len else v)
-          for k, v in local_batch.items()}
-
-
-def resume_data_position(data_state: dict, global_batch_size: int) -> dict:
-  """The iterator state to resume from. Grain's counts batches, so a run resumed with another
-  global batch size moves to the batch that starts at the same example (rounded down: a few
-  examples are seen twice rather than skipped)."""
-  data_state = dict(data_state)
-  saved = int(data_state.pop("global_batch_size", global_batch_size))
-  if saved == global_batch_size:
-    return data_state
-  if "next_index" not in data_state:
-    log.warning("global batch size changed %d -> %d and this iterator's position cannot be "
-                "translated; it resumes at its saved position", saved, global_batch_size)
-    return data_state
-  data_state["next_index"] = int(data_state["next_index"]) * saved // global_batch_size
-  log.warning("global batch size changed %d -> %d: data resumes at example %d (batch %d)",
-              saved, global_batch_size, data_state["next_index"] * global_batch_size,
-              data_state["next_index"])
-  return data_state
 
 
 def _fmt(metrics: dict) -> str:

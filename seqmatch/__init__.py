@@ -13,7 +13,7 @@ from seqmatch.decoding import Generation, generate, mask_backspace, rollout, sam
 from seqmatch.masking import (OnePass, build_one_pass, collapse, collapse_jax, collapse_states,
                               fit_width, validate)
 from seqmatch.model_fn import ApplyFn, InitCacheFn
-from seqmatch.noise import augment, augment_batch, model_noise_tokens
+from seqmatch.noise import augment, augment_batch, model_noise_tokens, noise_sources
 from seqmatch.prefixes import data_prefix_prompts
 from seqmatch.objective import (DIVERGENCES, Divergence, bc_loss, chi2, combined_loss,
                                 get_divergence, jensen_shannon, kl, mask_illegal_backspace,
@@ -26,6 +26,6 @@ __all__ = [
     "Generation", "InitCacheFn", "OnePass", "augment", "augment_batch", "bc_loss",
     "build_one_pass", "data_prefix_prompts", "chi2", "collapse", "collapse_jax", "collapse_states", "combined_loss",
     "extend_rows", "fit_width", "generate", "get_divergence", "jensen_shannon", "kl", "mask_backspace",
-    "mask_illegal_backspace", "model_noise_tokens", "rollout", "sample_actions", "schedule_weights",
+    "mask_illegal_backspace", "model_noise_tokens", "noise_sources", "rollout", "sample_actions", "schedule_weights",
     "sequencematch_loss", "total_variation", "transition_terms", "validate",
 ]

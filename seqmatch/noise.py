@@ -79,9 +79,14 @@ def augment(tokens, prompt_len: int, rng: np.random.Generator, *, p_noise: float
 
 
 def augment_batch(tokens_BxL, lengths_B, prompt_lens_B, rng: np.random.Generator, *,
-                  max_len: int, pad_id: int = 0, model_tokens_BxL=None, **kw):
+                  max_len: int, pad_id: int = 0, model_tokens_BxL=None,
+                  prompt_ground_truth_fn=None, **kw):
   """A padded batch. Returns (items_BxN int32 padded with pad_id, expert_BxN bool,
-  lengths_B int32), N = max_len. kw as in augment."""
+  lengths_B int32), N = max_len. kw as in augment.
+
+  prompt_ground_truth_fn(prefix_tokens, true_next, rng, prompt_len) -> token: ground_truth
+  noise that also reads the row's prompt length (a task's noise that needs the question),
+  bound per row and passed to augment as its ground_truth_fn."""
   tokens_BxL = np.asarray(tokens_BxL)
   if tokens_BxL.ndim != 2:
     raise ValueError(f"tokens_BxL must be [B, L], got shape {tokens_BxL.shape}")
@@ -98,9 +103,13 @@ def augment_batch(tokens_BxL, lengths_B, prompt_lens_B, rng: np.random.Generator
   lens = np.zeros((b,), np.int32)
   for i in range(b):
     ln = int(lengths_B[i])
+    pl = int(prompt_lens_B[i])
     mt = None if model_tokens_BxL is None else np.asarray(model_tokens_BxL)[i, :ln]
-    it, ex = augment(tokens_BxL[i, :ln], int(prompt_lens_B[i]), rng, max_len=max_len,
-                     model_tokens=mt, **kw)
+    row_kw = kw
+    if prompt_ground_truth_fn is not None:
+      row_kw = dict(kw, ground_truth_fn=lambda prefix, true_next, g, pl=pl:
+                    prompt_ground_truth_fn(prefix, true_next, g, pl))
+    it, ex = augment(tokens_BxL[i, :ln], pl, rng, max_len=max_len, model_tokens=mt, **row_kw)
     items[i, :len(it)], expert[i, :len(ex)], lens[i] = it, ex, len(it)
   return items, expert, lens
 
@@ -129,3 +138,16 @@ def model_noise_tokens(logits_BxLxA, tokens_BxL, rng, *, base_vocab_size: int,
     logits = jnp.where(jnp.arange(base_vocab_size) == true_next[..., None], -jnp.inf, logits)
   out = jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
   return jnp.concatenate([jnp.zeros_like(out[:, :1]), out], axis=1)
+
+
+def noise_sources(items_BxN, expert_BxN, prompt_lens_B, lengths_B, backspace_id):
+  """For each noise item (past the prompt, not an expert target), the index j of the clean
+  token it was inserted before (so its state is clean[:j]: where kind='model' samples the
+  policy's mistake); -1 elsewhere. int32 [B, N]."""
+  items_BxN, expert_BxN = np.asarray(items_BxN), np.asarray(expert_BxN)
+  idx = np.arange(items_BxN.shape[1])[None]
+  live = idx < np.asarray(lengths_B)[:, None]
+  in_prompt = idx < np.asarray(prompt_lens_B)[:, None]
+  clean = live & (in_prompt | (expert_BxN & (items_BxN != backspace_id)))
+  before = np.cumsum(clean, axis=1) - clean
+  return np.where(live & ~in_prompt & ~expert_BxN, before, -1).astype(np.int32)

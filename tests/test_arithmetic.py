@@ -104,7 +104,7 @@ def test_unknown_task_lists_available():
 def test_compare_report_counts_seeds_above_mle(tmp_path):
   """arithmetic_compare's report: mean [min, max] over seeds, per-seed values, and in how
   many seeds a variant beats MLE of the same seed (the paper's claim, checked per seed)."""
-  from experiments.arithmetic_compare import _report
+  from experiments.reports.arithmetic_compare import _report
   run = lambda acc: dict(accuracy=acc, backspace_rate=0.0, samples=[], train_seconds=1.0)
   results = {"mle_p0": (0.0, [run(0.2), run(0.3), run(0.1)]),
              "sm_nb_p0.1": (0.1, [run(0.25), run(0.3), run(0.15)])}
@@ -136,7 +136,7 @@ def test_compare_report_counts_seeds_above_mle(tmp_path):
 def test_compare_finetune_flags_reach_the_runs(tmp_path, monkeypatch):
   """--start_steps trains only the MLE start longer; --ft_lr and --sm_flags reach only the
   runs they name; every *_ft run starts from its own seed's start."""
-  from experiments import arithmetic_compare
+  from experiments.reports import arithmetic_compare
   calls = []
 
   def fake_run(workdir, method, overrides, max_questions, tiny=False, steps=0):
@@ -182,7 +182,7 @@ def test_eval_scores_final_text_and_forbidding_backspace_removes_it(tmp_path):
   the no-<bkspc> decoding never does. Every sample's verdict is the exact-match score of its
   final (collapsed) text."""
   import jax.numpy as jnp
-  from experiments import arithmetic_eval
+  from experiments.reports import arithmetic_eval
   from experiments.configs import arithmetic_seqmatch
   from experiments.trainer import Trainer
   t = Trainer(arithmetic_seqmatch.get_config("bc,tiny"), str(tmp_path), progress=False)

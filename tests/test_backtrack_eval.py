@@ -1,5 +1,5 @@
-"""experiments.backtrack_eval --tiny end to end: trains the tiny cat / lm / judge runs, decodes
-with and without backtracking, writes backtrack.json / .md with numbers in range."""
+"""experiments.reports.backtrack_eval --tiny end to end: trains the tiny cat / lm / judge runs,
+decodes with and without backtracking, writes backtrack.json / .md with numbers in range."""
 import json
 import os
 import subprocess
@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_tiny_eval_writes_the_table(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=FAST_COMPILE_FLAGS)
-  out = subprocess.run([sys.executable, "-m", "experiments.backtrack_eval",
+  out = subprocess.run([sys.executable, "-m", "experiments.reports.backtrack_eval",
                         f"--root={tmp_path}", "--tiny", "--gammas=2", "--thresholds=0.1",
                         "--max_retries=3"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)

@@ -3,7 +3,7 @@ time is the real computation (no speed is asserted here; the scripts print ratio
 import numpy as np
 
 from catrans.inference import estimate
-from experiments import bench_cat, bench_seqmatch
+from experiments.bench import cat as bench_cat, seqmatch as bench_seqmatch
 from experiments.data.tokenizers import ByteTokenizer
 from experiments.tasks import bits
 

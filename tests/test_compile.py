@@ -1,4 +1,4 @@
-"""AOT compilation for TPU topologies this machine does not have (experiments.compile).
+"""AOT compilation for TPU topologies this machine does not have (experiments.tools.aot_compile).
 
 libtpu describes a v5e slice on a CPU host; every objective's real train step and the decode
 step compile for it, sharding shrinks what each chip holds, an oversized model is refused
@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("libtpu", reason="libtpu absent: install the '.[tpu]' extra to compile "
                                      "for TPU topologies")
 
-from experiments import compile as aot  # noqa: E402
+from experiments.tools import aot_compile as aot  # noqa: E402
 from experiments.configs import arithmetic_seqmatch, bits_cat, default  # noqa: E402
 
 TOPOLOGY = "v5e:2x2"
@@ -92,7 +92,8 @@ def test_mesh_candidates_cover_the_devices():
 def test_search_cli_lists_fitting_settings_fastest_first(tmp_path):
   out = tmp_path / "fit.json"
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.compile", "--config=experiments/configs/default.py:tiny",
+      [sys.executable, "-m", "experiments.tools.aot_compile",
+       "--config=experiments/configs/default.py:tiny",
        f"--topology={TOPOLOGY}", "--search", "--max_candidates=2", f"--json={out}"],
       capture_output=True, text=True, timeout=300,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

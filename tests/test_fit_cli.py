@@ -1,11 +1,11 @@
-"""python -m experiments.fit_attribute on a trained workdir's trunk and a JSON-lines file:
+"""python -m experiments.tools.fit_attribute on a trained workdir's trunk and a JSON-lines file:
 the files it writes, and its head restores onto the fitted model."""
 import json
 
 import numpy as np
 from flax import serialization
 
-from experiments import fit_attribute
+from experiments.tools import fit_attribute
 
 
 def test_fit_cli_on_a_workdir_and_jsonl(tmp_path):

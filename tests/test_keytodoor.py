@@ -224,7 +224,7 @@ def _scripted_winning_tokens(seed=5):
 
 
 def test_key_and_door_indices():
-  from experiments.keytodoor_eval import key_and_door
+  from experiments.reports.keytodoor_eval import key_and_door
   toks, key_step = _scripted_winning_tokens()
   key_idx, door_idx = key_and_door(toks)
   assert key_idx == 3 + 2 * key_step           # the action token of the pickup step
@@ -238,7 +238,7 @@ def test_decision_transformer_task_and_compare_table(tmp_path):
   import json
   import os
   from experiments.configs.keytodoor import get_config
-  from experiments.keytodoor_compare import main
+  from experiments.reports.keytodoor_compare import main
   c = get_config("dt,tiny")
   task = get_task("keytodoor", c.task)
   assert task.tokenizer.vocab_size == k2d.VOCAB_SIZE + 2
@@ -263,7 +263,7 @@ def _cached_policy_scores_equal_full_forward(objective, params):
   import jax
   import jax.numpy as jnp
   from catrans.attributes import probabilities
-  from experiments.keytodoor_eval import ACTIONS, make_scorer, new_cache
+  from experiments.reports.keytodoor_eval import ACTIONS, make_scorer, new_cache
   seqs, _ = k2d.random_trajectories(3, seed=4)
   n = min(len(x) for x in seqs) - 1
   tokens = np.stack([x[:n] for x in seqs]).astype(np.int32)
@@ -283,7 +283,7 @@ def test_cat_eval_writes_credit_plot_of_a_winning_episode(tmp_path):
   import json
   import os
   from experiments.configs.keytodoor import get_config
-  from experiments.keytodoor_eval import main
+  from experiments.reports.keytodoor_eval import main
   from experiments.trainer import Trainer
   t = Trainer(get_config("cat,tiny"), str(tmp_path), progress=False)
   t.run()

@@ -9,7 +9,8 @@ import time
 import ml_collections
 import pytest
 
-from experiments import env_check, preflight
+from experiments import preflight
+from experiments.tools import env_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "experiments", "launch")
@@ -48,7 +49,7 @@ def test_tpu_pod_runs_the_same_command_on_every_worker():
   assert "tpu-vm ssh v5e-256 --zone us-west4-a --worker=all" in out
   assert "experiments.train" in out and "gs://b/r" in out
   setup = _dry("tpu_pod.sh", "setup", TPU_NAME="t", ZONE="z")
-  assert "scp --recurse" in setup and "experiments.env_check" in setup
+  assert "scp --recurse" in setup and "experiments.tools.env_check" in setup
   r = subprocess.run(["bash", os.path.join(LAUNCH, "tpu_pod.sh")], env=_env(DRY_RUN="1"),
                      capture_output=True, text=True, timeout=60)
   assert r.returncode != 0 and "TPU_NAME" in r.stderr
@@ -106,7 +107,7 @@ def test_env_check_reads_pins_and_extras():
   assert "pinned 0.0.1" in env_check.check("numpy==0.0.1")[0]
   groups = env_check.requirements()
   assert {"core", "dev", "tpu"} <= set(groups) and "jax==0.10.2" in groups["core"]
-  r = subprocess.run([sys.executable, "-m", "experiments.env_check"], env=_env(), cwd=ROOT,
+  r = subprocess.run([sys.executable, "-m", "experiments.tools.env_check"], env=_env(), cwd=ROOT,
                      capture_output=True, text=True, timeout=120)
   assert r.returncode == 0, r.stdout + r.stderr
   assert "core       ok" in r.stdout and "devices    1 x cpu" in r.stdout

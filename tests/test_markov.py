@@ -71,7 +71,7 @@ def test_compare_variants_and_seed_summary(tmp_path):
   """markov_compare expands alphas (sm only) and p_noise (bc and sm) into named variants and
   reports every variant as mean [min, max] over seeds with the per-seed values."""
   from experiments.compare_runs import variants
-  from experiments.markov_compare import _report
+  from experiments.reports.markov_compare import _report
   v = variants("mle,bc,sm", "1,10", "0.05")
   assert [x.name for x in v] == ["mle", "bc_p0.05", "sm_a1_p0.05", "sm_a10_p0.05"]
   assert [x.p_noise for x in v] == [None, 0.05, 0.05, 0.05]

@@ -145,7 +145,7 @@ def test_nan_loss_is_skipped_and_counted(tmp_path):
 
 
 def test_nan_loss_with_stop_policy_names_the_term(tmp_path):
-  from experiments.trainer import NonFiniteError
+  from experiments.train_step import NonFiniteError
   t = _nan_trainer(tmp_path, "stop")
   with pytest.raises(NonFiniteError, match="non-finite values at step 3 in: loss"):
     t.run()

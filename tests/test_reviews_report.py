@@ -1,4 +1,4 @@
-"""experiments.reviews_report end to end with --tiny: trains the five tiny runs, writes the
+"""experiments.reports.reviews_report end to end with --tiny: trains the five tiny runs, writes the
 report, and the report's numbers are checked for range and for two exact identities."""
 import json
 import math
@@ -25,7 +25,7 @@ def report_dir(tmp_path_factory):
              # A smoke test needs no optimised code: these halve XLA's CPU compile time,
              # which is most of this test (five trainings and a dozen decoders).
              XLA_FLAGS=FAST_COMPILE_FLAGS)
-  out = subprocess.run([sys.executable, "-m", "experiments.reviews_report",
+  out = subprocess.run([sys.executable, "-m", "experiments.reports.reviews_report",
                         f"--root={root}", "--tiny"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

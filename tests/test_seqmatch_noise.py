@@ -124,3 +124,23 @@ def test_model_noise_tokens():
   np.testing.assert_array_equal(kept[:, 1:], tokens[:, 1:])
   with pytest.raises(ValueError, match=r"logits_BxLxA must be \[B, L, A\]"):
     noise.model_noise_tokens(logits[:, :3], tokens, jax.random.key(0), base_vocab_size=11)
+
+
+def test_batch_ground_truth_noise_reads_each_rows_prompt_length_and_noise_sources():
+  tokens = np.array([[1, 5, 6, 7, 8], [1, 9, 10, 4, 0]])
+  lengths, prompt_lens = np.array([5, 4]), np.array([2, 3])
+  seen = []
+
+  def wrong(prefix, true_next, r, prompt_len):
+    seen.append((len(prefix), prompt_len))
+    return (true_next + 1) % BASE_VOCAB
+  items, expert, lens = noise.augment_batch(
+      tokens, lengths, prompt_lens, np.random.default_rng(0), max_len=12, p_noise=1.0,
+      backspace_id=BKSPC, kind="ground_truth", prompt_ground_truth_fn=wrong)
+  assert seen == [(2, 2), (3, 2), (4, 2), (3, 3)]
+  assert items[0].tolist() == [1, 5, 7, BKSPC, 6, 8, BKSPC, 7, 9, BKSPC, 8, 0]
+  assert items[1, :lens[1]].tolist() == [1, 9, 10, 5, BKSPC, 4]
+  # A noise item's state is the clean prefix it was inserted after: clean[:j].
+  src = noise.noise_sources(items, expert, prompt_lens, lens, BKSPC)
+  assert src[0].tolist() == [-1, -1, 2, -1, -1, 3, -1, -1, 4, -1, -1, -1]
+  assert src[1].tolist() == [-1, -1, -1, 3, -1, -1] + [-1] * 6

@@ -1,4 +1,4 @@
-"""experiments.steer_sweep --quick end to end: tiny bits models trained in-process, every
+"""experiments.reports.steer_sweep --quick end to end: tiny bits models trained in-process, every
 method over its strengths, judged by the exact attribute; table, JSON and PNGs written."""
 import json
 import math
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from experiments import steer_sweep
+from experiments.reports import steer_sweep
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""SequenceMatch on text (experiments.text_seqmatch_report): bc and sm start from the mle
+"""SequenceMatch on text (experiments.reports.text_seqmatch_report): bc and sm start from the mle
 run's parameters, the text statistics have exact values on known inputs, and the tiny report
 runs end to end."""
 import json
@@ -8,7 +8,7 @@ import os
 import jax
 import numpy as np
 
-from experiments import text_seqmatch_report as report_lib
+from experiments.reports import text_seqmatch_report as report_lib
 from experiments.configs.shakespeare_seqmatch import get_config
 from experiments.trainer import Trainer
 

@@ -65,7 +65,7 @@ def test_resume_on_a_different_mesh_continues_with_the_same_losses(tmp_path):
 
 
 def test_data_position_follows_a_changed_global_batch():
-  from experiments.trainer import resume_data_position
+  from experiments.resume import resume_data_position
   assert resume_data_position({"next_index": 5, "global_batch_size": 8}, 8) == {"next_index": 5}
   # 5 batches of 8 = 40 examples = 2.5 batches of 16: resume at batch 2 (example 32).
   assert resume_data_position({"next_index": 5, "global_batch_size": 8}, 16) == {"next_index": 2}

@@ -1,7 +1,7 @@
 """Key-to-Door (SPEC section 4): CAT vs behaviour cloning on uniform-random trajectories.
 
   python -m experiments.train --config=experiments/configs/keytodoor.py:METHOD --workdir=DIR
-  python -m experiments.keytodoor_eval --workdir=DIR      # win rate of the trained policy
+  python -m experiments.reports.keytodoor_eval --workdir=DIR      # win rate of the trained policy
 
 METHOD: cat (CAT, the policy picks argmax_a P(win | s, a)), bc (plain LM, the policy picks
 argmax_a p(a | s)), pbc (%BC: the LM trained on winning trajectories only), dt (Decision Transformer: the LM

@@ -1,7 +1,7 @@
 """Compounding error on a known sparse Markov chain (the SequenceMatch issue): MLE vs
 MLE + <bkspc> (BC on augmented data) vs SequenceMatch, same model, data and steps.
 
-  python -m experiments.markov_compare --root=DIR       # all three, then the report
+  python -m experiments.reports.markov_compare --root=DIR       # all three, then the report
   python -m experiments.train --config=experiments/configs/markov_seqmatch.py:METHOD \
       --workdir=DIR
 

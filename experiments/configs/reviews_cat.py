@@ -1,5 +1,5 @@
 """CAT on Rotten Tomatoes reviews (SPEC section 4; issue 5): the runs behind
-`python -m experiments.reviews_report --root=DIR [--tiny]`, which trains what is missing and
+`python -m experiments.reports.reviews_report --root=DIR [--tiny]`, which trains what is missing and
 writes the report.
 
   python -m experiments.train --config=experiments/configs/reviews_cat.py:RUN[,tiny] --workdir=DIR

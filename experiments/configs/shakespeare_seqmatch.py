@@ -1,6 +1,6 @@
 """SequenceMatch on text (the text-task issue, item 3): Shakespeare, byte-level.
 
-  python -m experiments.text_seqmatch_report --root=DIR [--tiny]     # everything + the report
+  python -m experiments.reports.text_seqmatch_report --root=DIR [--tiny]   # everything + the report
   python -m experiments.train --config=experiments/configs/shakespeare_seqmatch.py:RUN \
       --workdir=DIR [--config.init_from=run:MLE_DIR]
 

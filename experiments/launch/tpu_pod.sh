@@ -7,7 +7,7 @@
 #
 # 'setup' copies this checkout to every worker and installs it with the tpu extra, then runs
 # env_check there. Before either, compile for the slice on any CPU host to see that it fits:
-#   python -m experiments.compile --config=... --topology=v5e:16x16
+#   python -m experiments.tools.aot_compile --config=... --topology=v5e:16x16
 # DRY_RUN=1 prints the gcloud commands instead of running them.
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
@@ -25,7 +25,7 @@ if [[ "${1:-}" == "setup" ]]; then
   here="$(cd "$(dirname "$0")/../.." && pwd)"
   run gcloud compute tpus tpu-vm scp --recurse "$here" "$TPU_NAME:~/$REPO_DIR" --zone "$ZONE" \
       "${project[@]}" --worker=all
-  ssh_all "cd ~/$REPO_DIR && pip install -q -e '.[tpu]' && python -m experiments.env_check"
+  ssh_all "cd ~/$REPO_DIR && pip install -q -e '.[tpu]' && python -m experiments.tools.env_check"
   exit 0
 fi
 (( $# )) || { echo "usage: tpu_pod.sh setup | --config=... --workdir=gs://..." >&2; exit 2; }

@@ -134,9 +134,10 @@ class SequenceMatch(Objective):
               "prompt_lens": prompt_lens}
     rng = np.random.default_rng([int(self.config.seed), int(step), jax.process_index()])
     if self._ground_truth is not None:
-      items, expert, lens = _augment_with_prompt_aware_noise(
-          seqs, lengths, prompt_lens, rng, n, self.vocab.backspace_id, self.opts.p_noise,
-          self._ground_truth)
+      items, expert, lens = seqmatch.augment_batch(
+          seqs, lengths, prompt_lens, rng, max_len=n, p_noise=self.opts.p_noise,
+          backspace_id=self.vocab.backspace_id, kind="ground_truth",
+          prompt_ground_truth_fn=self._ground_truth)
     else:
       # 'model': token 0 holds each noise slot until fill_model_noise writes the policy's own
       # mistake there on device (the host has no parameters).
@@ -148,8 +149,8 @@ class SequenceMatch(Objective):
     out = {"items": items, "expert": expert, "lengths": lens, "prompt_lens": prompt_lens}
     if self.opts.noise == "model":
       out.update(clean_items=clean, clean_lengths=clean_lens,
-                 noise_source=noise_sources(items, expert, prompt_lens, lens,
-                                            self.vocab.backspace_id))
+                 noise_source=seqmatch.noise_sources(items, expert, prompt_lens, lens,
+                                                     self.vocab.backspace_id))
     return out
 
   def fill_model_noise(self, params, batch, rng):
@@ -254,36 +255,6 @@ class SequenceMatch(Objective):
     logits, _ = self.apply_fn(params, one.tokens, one.positions, one.mask)
     bc, m = seqmatch.bc_loss(logits, one, backspace_id=self.vocab.backspace_id)
     return {"loss": bc, "weight": m["bc/num_targets"].astype(jnp.float32)}
-
-
-def _augment_with_prompt_aware_noise(seqs, lengths, prompt_lens, rng, n, backspace_id,
-                                     p_noise, token_noise):
-  """ground_truth noise needs the prompt length to read the question; seqmatch's augment
-  passes (prefix, true_next, rng), so bind the prompt length per row."""
-  b = len(seqs)
-  items = np.zeros((b, n), np.int32)
-  expert = np.zeros((b, n), bool)
-  lens = np.zeros((b,), np.int32)
-  for i in range(b):
-    pl = int(prompt_lens[i])
-    fn = lambda prefix, true_next, g, pl=pl: token_noise(prefix, true_next, g, pl)
-    it, ex = seqmatch.augment(seqs[i, :lengths[i]], pl, rng, p_noise=p_noise,
-                              backspace_id=backspace_id, kind="ground_truth", max_len=n,
-                              ground_truth_fn=fn)
-    items[i, :len(it)], expert[i, :len(ex)], lens[i] = it, ex, len(it)
-  return items, expert, lens
-
-
-def noise_sources(items_BxN, expert_BxN, prompt_lens_B, lengths_B, backspace_id):
-  """For each noise item (past the prompt, not an expert target), the index j of the clean
-  token it was inserted before (so its state is clean[:j]); -1 elsewhere. int32 [B, N]."""
-  items_BxN, expert_BxN = np.asarray(items_BxN), np.asarray(expert_BxN)
-  idx = np.arange(items_BxN.shape[1])[None]
-  live = idx < np.asarray(lengths_B)[:, None]
-  in_prompt = idx < np.asarray(prompt_lens_B)[:, None]
-  clean = live & (in_prompt | (expert_BxN & (items_BxN != backspace_id)))
-  before = np.cumsum(clean, axis=1) - clean
-  return np.where(live & ~in_prompt & ~expert_BxN, before, -1).astype(np.int32)
 
 
 def make_objective(config, task):

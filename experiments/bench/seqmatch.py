@@ -1,6 +1,6 @@
 """SequenceMatch's cost against MLE on the same model and batch, in one run (issue 4).
 
-  python -m experiments.bench_seqmatch [--rounds 5 --every 1,4,16]
+  python -m experiments.bench.seqmatch [--rounds 5 --every 1,4,16]
 
 The setting is experiments/configs/arithmetic_seqmatch.py ('sm': d=128, 4 layers, batch 32,
 N = 64 action slots, 8 rollouts of up to 12 actions from 40-token data prompts); flags

@@ -1,7 +1,8 @@
 """Ahead-of-time compile for a TPU topology this machine does not have: will it fit, how fast?
 
-  python -m experiments.compile --config=experiments/configs/default.py:pod --topology=v5e:16x16
-  python -m experiments.compile --config=... --topology=v5p:4x4x8 --search
+  python -m experiments.tools.aot_compile --config=experiments/configs/default.py:pod \
+      --topology=v5e:16x16
+  python -m experiments.tools.aot_compile --config=... --topology=v5p:4x4x8 --search
 
 With libtpu installed (`pip install -e '.[tpu]'`), jax describes any TPU slice on a CPU host
 (jax.experimental.topologies); the real train step (whatever the config's objective: MLE, CAT,
@@ -173,7 +174,7 @@ def _cache_sharding(mesh, shape):
     spec = P(sharding.BATCH_AXES, None, "tensor", None)
   else:
     spec = P()
-  return NamedSharding(mesh, sharding._fit_spec(spec, shape, mesh))
+  return NamedSharding(mesh, sharding.fit_spec(spec, shape, mesh))
 
 
 def decode_step(objective):
@@ -234,8 +235,8 @@ def _compile_config(config, devices, what, decode_batch, workdir) -> list[Report
     batch = _abstract_batch(trainer)
     model_flops = (trainer.objective.model_config.flops_per_token(trainer.seq_len)
                    * trainer.batch_size * trainer.seq_len)
-    with trainer._context():
-      lowered = trainer._train_step.lower(trainer.abstract_state, batch)
+    with trainer.context():
+      lowered = trainer.jitted_train_step.lower(trainer.abstract_state, batch)
       reports.append(_compile(lowered, "train", setting, model_flops, chip))
   if "decode" in what:
     step, make_cache = decode_step(trainer.objective)
@@ -249,7 +250,7 @@ def _compile_config(config, devices, what, decode_batch, workdir) -> list[Report
                                   sharding=sharding.batch_sharding(trainer.mesh))
     cfg = trainer.objective.model_config
     model_flops = 2 * (cfg.num_params(include_embeddings=False) + cfg.d_model * cfg.vocab_size) * b
-    with trainer._context():
+    with trainer.context():
       lowered = jax.jit(step, donate_argnums=(1,)).lower(params, cache, tokens)
       reports.append(_compile(lowered, "decode", dict(setting, batch=b), model_flops, chip))
   return reports

@@ -1,14 +1,15 @@
 """Steering sweep: attribute success against fluency and diversity over a grid of methods and
 strengths, with the diagnosis to read first.
 
-  python -m experiments.steer_sweep --workdir=DIR [--out=DIR2] [--tiny] [--gammas=1,3,9]
-      [--thresholds=0.6,0.8,0.95] [--methods=weighted,satisficing,greedy_attr,director,fudge]
-  python -m experiments.steer_sweep --workdir=DIR --quick     # self-contained, < 1 min CPU
+  python -m experiments.reports.steer_sweep --workdir=DIR [--out=DIR2] [--tiny]
+      [--gammas=1,3,9] [--thresholds=0.6,0.8,0.95]
+      [--methods=weighted,satisficing,greedy_attr,director,fudge]
+  python -m experiments.reports.steer_sweep --workdir=DIR --quick   # self-contained, < 1 min CPU
 
 Default: the reviews runs of experiments/configs/reviews_cat.py under DIR (cat, lm, director,
-clf, judge; trained first when missing, as experiments.reviews_report does, ',tiny' with
---tiny); prompts are neutral openings and openings of reviews of the other class; targets
-fresh and rotten; success = the separate 'judge' classifier says the target.
+clf, judge; trained first when missing, as experiments.reports.reviews_report does,
+',tiny' with --tiny); prompts are neutral openings and openings of reviews of the other class;
+targets fresh and rotten; success = the separate 'judge' classifier says the target.
 --quick: Polya-urn bits (experiments/tiny_lm): a tiny LM trained here, CAT and Director heads
 fitted on its frozen trunk (catrans.fit), FUDGE's classifier a linear probe on the same
 trunk; success = the exact attribute (count of ones >= majority); numbers are a smoke test.
@@ -41,6 +42,7 @@ from experiments import figures, tiny_lm
 from experiments.reviews import data as rdata
 from experiments.reviews.estimation import timed
 from experiments.reviews.steering import distinct_n_units, make_decoder, new_token_nll
+from experiments.runs import until_eos
 
 log = logging.getLogger("experiments")
 METHODS = ("weighted", "satisficing", "greedy_attr", "director", "fudge")
@@ -134,8 +136,8 @@ def _fit_summary(r) -> dict:
 
 # --- the reviews runs ----------------------------------------------------------------------------
 def reviews_setup(workdir: str, tiny: bool, seed: int) -> Setup:
-  from experiments.reviews_report import FULL, TINY, load_run, steering_prompts
   from experiments.configs.reviews_cat import RUNS
+  from experiments.reviews.runs import FULL, TINY, load_run, steering_prompts
   from experiments.reviews.steering import judge_and_fluency
   sizes = TINY if tiny else FULL
   trainers, params = {}, {}
@@ -179,13 +181,6 @@ def grid(methods, gammas, thresholds, unsteered) -> list[tuple[str, float | None
   return out
 
 
-def _generated(tok, new_BxT) -> list[list[int]]:
-  out = []
-  for row in np.asarray(new_BxT).tolist():
-    out.append(row[:row.index(tok.eos_id)] if tok.eos_id in row else row)
-  return out
-
-
 def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
   tok, lm = setup.tokenizer, setup.models["lm"]
   rows = []
@@ -202,7 +197,7 @@ def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
       nll, cnt = (np.asarray(a) for a in new_token_nll(
           lm, setup.params["lm"], p, lens, new, width=setup.width, eos_id=tok.eos_id,
           pad_id=tok.pad_id))
-      gens = _generated(tok, new)
+      gens = [until_eos(tok, row) for row in np.asarray(new)]
       for s in dict.fromkeys(sets.tolist()):
         sel = sets == s
         g = [x for x, k in zip(gens, sel) if k]
@@ -389,7 +384,7 @@ def main(argv=None):
                gammas=_floats(a.gammas), thresholds=_floats(a.thresholds),
                targets=tuple(int(t) for t in a.targets.split(",")) if a.targets else None,
                seed=a.seed, rare_threshold=a.rare_threshold, top_k=a.top_k,
-               command="python -m experiments.steer_sweep " + " ".join(
+               command="python -m experiments.reports.steer_sweep " + " ".join(
                    sys.argv[1:] if argv is None else argv))
 
 

@@ -1,6 +1,6 @@
 """Answer accuracy on the arithmetic test questions by generation with <bkspc>.
 
-  python -m experiments.arithmetic_eval --workdir=DIR [--max_questions=200] [--no_ban]
+  python -m experiments.reports.arithmetic_eval --workdir=DIR [--max_questions=200] [--no_ban]
 
 Reads the run's config.json, restores its newest checkpoint, decodes every test prompt
 greedily (KV cache, <bkspc> allowed, at most max_actions actions) and scores the final
@@ -20,19 +20,11 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 import seqmatch
+from experiments.runs import load_trainer
 from experiments.tasks import arithmetic
-
-
-def load_trainer(workdir):
-  from experiments.trainer import Trainer
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.train.progress = False
-  return Trainer(config, workdir, progress=False)
 
 
 def evaluate(trainer, state, *, max_questions=200, max_actions=16, batch_size=50,

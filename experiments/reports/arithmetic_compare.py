@@ -1,14 +1,15 @@
 """SequenceMatch's arithmetic comparison: MLE vs BC (MLE + <bkspc>) vs SequenceMatch at
 several noise rates, same model, data and steps; accuracy by generation on the test set.
 
-  python -m experiments.arithmetic_compare --root=DIR [--noise=0.1,0.25] [--methods=mle,bc,sm]
+  python -m experiments.reports.arithmetic_compare --root=DIR [--noise=0.1,0.25]
+      [--methods=mle,bc,sm]
       [--seeds=0,1,2] [--protocol=scratch|finetune [--start_steps=4500] [--ft_lr=5e-4]]
       [--sm_flags=reward_backspace=false,regularize_noise=false --sm_tag=nbnr]
       [--flags=smollm2]
 
 Each run is `experiments.train` with configs/arithmetic_seqmatch.py:METHOD in
 DIR/NAME_pNOISE (DIR/sSEED/... with several seeds; --config.seed is the model init, data
-order and rollouts, the questions stay the same), then `experiments.arithmetic_eval`.
+order and rollouts, the questions stay the same), then `experiments.reports.arithmetic_eval`.
 --protocol=finetune first trains one MLE run per seed (DIR/mle, the 'start' row), then every
 method continues from it (METHOD,ft with init_from=run:DIR/mle, folders NAME_ft): all start
 from the same model, as in the paper, and the reference is MLE fine-tuned as long (mle_ft).
@@ -41,7 +42,7 @@ def run_one(workdir, method, overrides, max_questions, tiny=False, steps=0):
     os.makedirs(workdir, exist_ok=True)
     run_logged(cmd, os.path.join(workdir, "stdout.log"))
     train_s = time.time() - t0
-    run_logged([sys.executable, "-m", "experiments.arithmetic_eval", f"--workdir={workdir}",
+    run_logged([sys.executable, "-m", "experiments.reports.arithmetic_eval", f"--workdir={workdir}",
                 f"--max_questions={max_questions}"], os.path.join(workdir, "stdout.log"))
     add_field(out, "train_seconds", train_s)
   with open(out) as f:

@@ -1,11 +1,11 @@
 """A pretrained LM with a fitted CAT head vs the from-scratch CAT of the reviews report.
 
-  python -m experiments.smollm2_compare --reviews=DIR --out=DIR [--limit=600] [--tiny]
+  python -m experiments.reports.smollm2_compare --reviews=DIR --out=DIR [--limit=600] [--tiny]
 
 SmolLM2-135M (catrans.pretrained) gets a sentiment attribute with catrans.fit.fit_attribute
 (branch + factorized head on cached frozen-trunk features: its language model is untouched)
 from `limit` training reviews. It is then measured exactly as the from-scratch CAT in
-DIR (experiments.reviews_report) was:
+DIR (experiments.reports.reviews_report) was:
   - estimation: P(fresh | first 25 / 50 / 75 / 100% of each test review), the same 300 test
     reviews, accuracy and log loss;
   - steering: the same neutral and opposite-class prompts, CAT weighted (gamma 3, 9) and
@@ -29,11 +29,12 @@ from catrans.attributes import AttributeSpec
 from catrans.fit import fit_attribute
 from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
 from catrans.transformer import Transformer
-from experiments import reviews_report
 from experiments.reviews import data, estimation, steering
+from experiments.reviews.runs import (CLASS_NAMES, FRACTIONS, FULL, TINY, load_run,
+                                      steering_prompts)
+from experiments.runs import decode_new
 
 log = logging.getLogger("experiments")
-FRACTIONS = reviews_report.FRACTIONS
 METHODS = (("unsteered_cat", None), ("weighted", 3.0), ("weighted", 9.0), ("satisficing", None))
 
 
@@ -51,12 +52,12 @@ def run(reviews_root: str, out: str, *, limit: int, tiny: bool, seed: int = 0,
         command: str = "") -> dict:
   os.makedirs(out, exist_ok=True)
   t0 = time.perf_counter()
-  sizes = reviews_report.TINY if tiny else reviews_report.FULL
+  sizes = TINY if tiny else FULL
   width = 24 if tiny else 64
   cfg, trunk_params = load_pretrained("smollm2", max_len=width + 1)
   tok = load_pretrained_tokenizer("smollm2")
   lm = Transformer(cfg)
-  judge_trainer, judge_params = reviews_report.load_run(reviews_root, "judge", tiny)
+  judge_trainer, judge_params = load_run(reviews_root, "judge", tiny)
   judge, judge_tok = judge_trainer.objective.model, judge_trainer.task.tokenizer
   task = judge_trainer.task   # the reviews (the same splits as the from-scratch runs)
 
@@ -90,7 +91,7 @@ def run(reviews_root: str, out: str, *, limit: int, tiny: bool, seed: int = 0,
   by_class = {c: [r for r in reviews if int(r["label"]) == c] for c in (0, 1)}
   rows, samples = [], {}
   for target in (1, 0):
-    texts, sets = reviews_report.steering_prompts(tok, by_class, target, sizes)
+    texts, sets = steering_prompts(tok, by_class, target, sizes)
     ids = [[tok.bos_id] + tok.encode(x) for x in texts]
     prompts, lens = data.right_pad(ids, max(map(len, ids)), tok.pad_id)
     prompts, lens = jnp.asarray(prompts), jnp.asarray(lens)
@@ -99,7 +100,7 @@ def run(reviews_root: str, out: str, *, limit: int, tiny: bool, seed: int = 0,
                                      max_new_tokens=sizes.max_new_tokens, eos_id=tok.eos_id,
                                      pad_id=tok.pad_id, attribute="label")
       new = decode(prompts, lens, target, jax.random.PRNGKey(100 * target + mi + seed))
-      generated = [reviews_report._decode_new(tok, row) for row in np.asarray(new)]
+      generated = [decode_new(tok, row) for row in np.asarray(new)]
       p_fresh = judge_probs(judge, judge_params, judge_tok,
                             [p + g for p, g in zip(texts, generated)], width)
       p_t = p_fresh if target == 1 else 1 - p_fresh
@@ -110,11 +111,11 @@ def run(reviews_root: str, out: str, *, limit: int, tiny: bool, seed: int = 0,
       for prompt_set in ("neutral", "opposite"):
         sel = sets_a == prompt_set
         rows.append(dict(method=method, strength=strength,
-                         target=reviews_report.CLASS_NAMES[target], prompt_set=prompt_set,
+                         target=CLASS_NAMES[target], prompt_set=prompt_set,
                          **steering.summarize(p_t[sel], nll[sel], cnt[sel],
                                               [g for g, s in zip(generated, sel) if s])))
       samples.setdefault(f"{method}@{strength}", []).append(
-          {"target": reviews_report.CLASS_NAMES[target], "prompt": texts[0],
+          {"target": CLASS_NAMES[target], "prompt": texts[0],
            "generated": generated[0], "judge_p_target": float(p_t[0])})
       log.info("steering %s@%s -> %s: rate %.2f", method, strength, target,
                float(np.mean(p_t > 0.5)))
@@ -181,7 +182,7 @@ def _markdown(path, report):
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--reviews", required=True, help="root of experiments.reviews_report")
+  ap.add_argument("--reviews", required=True, help="root of experiments.reports.reviews_report")
   ap.add_argument("--out", required=True)
   ap.add_argument("--limit", type=int, default=600, help="training reviews for the fit")
   ap.add_argument("--tiny", action="store_true")
@@ -191,8 +192,8 @@ def main(argv=None):
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log.setLevel(logging.INFO)
   run(a.reviews, a.out, limit=a.limit, tiny=a.tiny, seed=a.seed,
-      command="python -m experiments.smollm2_compare " + " ".join(sys.argv[1:] if argv is None
-                                                                  else argv))
+      command="python -m experiments.reports.smollm2_compare " + " ".join(
+          sys.argv[1:] if argv is None else argv))
   print(open(os.path.join(a.out, "report.md")).read())
 
 

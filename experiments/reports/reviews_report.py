@@ -1,6 +1,6 @@
 """CAT on Rotten Tomatoes reviews: estimation from partial text, steering, perplexity, credit.
 
-  python -m experiments.reviews_report --root=DIR [--tiny]
+  python -m experiments.reports.reviews_report --root=DIR [--tiny]
 
 Trains (in this process) whichever of the five runs of experiments/configs/reviews_cat.py
 (cat, lm, director, clf, judge) has no final checkpoint under DIR/<run>, restores all five
@@ -30,46 +30,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from catrans.inference import estimate
-from experiments.configs.reviews_cat import RUNS, get_config
+from experiments.configs.reviews_cat import RUNS
 from experiments.reviews import data, estimation, plots, steering
-from experiments.trainer import Trainer
+from experiments.reviews.runs import (CLASS_NAMES, FRACTIONS, FULL, TINY, load_run,
+                                      steering_prompts)
+from experiments.runs import decode_new
 
 log = logging.getLogger("experiments")
-FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-CLASS_NAMES = ("rotten", "fresh")
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-  num_reviews: int          # estimation: CAT and the classifier
-  mc_reviews: tuple         # ((N, reviews), ...): Monte Carlo subsets (the first reviews)
-  rows_per_call: int        # Monte Carlo rows sampled per call (memory: KV cache per row)
-  ppl_reviews: int | None   # perplexity: None = the whole test split
-  openings: int             # steering: neutral openings used ...
-  samples_per_opening: int  # ... and samples of each
-  opposite_prompts: int     # steering: openings of reviews of the other class
-  prompt_words: int
-  max_prompt_bytes: int
-  max_new_tokens: int
-  gammas: tuple
-
-
-# Prompt + new tokens stay within the training length (64 tokens; tiny 24), so the judge and
-# the LM read every generated token.
-FULL = Sizes(num_reviews=300, mc_reviews=((16, 64), (64, 64)), rows_per_call=512,
-             ppl_reviews=None, openings=6, samples_per_opening=4, opposite_prompts=24,
-             prompt_words=8, max_prompt_bytes=60, max_new_tokens=40, gammas=(1.0, 3.0, 9.0))
-TINY = Sizes(num_reviews=8, mc_reviews=((16, 4), (64, 4)), rows_per_call=64, ppl_reviews=16,
-             openings=2, samples_per_opening=2, opposite_prompts=4, prompt_words=3,
-             max_prompt_bytes=16, max_new_tokens=8, gammas=(2.0,))
-
-
-# --- runs ------------------------------------------------------------------------------------
-def load_run(root: str, run: str, tiny: bool):
-  """(Trainer, params) of DIR/run, training it first (or finishing it) when needed."""
-  trainer = Trainer(get_config(run + (",tiny" if tiny else "")), os.path.join(root, run),
-                    progress=False)
-  return trainer, trainer.trained_params()
 
 
 # --- 1. estimation -----------------------------------------------------------------------------
@@ -135,16 +102,6 @@ def run_estimation(models, params, tok, reviews, *, width, sizes, rng) -> dict:
 
 
 # --- 2. steering -------------------------------------------------------------------------------
-def steering_prompts(tok, reviews_by_class, target: int, sizes) -> tuple[list[str], list[str]]:
-  """(prompt texts, prompt-set name per row): neutral openings, then openings of reviews of
-  the other class."""
-  neutral = [o for o in steering.NEUTRAL_OPENINGS[:sizes.openings]
-             for _ in range(sizes.samples_per_opening)]
-  opposite = [data.first_words(r["text"], sizes.prompt_words, sizes.max_prompt_bytes)
-              for r in reviews_by_class[1 - target][:sizes.opposite_prompts]]
-  return neutral + opposite, ["neutral"] * len(neutral) + ["opposite"] * len(opposite)
-
-
 def run_steering(models, params, tok, reviews_by_class, *, width, sizes, rng) -> dict:
   decoders = steering.methods(models, params, gammas=sizes.gammas,
                               max_new_tokens=sizes.max_new_tokens, eos_id=tok.eos_id,
@@ -168,7 +125,7 @@ def run_steering(models, params, tok, reviews_by_class, *, width, sizes, rng) ->
       p_t, nll, cnt = jax.device_get(steering.judge_and_fluency(
           models["judge"], params["judge"], models["lm"], params["lm"], prompts, lens, new,
           target, width=width, eos_id=tok.eos_id, pad_id=tok.pad_id))
-      generated = [_decode_new(tok, row) for row in np.asarray(new)]
+      generated = [decode_new(tok, row) for row in np.asarray(new)]
       for prompt_set in ("neutral", "opposite"):
         sel = sets == prompt_set
         rows.append(dict(method=m.name, strength=m.strength, target=CLASS_NAMES[target],
@@ -185,13 +142,6 @@ def run_steering(models, params, tok, reviews_by_class, *, width, sizes, rng) ->
           "rows_per_condition": {"neutral": sizes.openings * sizes.samples_per_opening,
                                  "opposite": sizes.opposite_prompts},
           "max_new_tokens": sizes.max_new_tokens}
-
-
-def _decode_new(tok, row) -> str:
-  ids = [int(t) for t in row]
-  if tok.eos_id in ids:
-    ids = ids[:ids.index(tok.eos_id)]
-  return tok.decode(ids)
 
 
 # --- 4. credit ---------------------------------------------------------------------------------
@@ -303,7 +253,7 @@ def main(argv=None):
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log.setLevel(logging.INFO)
   return make_report(a.root, tiny=a.tiny, seed=a.seed,
-                     command="python -m experiments.reviews_report " + " ".join(
+                     command="python -m experiments.reports.reviews_report " + " ".join(
                          sys.argv[1:] if argv is None else argv))
 
 

@@ -1,7 +1,7 @@
 """Train-step throughput of the catrans trunk vs a plain linen transformer, as a fraction
 of this machine's measured matmul peak (MFU), in one run.
 
-  python -m experiments.bench_throughput [--d_model 512 --num_layers 8 --seq_len 512]
+  python -m experiments.bench.throughput [--d_model 512 --num_layers 8 --seq_len 512]
 
 The baseline is the straightforward linen model a user would write (nn.SelfAttention,
 LayerNorm, GELU MLP, untied output) at the same width, depth and length; both are timed

@@ -1,6 +1,6 @@
 """Compounding error on a known Markov chain: MLE vs MLE + <bkspc> vs SequenceMatch.
 
-  python -m experiments.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
+  python -m experiments.reports.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
       [--protocol=scratch|finetune] [--seeds=0,1,2] [--alphas=1,10] [--noise=0.02,0.1]
 
 Trains configs/markov_seqmatch.py:METHOD in DIR/METHOD (finished runs are skipped, killed
@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import seqmatch
-from experiments.arithmetic_eval import load_trainer
 from experiments.compare_runs import run_logged, seed_root, spread, variants
+from experiments.runs import load_trainer
 from experiments.tasks import markov
 
 

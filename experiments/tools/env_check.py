@@ -1,4 +1,4 @@
-"""python -m experiments.env_check: versions, devices, and what each extra still needs.
+"""python -m experiments.tools.env_check: versions, devices, and what each extra still needs.
 
 Run it on a fresh pod worker or laptop before a long job. It reads the requirements from the
 installed package's own metadata (setup.py is the one place they are written), so it never

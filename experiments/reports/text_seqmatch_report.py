@@ -1,7 +1,7 @@
 """SequenceMatch on text: MLE vs MLE + <bkspc> vs SequenceMatch fine-tuned from the same MLE
 run on Shakespeare, judged on sampled continuations of held-out passages.
 
-  python -m experiments.text_seqmatch_report --root=DIR [--tiny]
+  python -m experiments.reports.text_seqmatch_report --root=DIR [--tiny]
 
 Trains what is missing (configs/shakespeare_seqmatch.py: mle, then bc and sm from mle's
 checkpoint, and the reference LM `ref`), samples continuations (temperature 1, KV cache,
@@ -35,7 +35,7 @@ import seqmatch
 from experiments.configs.shakespeare_seqmatch import get_config
 from experiments.reviews.estimation import token_nll
 from experiments.reviews.steering import distinct_n
-from experiments.trainer import Trainer
+from experiments.runs import trained
 
 log = logging.getLogger("experiments")
 METHODS = ("mle", "bc", "sm")
@@ -47,8 +47,7 @@ def train_or_load(root: str, run: str, tiny: bool):
   config = get_config(run + (",tiny" if tiny else ""))
   if run in ("bc", "sm"):
     config.init_from = "run:" + os.path.join(root, "mle")
-  trainer = Trainer(config, os.path.join(root, run), progress=False)
-  return trainer, trainer.trained_params()
+  return trained(config, os.path.join(root, run))
 
 
 def prompts_and_references(task, num: int, prompt_bytes: int, continuation_bytes: int):
@@ -283,7 +282,7 @@ def main(argv=None):
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log.setLevel(logging.INFO)
   report = make_report(a.root, tiny=a.tiny, seed=a.seed, mauve=not a.no_mauve,
-                       command="python -m experiments.text_seqmatch_report " + " ".join(
+                       command="python -m experiments.reports.text_seqmatch_report " + " ".join(
                            sys.argv[1:] if argv is None else argv))
   print(open(os.path.join(a.root, "report.md")).read())
   return report

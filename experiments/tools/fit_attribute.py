@@ -1,7 +1,7 @@
 """Fit an attribute on your data onto a trained or pretrained trunk, in one command
 (catrans.fit.fit_attribute on cached frozen-trunk features).
 
-  python -m experiments.fit_attribute --trunk=WORKDIR|smollm2|FILE.gguf|HF_DIR \
+  python -m experiments.tools.fit_attribute --trunk=WORKDIR|smollm2|FILE.gguf|HF_DIR \
       --data=FILE.jsonl|task:NAME[:SPLIT] --out=DIR [--text_key=text] [--label_key=label] \
       [--kind=categorical|binary|numeric] [--num_classes=2] [--class_names=neg,pos] \
       [--limit=N] [--max_len=64] [--epochs=30] [--branch=mlp] [--param=full|factorized]
@@ -35,11 +35,8 @@ log = logging.getLogger("experiments")
 def load_trunk(spec: str, max_len: int):
   """(model, params, tokenizer) from a training workdir or a pretrained model."""
   if os.path.isfile(os.path.join(spec, "config.json")):
-    import ml_collections
-    from experiments.trainer import Trainer
-    with open(os.path.join(spec, "config.json")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-    trainer = Trainer(config, spec, progress=False)
+    from experiments.runs import load_trainer
+    trainer = load_trainer(spec)
     return trainer.objective.model, trainer.restore_params(), trainer.task.tokenizer
   from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
   from catrans.transformer import Transformer
@@ -103,7 +100,7 @@ def main(argv=None):
                     branch=a.branch, param=a.param, heldout=a.heldout, epochs=a.epochs,
                     batch_size=a.batch_size, learning_rate=a.learning_rate,
                     max_len=a.max_len, seed=a.seed, pad_id=getattr(tok, "pad_id", 0) or 0)
-  report = {"command": "python -m experiments.fit_attribute " + " ".join(
+  report = {"command": "python -m experiments.tools.fit_attribute " + " ".join(
                 sys.argv[1:] if argv is None else argv),
             "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
             "attribute": spec.__dict__, "cat": {"branch": r.model.cat.branch,

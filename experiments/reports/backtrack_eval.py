@@ -2,12 +2,12 @@
 fluency? CAT weighted (several gamma) / satisficing / unsteered, each without backtracking and
 with a forced <bkspc> at several drop thresholds, on the review task.
 
-  python -m experiments.backtrack_eval --root=DIR --out=OUT [--tiny] [--gammas=1,3]
+  python -m experiments.reports.backtrack_eval --root=DIR --out=OUT [--tiny] [--gammas=1,3]
       [--thresholds=0.05,0.15] [--seeds=2] [--max_retries=N]
 
 DIR holds the runs of experiments/configs/reviews_cat.py (cat, lm, judge are read; missing
-ones are trained, as experiments.reviews_report does). Prompts: the report's neutral openings
-and openings of reviews of the other class, steered to fresh and to rotten. Success: the
+ones are trained, as experiments.reports.reviews_report does). Prompts: the report's neutral
+openings and openings of reviews of the other class, steered to fresh and to rotten. Success: the
 'judge' classifier (trained apart from CAT) says P(target | prompt + generation) > 0.5;
 fluency: perplexity of the kept new tokens under the plain LM; distinct-1/2 over words.
 Without backtracking the same decoder runs with threshold None (== plain steered sampling).
@@ -26,10 +26,11 @@ from catrans import backtrack as bt
 from catrans import steerers as st
 from catrans.steering import SteeringConfig, Target
 from experiments.reviews import data
+from experiments.reviews.runs import CLASS_NAMES, FULL, TINY, load_run, steering_prompts
 from experiments.reviews.steering import judge_and_fluency, summarize
+from experiments.runs import decode_new
 
 log = logging.getLogger("experiments")
-CLASS_NAMES = ("rotten", "fresh")
 
 
 def policies(model, target: int, gammas, attribute: str = "label"):
@@ -66,7 +67,7 @@ def run(models, params, tok, prompt_sets, *, width, max_new_tokens, gammas, thre
               models["judge"], params["judge"], models["lm"], params["lm"], prompts, lens,
               d.new_tokens, target, width=width, eos_id=tok.eos_id, pad_id=tok.pad_id))
           agg["p"].append(p_t), agg["nll"].append(nll), agg["cnt"].append(cnt)
-          agg["texts"] += [_text(tok, r) for r in np.asarray(d.new_tokens)]
+          agg["texts"] += [decode_new(tok, r) for r in np.asarray(d.new_tokens)]
           agg["sets"].append(sets)
           agg["bk"].append(np.asarray(d.num_backspaces))
           agg["unres"].append(np.asarray(d.unresolved))
@@ -83,13 +84,6 @@ def run(models, params, tok, prompt_sets, *, width, max_new_tokens, gammas, thre
                  th, CLASS_NAMES[target], row["target_rate"], row["perplexity"],
                  row["backspaces_per_row"], agg["sec"])
   return rows
-
-
-def _text(tok, row) -> str:
-  ids = [int(t) for t in row]
-  if tok.eos_id in ids:
-    ids = ids[:ids.index(tok.eos_id)]
-  return tok.decode(ids)
 
 
 def table(rows) -> list[dict]:
@@ -138,7 +132,6 @@ def markdown(report) -> str:
 
 def evaluate(root: str, out: str, *, tiny=False, gammas=(1.0, 3.0), thresholds=(0.05, 0.15),
              seeds=1, max_retries=None, command="") -> dict:
-  from experiments.reviews_report import FULL, TINY, load_run, steering_prompts
   sizes = TINY if tiny else FULL
   start = time.perf_counter()
   trainers, params = {}, {}
@@ -190,7 +183,7 @@ def main(argv=None):
   log.setLevel(logging.INFO)
   return evaluate(a.root, a.out or a.root, tiny=a.tiny, gammas=a.gammas,
                   thresholds=a.thresholds, seeds=a.seeds, max_retries=a.max_retries,
-                  command="python -m experiments.backtrack_eval " + " ".join(
+                  command="python -m experiments.reports.backtrack_eval " + " ".join(
                       sys.argv[1:] if argv is None else argv))
 
 

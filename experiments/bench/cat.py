@@ -1,6 +1,6 @@
 """CAT's cost against what it replaces or adds to, each ratio measured in one run (issue 3).
 
-  python -m experiments.bench_cat [--length 16 --steps 1500 --mc_samples 64 --num_sequences 256]
+  python -m experiments.bench.cat [--length 16 --steps 1500 --mc_samples 64 --num_sequences 256]
 
 (a) Estimation on random bits with an exact attribute (majority; experiments/tasks/bits.py):
     P(a | prefix) for every prefix t = 0..n of a batch of sequences, by CAT's one forward pass
@@ -290,6 +290,17 @@ def parse_args(argv=None):
   return ap.parse_args(argv)
 
 
+def per_head(params, bench, row, summary: str, ratio_key: str, goal: str) -> list[dict]:
+  """bench(p) for every head parametrisation p, a printed row each, then the ratios."""
+  results = []
+  for p in params:
+    results.append(bench(p))
+    print(row(p, results[-1]), flush=True)
+  print(f"{summary}: " + ", ".join(f"{r['param']} {r[ratio_key]:.3f}x" for r in results)
+        + f" (goal {goal})")
+  return results
+
+
 def main(argv=None):
   a = parse_args(argv)
   parts = set(a.parts.split(","))
@@ -317,26 +328,20 @@ def main(argv=None):
           f"batch={a.batch} vocab={a.vocab} branch={a.branch} branch_mlp_dim="
           f"{a.branch_mlp_dim or 4 * a.d_model} (medians of {a.rounds})")
     print(f"{'head':<12}{'MLE s':>9}{'CAT s':>9}{'MLE loss':>10}{'CAT loss':>10}{'ratio':>8}")
-    out["train_step"] = []
-    for p in params:
-      r = bench_train_step(a, p)
-      out["train_step"].append(r)
-      print(f"{p:<12}{r['mle_s']:>9.4f}{r['cat_s']:>9.4f}{r['mle_loss']:>10.3f}"
-            f"{r['cat_loss']:>10.3f}{r['ratio']:>7.3f}x", flush=True)
-    print("ratio CAT / MLE step time: " + ", ".join(
-        f"{r['param']} {r['ratio']:.3f}x" for r in out["train_step"]) + " (goal <= 1.10x)")
+    out["train_step"] = per_head(
+        params, lambda p: bench_train_step(a, p),
+        lambda p, r: (f"{p:<12}{r['mle_s']:>9.4f}{r['cat_s']:>9.4f}{r['mle_loss']:>10.3f}"
+                      f"{r['cat_loss']:>10.3f}{r['ratio']:>7.3f}x"),
+        "ratio CAT / MLE step time", "ratio", "<= 1.10x")
   if "c" in parts:
     print(f"\n(c) decoding {a.decode_batch} x {a.new_tokens} new tokens after a {a.prompt_len}-"
           f"token prompt, KV cache; weighted steering (gamma={a.gamma}) vs rule 'none'")
     print(f"{'head':<12}{'plain tok/s':>13}{'steered tok/s':>15}{'slowdown':>10}")
-    out["decoding"] = []
-    for p in params:
-      r = bench_decoding(a, p)
-      out["decoding"].append(r)
-      print(f"{p:<12}{r['plain_tok_s']:>13,.0f}{r['steer_tok_s']:>15,.0f}"
-            f"{r['slowdown']:>9.3f}x", flush=True)
-    print("ratio steered / plain decoding time: " + ", ".join(
-        f"{r['param']} {r['slowdown']:.3f}x" for r in out["decoding"]) + " (goal <= 1.3x)")
+    out["decoding"] = per_head(
+        params, lambda p: bench_decoding(a, p),
+        lambda p, r: (f"{p:<12}{r['plain_tok_s']:>13,.0f}{r['steer_tok_s']:>15,.0f}"
+                      f"{r['slowdown']:>9.3f}x"),
+        "ratio steered / plain decoding time", "slowdown", "<= 1.3x")
   return out
 
 

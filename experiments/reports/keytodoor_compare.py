@@ -1,11 +1,12 @@
 """Key-to-Door, every method on the same data: Random, BC, %BC, Decision Transformer, CAT.
 
-  python -m experiments.keytodoor_compare --root=DIR [--methods=bc,pbc,dt,cat] [--seeds=0,1,2]
+  python -m experiments.reports.keytodoor_compare --root=DIR [--methods=bc,pbc,dt,cat]
+      [--seeds=0,1,2]
       [--episodes=1000] [--set train.steps=4000 ...] [--tiny]
 
 Each (method, seed) is `experiments.train` with configs/keytodoor.py:METHOD in
 DIR/METHOD_sSEED (seed = the model's and the dataset's: --config.seed and task.seed), then
-`experiments.keytodoor_eval` over `episodes` fresh episodes. Finished runs are skipped and
+`experiments.reports.keytodoor_eval` over `episodes` fresh episodes. Finished runs are skipped and
 killed ones resume, so rerunning the command continues the table. Random is the exact win
 probability of the uniform policy (envs.keytodoor.RandomPolicyValues); "CAT rule, exact
 estimates" acts greedily on the exact P(win | s, a) (the ceiling of CAT's rule), and "count
@@ -105,7 +106,7 @@ def run_one(root, method, seed, episodes, overrides, tiny):
                 f"--workdir={workdir}", f"--config.seed={seed}", f"--config.task.seed={seed}",
                 "--config.train.progress=false"] + [f"--config.{o}" for o in overrides], log)
     train_s = time.time() - t0
-    run_logged([sys.executable, "-m", "experiments.keytodoor_eval", f"--workdir={workdir}",
+    run_logged([sys.executable, "-m", "experiments.reports.keytodoor_eval", f"--workdir={workdir}",
                 f"--episodes={episodes}"], log)
     add_field(out, "train_seconds", train_s)
   with open(out) as f:

