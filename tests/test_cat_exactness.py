@@ -1,5 +1,7 @@
 """A small CAT's one-pass estimates match exact probabilities on random bits (attribute:
 majority), and its credit assignment ranks tokens like the exact advantage."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -14,6 +16,7 @@ from catrans.inference import estimate
 from catrans.objective import cat_loss
 from experiments.data import pipeline
 from experiments.tasks import bits, get_task
+from tests.conftest import OPTIMIZED
 
 N = 9
 
@@ -34,7 +37,8 @@ def trained():
   tx = optax.adam(3e-3)
   opt = tx.init(params)
 
-  @jax.jit
+  # 400 steps: execution-bound, so this one step is compiled with XLA's optimisations on.
+  @functools.partial(jax.jit, compiler_options=OPTIMIZED)
   def step(params, opt, batch):
     (loss, m), g = jax.value_and_grad(lambda p: cat_loss(model, p, batch), has_aux=True)(params)
     updates, opt = tx.update(g, opt, params)

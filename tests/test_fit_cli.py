@@ -29,6 +29,12 @@ def test_fit_cli_on_a_workdir_and_jsonl(tmp_path):
   assert saved["metrics"]["data"]["examples"] == 60 and saved["metrics"]["class_names"] == [
       "small", "big"]
   assert 0.0 <= saved["metrics"]["heldout"]["accuracy"] <= 1.0
+  held = saved["metrics"]["heldout"]
+  # The verdict compares the head with the constant guess (the training label shares).
+  assert saved["verdict"] == fit_attribute.verdict(saved["metrics"])
+  assert saved["verdict"].startswith("ok" if held["log_loss"] < held["log_loss_prior"] else
+                                     "failed: held-out log loss")
+  assert 1 <= saved["metrics"]["best_epoch"] <= 2
   assert set(saved["diagnosis"]) == {"0", "1"} and report["timing"]["speedup_per_epoch"] > 0
   head = serialization.msgpack_restore((out / "head.msgpack").read_bytes())
   assert set(head) == {"branch", "branch_norm", "out_norm", "head_attribute"}
@@ -42,3 +48,12 @@ def test_missing_key_is_named(tmp_path):
     assert "no key 'text'" in str(e) and "['label', 'review']" in str(e)
   else:
     raise AssertionError("no error")
+
+
+def test_verdict_fails_a_head_worse_than_the_prior():
+  worse = {"heldout": {"log_loss": 0.9, "log_loss_prior": 0.69, "beats_prior": False}}
+  assert fit_attribute.verdict(worse) == ("failed: held-out log loss 0.9000 is not below the "
+                                          "constant prior's 0.6900")
+  assert fit_attribute.verdict({"heldout": {"log_loss": 0.5, "log_loss_prior": 0.69,
+                                            "beats_prior": True}}) == "ok"
+  assert fit_attribute.verdict({"heldout": {"mae": 0.1}}) == "ok"     # numeric: no prior

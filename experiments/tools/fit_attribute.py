@@ -84,6 +84,12 @@ def main(argv=None):
   ap.add_argument("--branch", default=None, choices=(None, "mlp", "block", "none"))
   ap.add_argument("--param", default=None, choices=(None, "full", "factorized"))
   ap.add_argument("--heldout", type=float, default=0.2)
+  ap.add_argument("--validation", type=float, default=0.1,
+                  help="share of the training texts that picks the epoch (and calibrates a "
+                       "numeric head's variance)")
+  ap.add_argument("--patience", type=int, default=5,
+                  help="stop after this many epochs without a better validation loss (0: run "
+                       "every epoch, still keep the best)")
   ap.add_argument("--diagnose_samples", type=int, default=0)
   ap.add_argument("--seed", type=int, default=0)
   a = ap.parse_args(argv)
@@ -97,7 +103,8 @@ def main(argv=None):
   spec = AttributeSpec(a.name, kind=a.kind, num_classes=len(names) if names else a.num_classes)
   log.info("fitting %s on %d texts onto %s", spec, len(texts), a.trunk)
   r = fit_attribute(model, params, spec, labels, texts=texts, tokenizer=tok, class_names=names,
-                    branch=a.branch, param=a.param, heldout=a.heldout, epochs=a.epochs,
+                    branch=a.branch, param=a.param, heldout=a.heldout,
+                    validation=a.validation, patience=a.patience or None, epochs=a.epochs,
                     batch_size=a.batch_size, learning_rate=a.learning_rate,
                     max_len=a.max_len, seed=a.seed, pad_id=getattr(tok, "pad_id", 0) or 0)
   report = {"command": "python -m experiments.tools.fit_attribute " + " ".join(
@@ -105,7 +112,8 @@ def main(argv=None):
             "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
             "attribute": spec.__dict__, "cat": {"branch": r.model.cat.branch,
                                                 "param": r.model.cat.param},
-            "metrics": r.metrics, "timing": r.timing, "history": r.history}
+            "metrics": r.metrics, "timing": r.timing, "history": r.history,
+            "verdict": verdict(r.metrics)}
   if spec.kind != "numeric":
     figures.reliability_diagram(os.path.join(a.out, "reliability.png"), r.reliability,
                                 f"{spec.name}: held-out whole texts")
@@ -125,12 +133,24 @@ def main(argv=None):
   with open(os.path.join(a.out, "fit.json"), "w") as f:
     json.dump(report, f, indent=1, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x))
   m, t = r.metrics["heldout"], r.timing
-  print(json.dumps({"heldout": m, "prior_at_start": r.metrics["prior_at_start"],
+  print(json.dumps({"verdict": report["verdict"], "best_epoch": r.metrics["best_epoch"],
+                    "heldout": m, "prior_at_start": r.metrics["prior_at_start"],
                     "label_share": r.metrics["data"]["label_share"],
                     **{k: t.get(k) for k in ("cache_features_s", "cached_epoch_s", "trunk_epoch_s",
                                              "speedup_per_epoch", "speedup_total")}}, indent=1))
   return report
 
 
+def verdict(metrics) -> str:
+  """'ok', or why the head is no result: a class head whose held-out log loss is not below
+  the constant guess's (the training label shares) has learnt nothing usable."""
+  held = metrics["heldout"]
+  if "log_loss_prior" in held and not held["beats_prior"]:
+    return (f"failed: held-out log loss {held['log_loss']:.4f} is not below the constant "
+            f"prior's {held['log_loss_prior']:.4f}")
+  return "ok"
+
+
 if __name__ == "__main__":
-  main()
+  if main()["verdict"] != "ok":
+    sys.exit(2)
