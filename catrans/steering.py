@@ -140,7 +140,7 @@ def steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, *,
   finite number for a numeric one; integer prompts [B, P] in the vocabulary and integer
   prompt_lens_B [B] in [1, P]; max_new_tokens an integer >= 1 with P + max_new_tokens <=
   max_len; eos_id (or None) and pad_id integers in [0, vocab_size); rng a PRNG key."""
-  steering = _check_steering(model, steering)
+  steering = check_steering(model, steering)
   validation.check_prompts(prompts_BxP, prompt_lens_B, model.cfg.vocab_size,
                            model.cfg.max_len, max_new_tokens)
   validation.check_decode_ids(model.cfg.vocab_size, eos_id, pad_id)
@@ -150,18 +150,13 @@ def steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, *,
                          eos_id=None if eos_id is None else int(eos_id), pad_id=int(pad_id))
 
 
-def _check_steering(model, steering):
-  """The config with each class target checked against its attribute and normalised to an
-  int (so Target('a', 1.0) and Target('a', 1) steer alike and share one compilation)."""
+def check_steering(model, steering):
+  """The config with every target checked against its attribute (catrans.validation) and a
+  class target normalised to an int, so Target('a', 1.0) and Target('a', 1) steer alike and
+  share one compilation."""
   if not isinstance(steering, SteeringConfig):
     raise TypeError(f"steering must be a SteeringConfig, got {type(steering).__name__}")
-  targets = []
-  for i, t in enumerate(steering.targets):
-    spec = validation.check_attribute(model, t.name, f"steering.targets[{i}].name")
-    value = validation.check_class(spec, t.value, f"steering.targets[{i}].value "
-                                   f"(Target.value)", integral_floats=True)
-    targets.append(dataclasses.replace(t, value=value))
-  return dataclasses.replace(steering, targets=tuple(targets))
+  return dataclasses.replace(steering, targets=validation.check_targets(model, steering.targets))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steering", "max_new_tokens", "eos_id",

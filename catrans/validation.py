@@ -11,6 +11,7 @@ int64 id of 2**32 + 4 is rejected rather than wrapped to 4 by a cast to int32.
 
 seqmatch never imports catrans, so it keeps its own copy of the few generic helpers
 (seqmatch/checks.py)."""
+import dataclasses
 import math
 
 import jax
@@ -224,6 +225,19 @@ def check_attribute(model, attribute, name: str = "attribute"):
   if not isinstance(attribute, str):
     raise TypeError(f"{name} must be an attribute name (str), got {attribute!r}")
   return model.cat.spec(attribute)
+
+
+def check_targets(model, targets, name: str = "steering.targets"):
+  """Steering targets (objects with name / value, e.g. catrans.steering.Target): each names an
+  attribute of the model and a class in its range (integral floats accepted: the field also
+  holds numeric targets). Returns the targets with class values as ints."""
+  out = []
+  for i, t in enumerate(targets):
+    spec = check_attribute(model, t.name, f"{name}[{i}].name")
+    value = check_class(spec, t.value, f"{name}[{i}].value (Target.value)",
+                        integral_floats=True)
+    out.append(dataclasses.replace(t, value=value))
+  return tuple(out)
 
 
 def check_prompts(prompts_BxP, prompt_lens_B, vocab_size: int, max_len: int,
