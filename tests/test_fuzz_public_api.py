@@ -5,6 +5,6 @@ from tests import fuzz_public_api as fuzz
 
 
 def test_public_api_sample_has_no_unhelpful_crash_and_nothing_silently_wrong():
-  counts, bad = fuzz.run_fuzz(calls=72, seed=1)
+  counts, bad = fuzz.run_fuzz(calls=54, seed=1)   # 6 per entry point, ~17 s on 2 cores
   assert bad == [], bad
   assert counts["clear error"] > 0 and counts["correct result"] > 0, counts
