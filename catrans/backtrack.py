@@ -31,7 +31,7 @@ from catrans import sampling, validation
 from catrans import steerers as st
 from catrans.cat_model import init_cat_cache
 from catrans.search import token_scores
-from catrans.steering import SteeringConfig, choose_token
+from catrans.steering import SteeringConfig, check_steering, choose_token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,12 @@ class BacktrackRule:
                                    # unbounded retries ban every likely token of a state and
                                    # keep an unlikely one (fluency collapses)
 
+  def __post_init__(self):
+    # The class range needs the model: backtrack_decode checks value there.
+    if self.threshold is not None:
+      validation.check_number(self.threshold, "BacktrackRule.threshold", lo=0.0)
+    validation.check_optional_int(self.max_retries, "BacktrackRule.max_retries", lo=0)
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplePolicy:
@@ -53,6 +59,11 @@ class SamplePolicy:
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
+
+  def __post_init__(self):
+    if not isinstance(self.steerer, st.Steerer):
+      raise TypeError(f"SamplePolicy.steerer must be a Steerer, got {self.steerer!r}")
+    validation.check_sampling(self.temperature, self.top_k, self.top_p)
 
 
 class BacktrackResult(NamedTuple):
@@ -116,16 +127,33 @@ def backtrack_decode(model, params, prompts_BxP, prompt_lens_B, rng, *, policy, 
   """Decodes with attribute-aware backtracking (module doc). model: a CATModel with the
   rule's attribute; policy: SamplePolicy or SteeringConfig; backspace_id: the model's own
   <bkspc> action (a SequenceMatch vocabulary), or None: forced <bkspc> only, recorded in the
-  trace as id vocab_size."""
-  model.cat.spec(rule.attribute)
-  for name in policy_attributes(policy):
-    model.cat.spec(name)
-  if model.cat.spec(rule.attribute).kind == "numeric":
+  trace as id vocab_size.
+
+  Checked on the host before jit (catrans.validation): rule a BacktrackRule on a class
+  attribute of the model with value a class in its range; policy a SamplePolicy (fields
+  checked when built) or a SteeringConfig (targets checked as in steered_decode); prompts as
+  steered_decode; max_actions an integer >= max_new_tokens; eos_id / pad_id integers in
+  [0, vocab_size); backspace_id None or an integer in [0, vocab_size); rng a PRNG key."""
+  if not isinstance(rule, BacktrackRule):
+    raise TypeError(f"rule must be a BacktrackRule, got {type(rule).__name__}")
+  spec = validation.check_attribute(model, rule.attribute, "rule.attribute")
+  if spec.kind == "numeric":
     raise ValueError("backtracking reads a class probability; the attribute is numeric")
+  rule = dataclasses.replace(rule, value=validation.check_class(
+      spec, rule.value, "rule.value (BacktrackRule.value)", integral_floats=True))
+  if isinstance(policy, SteeringConfig):
+    policy = check_steering(model, policy)
+  elif not isinstance(policy, SamplePolicy):
+    raise TypeError(f"policy must be a SamplePolicy or a SteeringConfig, got "
+                    f"{type(policy).__name__}")
+  for name in policy_attributes(policy):
+    validation.check_attribute(model, name, "policy attribute")
   validation.check_prompts(prompts_BxP, prompt_lens_B, model.cfg.vocab_size,
                            model.cfg.max_len, max_new_tokens)
-  if max_actions < max_new_tokens:
-    raise ValueError(f"max_actions {max_actions} < max_new_tokens {max_new_tokens}")
+  validation.check_int(max_actions, "max_actions", lo=max_new_tokens)
+  validation.check_decode_ids(model.cfg.vocab_size, eos_id, pad_id)
+  validation.check_optional_int(backspace_id, "backspace_id", 0, model.cfg.vocab_size - 1)
+  validation.check_rng(rng)
   return _backtrack(model, params, jnp.asarray(prompts_BxP), jnp.asarray(prompt_lens_B), rng,
                     policy=policy, rule=rule, max_new_tokens=max_new_tokens,
                     max_actions=max_actions, eos_id=eos_id, backspace_id=backspace_id,

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from catrans import validation
 from catrans.attributes import AttributeSpec
 from catrans.config import ModelConfig
 from catrans.heads import PARAMS, AttributeHead
@@ -125,8 +126,17 @@ class CATModel(nn.Module):
     policy reading the newest row of a long, fixed-width input.
     return_logits=False: logits is None (no [B, L, V] token head; attributes only).
     candidates_top_k=C: also the attribute outputs at each row's C most likely next tokens
-    (CATOutput.candidates; what a bootstrapped target averages over)."""
+    (CATOutput.candidates; what a bootstrapped target averages over).
+    Checked first: the trunk's inputs (Transformer.__call__), next_tokens_BxL integer ids
+    [B, L] in the vocabulary, rows_B integer [B] in [0, L)."""
     trunk_cache = None if cache is None else cache["trunk"]
+    b, l = validation.check_trunk_inputs(self.cfg, tokens_BxL, positions_BxL, mask,
+                                         segment_ids_BxL, trunk_cache)
+    if next_tokens_BxL is not None:
+      validation.check_int_array(next_tokens_BxL, "next_tokens_BxL", shape=(b, l), lo=0,
+                                 hi=self.cfg.vocab_size)
+    if rows_B is not None:
+      validation.check_int_array(rows_B, "rows_B", shape=(b,), lo=0, hi=l)
     positions_BxL, mask_BxLxS = resolve_positions_and_mask(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
     out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache,

@@ -30,11 +30,23 @@ def _q_table(spec, attrs_BxLxVxK, target):
   return attr_lib.expected_value(spec, attrs_BxLxVxK, target)
 
 
-def _check_sequences(model, tokens_BxL, attribute, caller):
-  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
+def _check_sequences(model, tokens_BxL, positions_BxL, mask, attribute, target, caller):
+  """The checks shared by estimate / observed_q / counterfactuals (module validation): the
+  trunk's inputs (ids, L <= max_len, positions, mask), L >= 2, a known attribute and a
+  target class in its range. Returns the target as an int (or None)."""
+  validation.check_trunk_inputs(model.cfg, tokens_BxL, positions_BxL, mask)
   if np.shape(tokens_BxL)[1] < 2:
-    raise ValueError(f"{caller} needs sequences of at least 2 tokens (BOS + one token)")
-  model.cat.spec(attribute)
+    raise ValueError(f"{caller} needs tokens_BxL of at least 2 tokens (BOS + one token), got "
+                     f"shape {np.shape(tokens_BxL)}")
+  spec = validation.check_attribute(model, attribute)
+  if target is None or spec.kind == "numeric":   # numeric: documented as ignored
+    return None
+  return validation.check_class(spec, target, "target")
+
+
+def _arrays(*xs):
+  """Checked inputs as jax arrays (a nested list would reach jit as a pytree of scalars)."""
+  return tuple(None if x is None else jnp.asarray(x) for x in xs)
 
 
 def estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attribute: str,
@@ -44,8 +56,17 @@ def estimate(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attrib
   tokens_BxL: int ids, starting with BOS (or a prompt); attribute: which CAT attribute;
   target: the class whose probability is reported (default: the last class, e.g.
   'positive' / 'win'); ignored for numeric attributes (expected value). Returns Estimates of
-  [B, L] arrays."""
-  _check_sequences(model, tokens_BxL, attribute, "estimate")
+  [B, L] arrays.
+
+  Checked on the host before jit (catrans.validation), errors naming the argument:
+  tokens_BxL integer ids [B, L] in [0, vocab_size), 2 <= L <= max_len (the dtype is read
+  before any cast: an int64 id beyond int32 is an error, not a wrapped id); positions_BxL
+  integer [B, L] in [0, max_len); mask bool [B, L, L] or [L, L]; attribute a name of the
+  model; target None or an integer class in [0, C) (C = 2 for any binary; never wrapped or
+  clamped)."""
+  target = _check_sequences(model, tokens_BxL, positions_BxL, mask, attribute, target,
+                            "estimate")
+  tokens_BxL, positions_BxL, mask = _arrays(tokens_BxL, positions_BxL, mask)
   return _estimate(model, params, tokens_BxL, positions_BxL, mask, attribute=attribute,
                    target=target)
 
@@ -74,8 +95,10 @@ def observed_q(model, params, tokens_BxL, positions_BxL=None, mask=None, *, attr
   estimate(...).q[:, 1:]. Reads the head at the observed next tokens only and skips the token
   head, so memory is O(B L K) instead of estimate's O(B L V K) (a 49K-token vocabulary over
   1K positions is 49M entries per sequence and class there). No value, so no credit: use
-  estimate for those."""
-  _check_sequences(model, tokens_BxL, attribute, "observed_q")
+  estimate for those. Checks: as estimate."""
+  target = _check_sequences(model, tokens_BxL, positions_BxL, mask, attribute, target,
+                            "observed_q")
+  tokens_BxL, positions_BxL, mask = _arrays(tokens_BxL, positions_BxL, mask)
   return _observed_q(model, params, tokens_BxL, positions_BxL, mask, attribute=attribute,
                      target=target)
 
@@ -102,20 +125,21 @@ def counterfactuals(model, params, tokens_BxL, position_B, *, attribute: str,
                     alternatives_BxK=None, top_k: int = 5, target: int | None = None,
                     positions_BxL=None, mask=None) -> Counterfactuals:
   """What if x_t (t = position_B >= 1) had been another token? For the given alternatives
-  [B, K], or the top_k tokens by p(v | s_{t-1}). Returns Counterfactuals ([B, K] / [B])."""
-  validation.check_tokens(tokens_BxL, model.cfg.vocab_size)
-  model.cat.spec(attribute)
+  [B, K], or the top_k tokens by p(v | s_{t-1}). Returns Counterfactuals ([B, K] / [B]).
+
+  Checked as estimate, and: position_B integer [B] in [1, L); alternatives_BxK integer ids [B, K] in
+  the vocabulary (the same B as tokens_BxL), else top_k an integer in [1, vocab_size]."""
+  target = _check_sequences(model, tokens_BxL, positions_BxL, mask, attribute, target,
+                            "counterfactuals")
   b, l = np.shape(tokens_BxL)
-  if np.shape(position_B) != (b,):
-    raise ValueError(f"position_B must have shape ({b},), got {np.shape(position_B)}")
-  if validation.is_concrete(position_B):
-    pos = np.asarray(position_B)
-    if np.any(pos < 1) or np.any(pos >= l):
-      raise ValueError(f"positions must be in [1, {l}), got {pos.tolist()}")
+  validation.check_int_array(position_B, "position_B", shape=(b,), lo=1, hi=l)
   if alternatives_BxK is not None:
     validation.check_tokens(alternatives_BxK, model.cfg.vocab_size, "alternatives_BxK")
-  elif not 1 <= top_k <= model.cfg.vocab_size:
-    raise ValueError(f"top_k must be in [1, {model.cfg.vocab_size}], got {top_k}")
+    validation.check_shape(np.shape(alternatives_BxK), (b, None), "alternatives_BxK")
+  else:
+    top_k = validation.check_int(top_k, "top_k", 1, model.cfg.vocab_size)
+  tokens_BxL, position_B, alternatives_BxK, positions_BxL, mask = _arrays(
+      tokens_BxL, position_B, alternatives_BxK, positions_BxL, mask)
   return _counterfactuals(model, params, tokens_BxL, position_B, attribute=attribute,
                           alternatives_BxK=alternatives_BxK, top_k=top_k, target=target,
                           positions_BxL=positions_BxL, mask=mask)

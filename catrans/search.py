@@ -57,18 +57,30 @@ def decode(model, params, prompts_BxP, prompt_lens_B, rng=None, *, steerer=None,
            pad_id: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            beam_width: int = 4, length_penalty: float = 0.0) -> SearchResult:
   """Decodes max_new_tokens per prompt with a CATModel (or any model whose apply returns a
-  CATOutput) under `steerer` (default: none) in `mode` (module doc). rng: needed by 'sample'."""
-  if mode not in MODES:
-    raise ValueError(f"decode mode {mode!r}; choose from {MODES}")
-  if mode == "beam" and beam_width < 1:
-    raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+  CATOutput) under `steerer` (default: none) in `mode` (module doc). rng: needed by 'sample'.
+
+  Checked on the host before jit (catrans.validation): mode; steerer a Steerer reading
+  attributes of the model; prompts as steered_decode (integer ids [B, P], prompt_lens_B in
+  [1, P], P + max_new_tokens <= max_len); eos_id / pad_id integers in [0, vocab_size);
+  temperature finite >= 0, top_k an integer >= 0, top_p in (0, 1]; beam_width an integer
+  >= 1; length_penalty finite; rng a PRNG key."""
+  validation.check_choice(mode, "mode", MODES)
+  if mode == "beam":
+    validation.check_positive(beam_width, "beam_width")
   if mode == "sample" and rng is None:
     raise ValueError("mode='sample' needs an rng")
   steerer = st.none() if steerer is None else steerer
+  if not isinstance(steerer, st.Steerer):
+    raise TypeError(f"steerer must be a catrans.steerers.Steerer, got {type(steerer).__name__}")
   for name in steerer.attributes:
-    model.cat.spec(name)  # KeyError naming an unknown attribute
+    validation.check_attribute(model, name, "steerer attribute")
   validation.check_prompts(prompts_BxP, prompt_lens_B, model.cfg.vocab_size,
                            model.cfg.max_len, max_new_tokens)
+  validation.check_decode_ids(model.cfg.vocab_size, eos_id, pad_id)
+  validation.check_sampling(temperature, top_k, top_p)
+  validation.check_finite_number(length_penalty, "length_penalty")
+  if rng is not None:
+    validation.check_rng(rng)
   rng = jax.random.PRNGKey(0) if rng is None else rng
   return _decode(model, params, jnp.asarray(prompts_BxP), jnp.asarray(prompt_lens_B), rng,
                  steerer=steerer, mode=mode, max_new_tokens=max_new_tokens, eos_id=eos_id,

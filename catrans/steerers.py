@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.scipy.special import log_ndtr
 
 from catrans import attributes as attr_lib
+from catrans import validation
 from catrans.attributes import AttributeSpec
 from catrans.sampling import NEG
 
@@ -61,6 +62,10 @@ class AttributeTarget(Steerer):
   def __post_init__(self):
     if self.spec.kind == "numeric":
       raise ValueError(f"{self.spec.name!r} is numeric: use NumericTarget or NumericBand")
+    # A class in range, stored as an int (0.5 or 2 on a binary must not become 0 or 1).
+    object.__setattr__(self, "value", validation.check_class(
+        self.spec, self.value, "AttributeTarget.value", integral_floats=True))
+    validation.check_finite_number(self.weight, "AttributeTarget.weight")
 
   @property
   def attributes(self):
@@ -82,6 +87,8 @@ class NumericTarget(Steerer):
 
   def __post_init__(self):
     _check_numeric(self.spec, "NumericTarget")
+    validation.check_finite_number(self.value, "NumericTarget.value")
+    validation.check_finite_number(self.weight, "NumericTarget.weight")
     if self.mode not in ("likelihood", "mean"):
       raise ValueError(f"NumericTarget.mode={self.mode!r}; choose likelihood|mean")
 
@@ -128,6 +135,9 @@ class NumericBand(Steerer):
 
   def __post_init__(self):
     _check_numeric(self.spec, "NumericBand")
+    validation.check_finite_number(self.lo, "NumericBand.lo")
+    validation.check_finite_number(self.hi, "NumericBand.hi")
+    validation.check_finite_number(self.weight, "NumericBand.weight")
     if not self.lo < self.hi:
       raise ValueError(f"NumericBand needs lo < hi, got [{self.lo}, {self.hi}]")
 
@@ -145,6 +155,10 @@ class BanTokens(Steerer):
   """A mask: the listed token ids are never chosen."""
   ids: tuple
 
+  def __post_init__(self):
+    for i, v in enumerate(self.ids):
+      validation.check_int(v, f"BanTokens.ids[{i}]", lo=0)
+
   def __call__(self, logits_BxV, attrs, hidden_BxD, step):
     banned_V = jnp.isin(jnp.arange(logits_BxV.shape[-1]), jnp.asarray(self.ids, jnp.int32))
     return jnp.broadcast_to(jnp.where(banned_V, NEG, 0.0), logits_BxV.shape).astype(jnp.float32)
@@ -156,6 +170,10 @@ class MinNewTokens(Steerer):
   eos_id: int
   n: int
 
+  def __post_init__(self):
+    validation.check_int(self.eos_id, "MinNewTokens.eos_id", lo=0)
+    validation.check_int(self.n, "MinNewTokens.n", lo=0)
+
   def __call__(self, logits_BxV, attrs, hidden_BxD, step):
     early = jnp.broadcast_to(jnp.asarray(step) < self.n, logits_BxV.shape[:1])
     is_eos = jnp.arange(logits_BxV.shape[-1]) == self.eos_id
@@ -166,6 +184,9 @@ class MinNewTokens(Steerer):
 class Scaled(Steerer):
   inner: Steerer
   weight: float
+
+  def __post_init__(self):
+    validation.check_finite_number(self.weight, "Scaled.weight")
 
   @property
   def attributes(self):
@@ -218,7 +239,7 @@ def target(model, name: str, value, weight: float = 1.0, *, band=None,
     return NumericBand(spec, float(band[0]), float(band[1]), weight)
   if spec.kind == "numeric":
     return NumericTarget(spec, float(value), weight, numeric_mode)
-  return AttributeTarget(spec, int(value), weight)
+  return AttributeTarget(spec, value, weight)   # checks the class (no int() truncation)
 
 
 def from_targets(model, targets, numeric_mode: str = "likelihood") -> Steerer:

@@ -34,6 +34,13 @@ class Target:
   value: float = 1
   gamma: float = 1.0
 
+  def __post_init__(self):
+    # The class range needs the attribute's spec: steered_decode checks it (check_class).
+    if not isinstance(self.name, str):
+      raise TypeError(f"Target.name must be an attribute name (str), got {self.name!r}")
+    validation.check_finite_number(self.value, "Target.value")
+    validation.check_finite_number(self.gamma, "Target.gamma")
+
 
 @dataclasses.dataclass(frozen=True)
 class SteeringConfig:
@@ -48,10 +55,20 @@ class SteeringConfig:
   numeric_mode: str = "likelihood"
 
   def __post_init__(self):
+    """Checks every field (the class of each target needs the model: steered_decode)."""
     if self.rule not in RULES:
       raise ValueError(f"steering rule {self.rule!r}; choose from {RULES}")
+    # A tuple, not a list: the config is a static (hashed) jit argument.
+    if not isinstance(self.targets, tuple) or not all(isinstance(t, Target)
+                                                      for t in self.targets):
+      raise TypeError(f"SteeringConfig.targets must be a tuple of Target, got {self.targets!r}")
     if self.rule in ("satisficing", "greedy_attr") and not self.targets:
       raise ValueError(f"rule {self.rule!r} needs a target attribute")
+    validation.check_sampling(self.temperature, self.top_k, self.top_p)
+    validation.check_positive(self.candidates, "candidates")
+    validation.check_probability(self.eps, "eps", allow_zero=True)
+    validation.check_finite_number(self.threshold, "threshold")
+    validation.check_choice(self.numeric_mode, "numeric_mode", ("likelihood", "mean"))
 
 
 class Decoded(NamedTuple):
@@ -115,13 +132,31 @@ def steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, *,
   """Decodes max_new_tokens tokens per prompt under a steering rule (see module doc).
 
   model: a CATModel; prompts_BxP: right-padded prompts [B, P], prompt_lens_B in [1, P].
-  Returns Decoded (tokens [B, P+T], new_tokens [B, T], lengths [B], attr_trace [B, T])."""
-  for t in steering.targets:
-    model.cat.spec(t.name)  # KeyError naming an unknown attribute
+  Returns Decoded (tokens [B, P+T], new_tokens [B, T], lengths [B], attr_trace [B, T]).
+
+  Checked on the host before jit (catrans.validation): steering is a SteeringConfig (whose
+  fields are checked when it is built); every target names an attribute of the model and a
+  class in its range (an integer, 1.0 accepted; a binary has classes 0 and 1 only), or a
+  finite number for a numeric one; integer prompts [B, P] in the vocabulary and integer
+  prompt_lens_B [B] in [1, P]; max_new_tokens an integer >= 1 with P + max_new_tokens <=
+  max_len; eos_id (or None) and pad_id integers in [0, vocab_size); rng a PRNG key."""
+  steering = check_steering(model, steering)
   validation.check_prompts(prompts_BxP, prompt_lens_B, model.cfg.vocab_size,
                            model.cfg.max_len, max_new_tokens)
-  return _steered_decode(model, params, prompts_BxP, prompt_lens_B, rng, steering=steering,
-                         max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
+  validation.check_decode_ids(model.cfg.vocab_size, eos_id, pad_id)
+  validation.check_rng(rng)
+  return _steered_decode(model, params, jnp.asarray(prompts_BxP), jnp.asarray(prompt_lens_B),
+                         rng, steering=steering, max_new_tokens=int(max_new_tokens),
+                         eos_id=None if eos_id is None else int(eos_id), pad_id=int(pad_id))
+
+
+def check_steering(model, steering):
+  """The config with every target checked against its attribute (catrans.validation) and a
+  class target normalised to an int, so Target('a', 1.0) and Target('a', 1) steer alike and
+  share one compilation."""
+  if not isinstance(steering, SteeringConfig):
+    raise TypeError(f"steering must be a SteeringConfig, got {type(steering).__name__}")
+  return dataclasses.replace(steering, targets=validation.check_targets(model, steering.targets))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steering", "max_new_tokens", "eos_id",

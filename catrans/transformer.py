@@ -124,8 +124,14 @@ class Transformer(nn.Module):
         length with one. Default: causal (within segments when segment_ids_BxL is given).
       segment_ids_BxL: packed-document ids, 0 = padding (not with a cache).
       cache: from init_cache; new rows are written at cache['index'] and the index advances.
+
+    Checked before any work (catrans.validation.check_trunk_inputs; values only when
+    concrete, so under jit only dtypes and shapes): integer ids in the vocabulary, at most
+    max_len of them without a cache; integer positions [B, L] in [0, max_len); a bool mask
+    [B, L, S] or [L, S]; integer segment ids [B, L]; new rows that fit a cache.
     """
-    validation.check_tokens(tokens_BxL, self.cfg.vocab_size)
+    validation.check_trunk_inputs(self.cfg, tokens_BxL, positions_BxL, mask, segment_ids_BxL,
+                                  cache)
     b, l = tokens_BxL.shape
     index = None if cache is None else cache["index"]
     positions_BxL, mask_BxLxS = resolve_positions_and_mask(

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqmatch import checks
 from seqmatch.masking import fit_width
 
 
@@ -52,17 +53,27 @@ def mask_backspace(logits_BxA, at_prompt_B, backspace_id: int):
   return jnp.where(hit, -jnp.inf, logits_BxA)
 
 
-def _validate(prompts_BxP, prompt_lens_B, backspace_id, max_actions, temperature):
-  if prompts_BxP.ndim != 2:
-    raise ValueError(f"prompts_BxP must be [B, P], got shape {prompts_BxP.shape}")
-  b, p = prompts_BxP.shape
-  if tuple(prompt_lens_B.shape) != (b,):
-    raise ValueError(f"prompt_lens_B must have shape ({b},), got {tuple(prompt_lens_B.shape)}")
-  if max_actions < 1:
-    raise ValueError(f"max_actions must be >= 1, got {max_actions}")
-  if temperature < 0:
-    raise ValueError(f"temperature must be >= 0, got {temperature}")
-  if isinstance(prompts_BxP, jax.core.Tracer) or isinstance(prompt_lens_B, jax.core.Tracer):
+def _validate(prompts_BxP, prompt_lens_B, *, backspace_id, max_actions, temperature, eos_id,
+              pad_id, pad_action, reuse_logits, ban_undone, max_len):
+  """The host-side checks of generate (seqmatch.checks), on the caller's arrays before any
+  cast. The ids that need the model's action count A are checked in _check_actions."""
+  dtype, shape = checks.dtype_and_shape(prompts_BxP, "prompts_BxP")
+  if len(shape) != 2:
+    raise ValueError(f"prompts_BxP must be [B, P], got shape {shape}")
+  b, p = shape
+  checks.check_int_array(prompts_BxP, "prompts_BxP")      # dtype (no float ids), int32 range
+  checks.check_int_array(prompt_lens_B, "prompt_lens_B", shape=(b,))
+  if not checks.is_int(max_actions) or max_actions < 1:
+    raise ValueError(f"max_actions must be >= 1 (an integer), got {max_actions!r}")
+  if max_len is not None and p + max_actions > checks.check_int(max_len, "max_len", lo=1):
+    raise ValueError(f"prompt width {p} + max_actions {max_actions} exceeds max_len {max_len}")
+  checks.check_number(temperature, "temperature", lo=0.0)
+  checks.check_int(pad_action, "pad_action")
+  checks.check_bool(reuse_logits, "reuse_logits")
+  checks.check_bool(ban_undone, "ban_undone")
+  if ban_undone and not reuse_logits:
+    raise ValueError("ban_undone writes into the stored logits: it needs reuse_logits=True")
+  if not checks.is_concrete(prompts_BxP, prompt_lens_B):
     return
   pr, pl = np.asarray(prompts_BxP), np.asarray(prompt_lens_B)
   if np.any(pl < 1) or np.any(pl > p):
@@ -72,10 +83,26 @@ def _validate(prompts_BxP, prompt_lens_B, backspace_id, max_actions, temperature
     raise ValueError(f"prompt ids must be >= 0 and not <bkspc> ({backspace_id})")
 
 
+def _check_actions(a, prompts_BxP, prompt_lens_B, *, backspace_id, eos_id, pad_id):
+  """backspace_id, eos_id (or None) and pad_id integers in [0, A) (A: the model's action
+  count), and the prompts' ids too when concrete."""
+  if not checks.is_int(backspace_id) or not 0 <= backspace_id < a:
+    raise ValueError(f"backspace_id {backspace_id!r} outside the model's {a} actions")
+  if eos_id is not None:
+    checks.check_int(eos_id, "eos_id", 0, a - 1)
+  checks.check_int(pad_id, "pad_id", 0, a - 1)
+  if checks.is_concrete(prompts_BxP, prompt_lens_B):
+    pr, p = np.asarray(prompts_BxP), np.shape(prompts_BxP)[1]
+    bad = (np.arange(p)[None] < np.asarray(prompt_lens_B)[:, None]) & (pr >= a)
+    if bad.any():
+      raise ValueError(f"prompt id {int(pr[bad][0])} outside the model's {a} actions")
+
+
 def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *,
              max_actions: int, backspace_id: int, eos_id: int | None = None,
              temperature: float = 1.0, reuse_logits: bool = True, pad_id: int = 0,
-             pad_action: int = -1, ban_undone: bool = False) -> Generation:
+             pad_action: int = -1, ban_undone: bool = False,
+             max_len: int | None = None) -> Generation:
   """Decodes up to max_actions actions per prompt (see module doc). jit with
   functools.partial over the non-array arguments.
 
@@ -83,11 +110,21 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
     apply_fn, init_cache_fn: the model function (seqmatch.model_fn).
     prompts_BxP: int32 prompts, left-aligned, padded to P; prompt_lens_B in [1, P].
     rng: PRNG key; step s samples with jax.random.fold_in(rng, s).
+    max_len: the model's position limit; when given, P + max_actions must fit (positions
+      reach P + max_actions - 1). seqmatch cannot read it from the model function.
+
+  Checked before any work (seqmatch.checks), errors naming the argument: prompts_BxP an
+  integer [B, P] array (dtype read before any cast), prompt_lens_B an integer [B] array;
+  max_actions an integer >= 1 (and P + max_actions <= max_len when given); temperature a
+  finite number >= 0; backspace_id, eos_id (or None) and pad_id integers in [0, A), A = the
+  model's actions (read from the model function's output shape, no compute); pad_action an
+  integer; reuse_logits / ban_undone bools. When concrete: prompt_lens_B in [1, P] and the
+  prompt ids in [0, A), not <bkspc>. Traced inputs are checked for dtype and shape only.
   """
+  _validate(prompts_BxP, prompt_lens_B, backspace_id=backspace_id, max_actions=max_actions,
+            temperature=temperature, eos_id=eos_id, pad_id=pad_id, pad_action=pad_action,
+            reuse_logits=reuse_logits, ban_undone=ban_undone, max_len=max_len)
   prompts_BxP, prompt_lens_B = jnp.asarray(prompts_BxP), jnp.asarray(prompt_lens_B)
-  _validate(prompts_BxP, prompt_lens_B, backspace_id, max_actions, temperature)
-  if ban_undone and not reuse_logits:
-    raise ValueError("ban_undone writes into the stored logits: it needs reuse_logits=True")
   b, p = prompts_BxP.shape
   t_max = max_actions
   s = p + t_max
@@ -106,13 +143,7 @@ def generate(apply_fn, init_cache_fn, params, prompts_BxP, prompt_lens_B, rng, *
   # The action count from shapes only (no compute), so bad input fails before any work.
   a = jax.eval_shape(lambda *x: apply_fn(*x, cache=cache)[0], params, prompts_BxP, positions,
                      pmask).shape[-1]
-  if not 0 <= backspace_id < a:
-    raise ValueError(f"backspace_id {backspace_id} outside the model's {a} actions")
-  if not any(isinstance(x, jax.core.Tracer) for x in (prompts_BxP, pl)):
-    pr = np.asarray(prompts_BxP)
-    bad = (np.arange(p)[None] < np.asarray(pl)[:, None]) & (pr >= a)
-    if bad.any():
-      raise ValueError(f"prompt id {int(pr[bad][0])} outside the model's {a} actions")
+  _check_actions(a, prompts_BxP, pl, backspace_id=backspace_id, eos_id=eos_id, pad_id=pad_id)
   logits_BxPxA, cache = apply_fn(params, prompts_BxP, positions, pmask, cache=cache)
   logits_BxPxA = logits_BxPxA.astype(jnp.float32)
   cur = logits_BxPxA[jnp.arange(b), pl - 1]

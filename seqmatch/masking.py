@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqmatch import checks
+
 
 class OnePass(NamedTuple):
   """Inputs and per-row bookkeeping of the one-pass forward; all [B, N] unless noted."""
@@ -66,26 +68,29 @@ def collapse_states(sequence, prompt_len: int, backspace_id: int) -> list[list[i
 
 
 # ----------------------------------------------------------------------------- validation
-def _concrete(*xs) -> bool:
-  return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
 def validate(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
-             backspace_id: int) -> None:
-  """Shape checks always; value checks (ids, lengths, illegal <bkspc>) when concrete."""
-  if not 0 <= backspace_id < vocab_size:
-    raise ValueError(f"backspace_id {backspace_id} outside the action vocabulary "
+             backspace_id: int, eos_id: int | None = None) -> None:
+  """The checks of build_one_pass (seqmatch.checks), on the caller's arrays before any cast:
+  vocab_size an integer >= 1; backspace_id and eos_id (or None) integers in [0, vocab_size);
+  sequences_BxN an integer [B, N] array; prompt_lens_B and lengths_B integer [B] arrays.
+  When concrete: 1 <= prompt_lens_B <= lengths_B <= N, the ids inside lengths_B in
+  [0, vocab_size) and no illegal <bkspc> (inside the prompt, or deleting a prompt token)."""
+  checks.check_int(vocab_size, "vocab_size", lo=1)
+  if not checks.is_int(backspace_id) or not 0 <= backspace_id < vocab_size:
+    raise ValueError(f"backspace_id {backspace_id!r} outside the action vocabulary "
                      f"[0, {vocab_size})")
-  if sequences_BxN.ndim != 2:
-    raise ValueError(f"sequences_BxN must be [B, N], got shape {sequences_BxN.shape}")
-  b = sequences_BxN.shape[0]
+  if eos_id is not None:
+    checks.check_int(eos_id, "eos_id", 0, vocab_size - 1)
+  dtype, shape = checks.dtype_and_shape(sequences_BxN, "sequences_BxN")
+  if len(shape) != 2:
+    raise ValueError(f"sequences_BxN must be [B, N], got shape {shape}")
+  checks.check_int_array(sequences_BxN, "sequences_BxN")   # dtype; int32 range
+  b, n = shape
   for name, x in (("prompt_lens_B", prompt_lens_B), ("lengths_B", lengths_B)):
-    if tuple(x.shape) != (b,):
-      raise ValueError(f"{name} must have shape ({b},), got {tuple(x.shape)}")
-  if not _concrete(sequences_BxN, prompt_lens_B, lengths_B):
+    checks.check_int_array(x, name, shape=(b,))
+  if not checks.is_concrete(sequences_BxN, prompt_lens_B, lengths_B):
     return
   seq, pl, ln = (np.asarray(x) for x in (sequences_BxN, prompt_lens_B, lengths_B))
-  n = seq.shape[1]
   if np.any(pl < 1) or np.any(pl > ln) or np.any(ln > n):
     raise ValueError(f"need 1 <= prompt_lens_B <= lengths_B <= N={n}; got prompt_lens "
                      f"{pl.tolist()}, lengths {ln.tolist()}")
@@ -93,8 +98,8 @@ def validate(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
   bad = inside & ((seq < 0) | (seq >= vocab_size))
   if bad.any():
     bi, ti = np.argwhere(bad)[0]
-    raise ValueError(f"action id {int(seq[bi, ti])} at [{bi}, {ti}] outside the action "
-                     f"vocabulary [0, {vocab_size})")
+    raise ValueError(f"sequences_BxN: action id {int(seq[bi, ti])} at [{bi}, {ti}] outside "
+                     f"the action vocabulary [0, {vocab_size})")
   for bi in range(b):
     collapse_states(seq[bi, :ln[bi]], int(pl[bi]), backspace_id)  # raises on illegal <bkspc>
 
@@ -192,20 +197,22 @@ def build_one_pass(sequences_BxN, prompt_lens_B, lengths_B, *, vocab_size: int,
       (bench_seqmatch); 'parallel' is for accelerators, where a loop of N dependent steps is
       the slow part (not yet measured on one).
   Returns OnePass; feed apply_fn(params, out.tokens, out.positions, out.mask).
-  Values are checked (ValueError) only on concrete inputs; under jit an illegal <bkspc>
-  (at the prompt boundary) leaves the state unchanged (its row re-copies the last token).
+  Checked before any cast (validate, with errors naming the argument): integer arrays
+  (float lengths are not truncated, int64 ids not wrapped), shapes, vocab_size, backspace_id
+  and eos_id in the vocabulary, expert_BxN a bool [B, N] array, method; values (lengths, ids,
+  illegal <bkspc>) only on concrete inputs: under jit an illegal <bkspc> (at the prompt
+  boundary) leaves the state unchanged (its row re-copies the last token).
   """
   if method not in ("parallel", "scan"):
     raise ValueError(f"build_one_pass method must be 'parallel' or 'scan', got {method!r}")
+  validate(sequences_BxN, prompt_lens_B, lengths_B, vocab_size=vocab_size,
+           backspace_id=backspace_id, eos_id=eos_id)
+  b, n = np.shape(sequences_BxN)
+  if expert_BxN is not None:
+    checks.check_bool_array(expert_BxN, "expert_BxN", shape=(b, n))
   sequences_BxN = jnp.asarray(sequences_BxN)
   prompt_lens_B, lengths_B = jnp.asarray(prompt_lens_B), jnp.asarray(lengths_B)
-  validate(sequences_BxN, prompt_lens_B, lengths_B, vocab_size=vocab_size,
-           backspace_id=backspace_id)
-  b, n = sequences_BxN.shape
-  if expert_BxN is None:
-    expert_BxN = jnp.ones((b, n), bool)
-  elif tuple(expert_BxN.shape) != (b, n):
-    raise ValueError(f"expert_BxN must have shape {(b, n)}, got {tuple(expert_BxN.shape)}")
+  expert_BxN = jnp.ones((b, n), bool) if expert_BxN is None else jnp.asarray(expert_BxN)
 
   def one(seq, pl, ln):
     if method == "parallel":

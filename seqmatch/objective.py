@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from seqmatch import checks
 from seqmatch.masking import OnePass
 
 
@@ -38,9 +39,9 @@ class Divergence(NamedTuple):
 
 
 def chi2(alpha: float = 0.01) -> Divergence:
-  """Chi-squared on the mixture (SPEC's L_SM): phi(r) = r, reg(r) = r^2 / (4 alpha)."""
-  if alpha <= 0:
-    raise ValueError(f"alpha must be > 0, got {alpha}")
+  """Chi-squared on the mixture (SPEC's L_SM): phi(r) = r, reg(r) = r^2 / (4 alpha).
+  alpha: a finite number > 0 (NaN would make every regulariser NaN)."""
+  checks.check_number(alpha, "alpha", lo=0.0, lo_open=True)
   return Divergence("chi2", lambda r: r, lambda r: r * r / (4.0 * alpha))
 
 
@@ -70,18 +71,37 @@ DIVERGENCES = {"chi2": chi2, "kl": kl, "tv": total_variation, "js": jensen_shann
 
 
 def get_divergence(name: str, alpha: float = 0.01) -> Divergence:
+  if not isinstance(name, str):
+    raise TypeError(f"divergence must be a name in {sorted(DIVERGENCES)} or a Divergence, got "
+                    f"{name!r}")
   if name not in DIVERGENCES:
     raise ValueError(f"unknown divergence {name!r}; known: {sorted(DIVERGENCES)}")
   return DIVERGENCES[name](alpha)
 
 
 def _check(logits_BxNxA, one: OnePass, backspace_id: int):
+  """logits a float [B, N, A] array matching one (a masking.OnePass), backspace_id an integer
+  in [0, A) (seqmatch.checks; integer logits are an error, not cast)."""
+  if not isinstance(one, OnePass):
+    raise TypeError(f"one must be a seqmatch.OnePass (from build_one_pass), got "
+                    f"{type(one).__name__}")
+  checks.check_float_array(logits_BxNxA, "logits_BxNxA")
   if logits_BxNxA.ndim != 3 or logits_BxNxA.shape[:2] != one.tokens.shape:
     raise ValueError(f"logits_BxNxA must be [B, N, A] with [B, N] = {one.tokens.shape}, "
                      f"got {logits_BxNxA.shape}")
-  if not 0 <= backspace_id < logits_BxNxA.shape[-1]:
-    raise ValueError(f"backspace_id {backspace_id} outside the logits' {logits_BxNxA.shape[-1]}"
-                     " actions")
+  if not checks.is_int(backspace_id) or not 0 <= backspace_id < logits_BxNxA.shape[-1]:
+    raise ValueError(f"backspace_id {backspace_id!r} outside the logits' "
+                     f"{logits_BxNxA.shape[-1]} actions")
+
+
+def _check_discount(gamma, horizon):
+  """gamma a finite number in (0, 1] (0 would weight only the first transition and a NaN
+  every one); horizon None or an integer >= 1 (a float would make a fractional sum)."""
+  checks.check_number(gamma, "gamma", 0.0, 1.0, lo_open=True)
+  if horizon is not None and not checks.is_int(horizon):
+    raise TypeError(f"horizon must be an integer >= 1 or None, got {horizon!r}")
+  if horizon is not None and horizon < 1:
+    raise ValueError(f"horizon must be >= 1 (None: the padded length), got {horizon}")
 
 
 def mask_illegal_backspace(logits_BxNxA, bkspc_illegal_BxN, backspace_id: int):
@@ -91,6 +111,16 @@ def mask_illegal_backspace(logits_BxNxA, bkspc_illegal_BxN, backspace_id: int):
   return jnp.where(hit, -jnp.inf, logits_BxNxA)
 
 
+def _is_data(is_data_B, b):
+  """A bool [B] array (default all True); a float or int flag is an error, not a cast."""
+  if is_data_B is None:
+    return jnp.ones((b,), bool)
+  sh = checks.check_bool_array(is_data_B, "is_data_B")
+  if sh != (b,):
+    raise ValueError(f"is_data_B must have shape ({b},), got {sh}")
+  return jnp.asarray(is_data_B)
+
+
 def _shift_left(x_BxN):
   return jnp.concatenate([x_BxN[:, 1:], jnp.zeros_like(x_BxN[:, :1])], axis=1)
 
@@ -98,8 +128,10 @@ def _shift_left(x_BxN):
 def transition_terms(logits_BxNxA, one: OnePass, *, backspace_id: int, gamma: float = 0.998,
                      horizon: int | None = None):
   """Per-row quantities of every transition. Returns a dict of [B, N] float32 arrays:
-  q = l(a_i|u_i), v = V(u_i), v_next = V(u_{i+1}) (0 where done), r, w (0 off-transition)."""
+  q = l(a_i|u_i), v = V(u_i), v_next = V(u_{i+1}) (0 where done), r, w (0 off-transition).
+  Checks: as sequencematch_loss (logits, one, backspace_id, gamma, horizon)."""
   _check(logits_BxNxA, one, backspace_id)
+  _check_discount(gamma, horizon)
   logits = mask_illegal_backspace(logits_BxNxA.astype(jnp.float32), one.bkspc_illegal,
                                   backspace_id)
   v = jax.nn.logsumexp(logits, axis=-1)
@@ -109,9 +141,7 @@ def transition_terms(logits_BxNxA, one: OnePass, *, backspace_id: int, gamma: fl
   v_next = jnp.where(tr & ~one.done, _shift_left(v), 0.0)
   q = jnp.where(tr, q, 0.0)  # off-transition rows may gather an illegal -inf
   r = q - gamma * not_done * v_next
-  h = (one.tokens.shape[1] - 1) if horizon is None else horizon
-  if h < 1:
-    raise ValueError(f"horizon must be >= 1 (None: the padded length), got {horizon}")
+  h = max(one.tokens.shape[1] - 1, 1) if horizon is None else horizon
   z = jnp.sum(gamma ** jnp.arange(h, dtype=jnp.float32))
   w = jnp.where(tr, gamma ** one.transition_index.astype(jnp.float32) / z, 0.0)
   return {"q": q, "v": jnp.where(tr, v, 0.0), "v_next": v_next, "r": jnp.where(tr, r, 0.0),
@@ -138,12 +168,24 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
     regularize_noise: False leaves the noise rows of data sequences (non-expert actions)
       out of the chi2 regulariser (they stay in the telescoping value term).
   Returns (scalar loss, metrics dict of scalars).
+
+  Checked before any work (seqmatch.checks), errors naming the argument: logits_BxNxA a
+  float [B, N, A] array matching one (a OnePass); is_data_B None or a bool [B] array;
+  backspace_id an integer in [0, A); gamma a finite number in (0, 1]; alpha finite > 0;
+  divergence a name in DIVERGENCES or a Divergence; horizon None or an integer >= 1;
+  model_share a finite number in [0, 1]; reward_backspace / regularize_noise bools.
+  gamma, alpha and model_share pass unread when traced.
   """
-  b = one.tokens.shape[0]
-  is_data_B = jnp.ones((b,), bool) if is_data_B is None else jnp.asarray(is_data_B, bool)
-  if is_data_B.shape != (b,):
-    raise ValueError(f"is_data_B must have shape ({b},), got {is_data_B.shape}")
-  div = get_divergence(divergence, alpha) if isinstance(divergence, str) else divergence
+  _check(logits_BxNxA, one, backspace_id)
+  _check_discount(gamma, horizon)
+  checks.check_number(model_share, "model_share", 0.0, 1.0)
+  checks.check_bool(reward_backspace, "reward_backspace")
+  checks.check_bool(regularize_noise, "regularize_noise")
+  is_data_B = _is_data(is_data_B, one.tokens.shape[0])
+  if isinstance(divergence, str) or not isinstance(divergence, Divergence):
+    div = get_divergence(divergence, alpha)
+  else:
+    div = divergence
   t = transition_terms(logits_BxNxA, one, backspace_id=backspace_id, gamma=gamma,
                        horizon=horizon)
   w, r = t["w"], t["r"]
@@ -156,8 +198,6 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
   # and a where() after the fact would still send 0 * inf = NaN into the gradient.
   r_expert = jnp.where(expert > 0, r, 0.0)
   expert_term = jnp.sum(w * expert * div.phi(r_expert)) / n_data
-  if not 0.0 <= model_share <= 1.0:
-    raise ValueError(f"model_share must be in [0, 1], got {model_share}")
   n_model = (~is_data_B).sum().astype(jnp.float32)
   seq_w_B = jnp.where(n_model > 0,
                       jnp.where(is_data_B, (1.0 - model_share) / n_data,
@@ -175,10 +215,10 @@ def sequencematch_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_
 
 def bc_loss(logits_BxNxA, one: OnePass, is_data_B=None, *, backspace_id: int):
   """Behaviour cloning: mean cross-entropy over expert transitions of data sequences.
-  Returns (scalar, metrics)."""
+  Returns (scalar, metrics). Checks: logits, one, is_data_B, backspace_id as
+  sequencematch_loss."""
   _check(logits_BxNxA, one, backspace_id)
-  b = one.tokens.shape[0]
-  is_data_B = jnp.ones((b,), bool) if is_data_B is None else jnp.asarray(is_data_B, bool)
+  is_data_B = _is_data(is_data_B, one.tokens.shape[0])
   logits = mask_illegal_backspace(logits_BxNxA.astype(jnp.float32), one.bkspc_illegal,
                                   backspace_id)
   logp = jax.nn.log_softmax(logits, axis=-1)

@@ -83,7 +83,7 @@ def test_steering_rejects_bad_prompts_and_overlong_contexts(b, p, plen, new):
 def test_counterfactual_positions_and_unknown_attributes():
   model, params = _cat()
   t = np.ones((2, 5), np.int32)
-  with pytest.raises(ValueError, match=r"positions must be in \[1, 5\)"):
+  with pytest.raises(ValueError, match=r"position_B\[0\] = 0 is outside \[1, 5\)"):
     counterfactuals(model, params, t, np.array([0, 2]), attribute="a")
   with pytest.raises(KeyError, match="no attribute 'b'"):
     counterfactuals(model, params, t, np.array([1, 2]), attribute="b")

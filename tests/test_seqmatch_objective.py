@@ -142,7 +142,7 @@ def test_bad_inputs(batch):
   with pytest.raises(ValueError, match="is_data_B must have shape"):
     objective.sequencematch_loss(jnp.zeros(one.tokens.shape + (NUM_ACTIONS,)), one,
                                  np.ones(3, bool), backspace_id=BKSPC)
-  with pytest.raises(ValueError, match="model_share must be in"):
+  with pytest.raises(ValueError, match=r"model_share = 2.0 is outside \[0.0, 1.0\]"):
     objective.sequencematch_loss(jnp.zeros(one.tokens.shape + (NUM_ACTIONS,)), one,
                                  backspace_id=BKSPC, model_share=2.0)
   with pytest.raises(ValueError, match="horizon must be >= 1"):

@@ -48,6 +48,21 @@ def check_token_ids(ids, vocab_size: int) -> None:
         f'[0, {vocab_size}); {int(bad.sum())} id(s) out of range in total.')
 
 
+def _checked_ids(ids, vocab_size: int) -> list[int]:
+  """decode's input as ints: a 1-D sequence of integers (never float ids, which int() would
+  truncate, nor bools) in [0, vocab_size). Raises ValueError naming the first bad id."""
+  if isinstance(ids, (str, bytes)):
+    raise ValueError(f'decode() expects a sequence of token ids, got {type(ids).__name__}')
+  arr = np.asarray(ids)
+  if arr.ndim != 1 and arr.size:
+    raise ValueError(f'decode() expects a 1-D sequence of token ids, got shape {arr.shape}')
+  if arr.size and not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f'decode() expects integer token ids, got dtype {arr.dtype}: '
+                     f'{ids!r:.80}')
+  check_token_ids(arr, vocab_size)
+  return [int(i) for i in arr]
+
+
 class ByteTokenizer:
   """UTF-8 bytes shifted past the three special ids: byte b -> b + 3."""
 
@@ -60,8 +75,10 @@ class ByteTokenizer:
     return [b + self.num_special for b in _require_str(text).encode('utf-8')]
 
   def decode(self, ids: Sequence[int]) -> str:
-    data = bytes(int(i) - self.num_special for i in ids
-                 if self.num_special <= int(i) < self.vocab_size)
+    """Text of integer ids in [0, vocab_size): the special ids (pad, bos, eos) are skipped,
+    anything else out of range is a ValueError (not silently dropped)."""
+    data = bytes(i - self.num_special for i in _checked_ids(ids, self.vocab_size)
+                 if i >= self.num_special)
     return data.decode('utf-8', errors='replace')
 
 
@@ -108,5 +125,6 @@ class SentencePieceTokenizer:
     return list(self._sp.encode(_require_str(text)))
 
   def decode(self, ids: Sequence[int]) -> str:
+    """Text of integer ids in [0, vocab_size) (pad, bos, eos skipped); ValueError otherwise."""
     specials = (self.pad_id, self.bos_id, self.eos_id)
-    return self._sp.decode([int(i) for i in ids if int(i) not in specials])
+    return self._sp.decode([i for i in _checked_ids(ids, self.vocab_size) if i not in specials])
