@@ -9,7 +9,7 @@
                 the plain LM at every step: `PrefixClassifier`, `fudge_decode`.
 """
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import flax.linen as nn
 import jax

@@ -13,7 +13,6 @@ import logging
 import warnings
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

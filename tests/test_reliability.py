@@ -3,7 +3,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import jax

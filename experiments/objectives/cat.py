@@ -5,7 +5,6 @@ default one categorical attribute per task label), param (full|factorized), bran
 (mlp|block|none), branch_mlp_dim (0: the trunk's mlp_dim), factor_dim, lam (0.15), mode (joint|finetune|attr_only; attr_only trains
 the attribute branch only, the trunk frozen)."""
 import jax
-import jax.numpy as jnp
 
 from catrans.cat_model import CATConfig, CATModel
 from catrans.objective import cat_loss

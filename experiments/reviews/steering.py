@@ -11,14 +11,13 @@ import logging
 import math
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from catrans.baselines import fudge_decode, sample_lm
 from catrans.steering import SteeringConfig, Target, steered_decode
 from experiments.reviews.data import join
-from experiments.reviews.estimation import classifier_fresh, timed, token_nll
+from experiments.reviews.estimation import classifier_fresh, token_nll
 
 log = logging.getLogger("experiments")
 
