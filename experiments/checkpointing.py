@@ -7,6 +7,7 @@ saved: a workdir with checkpoints resumes from the newest one whose every part r
 exactly (an unreadable or altered part is logged by name, and the next older one is tried),
 or fails with a message (a different model shape, nothing readable). A failed save raises
 save_errors.SaveError naming the path and the free space."""
+import gc
 import logging
 import os
 
@@ -102,11 +103,19 @@ class Checkpointer:
           raise
 
   def _read(self, step: int, name: str, arg):
+    # A failed read also surfaces as asyncio's "Task exception was never retrieved" with the
+    # whole tensorstore spec (kilobytes); the one line logged by restore() says it all.
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
+    asyncio_log.setLevel(logging.CRITICAL)
     try:
       return self.manager.restore(step, args=ocp.args.Composite(**{name: arg}))[name]
     except Exception as e:
+      gc.collect()  # Collect the failed tasks while their log is muted.
       raise CorruptCheckpoint(f"part '{name}' is unreadable ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
+    finally:
+      asyncio_log.setLevel(level)
 
   def _restore_verified(self, step: int, abstract_state, meta: dict):
     """(state, data_state) of `step`, each part checked against the digest saved with it;
@@ -153,7 +162,7 @@ class Checkpointer:
         state, data = self._restore_verified(step, abstract_state, meta)
       except CorruptCheckpoint as e:
         errors.append(f"step {step}: {e}")
-        log.error("checkpoint %s is corrupt: %s; trying an older one",
+        log.error("checkpoint at step %d (%s) is corrupt: %s; trying an older one", step,
                   os.path.join(self.directory, str(step)), e)
         continue
       if errors:
