@@ -57,7 +57,7 @@ class Checkpointer:
   def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False):
     """Saves asynchronously (when enabled) with a digest of every part. The digest is taken
     from the very arrays handed to orbax, before the next step can donate them."""
-    self.check_saves()
+    self.wait()  # orbax waits for the previous save anyway; this names its step if it failed
     plain, aux = split_aux(state)
     sums = dict(tree_digests("state", plain), data=json_digest(data_state),
                 meta=json_digest(meta))
@@ -67,6 +67,7 @@ class Checkpointer:
       sums.update(tree_digests("aux", aux))
       items["aux"] = ocp.args.StandardSave(aux)
     items["digest"] = ocp.args.JsonSave({"version": DIGEST_VERSION, "sha256": sums})
+    self._saving = int(step)
     try:
       self.manager.save(int(step), args=ocp.args.Composite(**items), force=force)
     except Exception as e:
@@ -78,13 +79,19 @@ class Checkpointer:
     try:
       self.manager.check_for_errors()
     except Exception as e:
-      raise write_failure(self.directory, e) from None
+      raise write_failure(self._saving_path(), e) from None
 
   def wait(self):
     try:
       self.manager.wait_until_finished()
+      self.manager.check_for_errors()  # waiting does not raise a background failure
     except Exception as e:
-      raise write_failure(self.directory, e) from None
+      raise write_failure(self._saving_path(), e) from None
+
+  def _saving_path(self) -> str:
+    """The directory of the save that may have failed in the background."""
+    step = getattr(self, "_saving", None)
+    return self.directory if step is None else os.path.join(self.directory, str(step))
 
   def close(self, quiet: bool = False):
     """Waits for the last save. quiet: another error is already on its way out; do not

@@ -43,9 +43,30 @@ class MetricWriter:
       for k, v in row.items():
         self._tb.add_scalar(k, v, int(step))
 
-  def close(self):
-    if self._tb is not None:
+  def close(self, quiet: bool = False):
+    """quiet: the run is already failing (a full disk, say); TensorBoard events that cannot
+    be flushed are dropped without a second error (metrics.jsonl is the record)."""
+    if self._tb is None:
+      return
+    try:
       self._tb.close()
+    except OSError:
+      if not quiet:
+        raise
+      for w in self._tb.all_writers.values():
+        _abandon(w.event_writer)
+
+
+def _abandon(event_writer):
+  """Stops a tensorboardX event writer whose file cannot be flushed. Its close() raised
+  before marking it closed, so its atexit hook and worker thread would each retry the flush
+  and print a traceback at exit; these are its own fields, set as its close() would."""
+  try:
+    if event_writer._worker is not None:
+      event_writer._worker.stop()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  event_writer._closed = True
 
 
 def drop_metrics_after(workdir: str, step: int) -> int:

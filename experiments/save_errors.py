@@ -1,6 +1,7 @@
 """A save that fails (full disk, permissions, a vanished mount) becomes one clear error that
 names the path and the free space there, instead of a cascade of tracebacks."""
 import os
+import re
 import shutil
 
 
@@ -30,8 +31,15 @@ def free_bytes(path: str) -> int | None:
 
 def write_failure(path: str, exc: BaseException, what: str = "checkpoint") -> SaveError:
   cause = _root_cause(exc)
-  reason = (cause.strerror if isinstance(cause, OSError) and cause.strerror
-            else f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+  # tensorstore (under orbax) raises ValueError('RESOURCE_EXHAUSTED: ... [os_error_code=28]')
+  code = re.search(r"os_error_code='?(\d+)", str(cause))
+  if isinstance(cause, OSError) and cause.strerror:
+    reason = cause.strerror
+  elif code:
+    reason = os.strerror(int(code.group(1)))
+  else:
+    text = str(cause).strip().splitlines()
+    reason = f"{type(cause).__name__}: {text[0][:300] if text else ''}"
   free = free_bytes(path)
   space = "unknown free space" if free is None else f"{free / 2**20:.1f} MiB free there"
   return SaveError(f"could not write the {what} at {path}: {reason} ({space}). Earlier "

@@ -37,8 +37,25 @@ class _FileHandler(logging.FileHandler):
             file=sys.stderr, flush=True)
 
 
+def _ours_or_no_traceback(record) -> bool:
+  """Library records that carry a traceback (orbax logs each failed background save from
+  four threads) describe failures the trainer reports itself, once, with what to do."""
+  return record.name.startswith("experiments") or not record.exc_info
+
+
+def _unraisable(hook):
+  """tensorstore's callbacks into orbax's closed event loops after a failed write print
+  'RuntimeError: Event loop is closed' once per pending chunk; the failure itself is
+  reported once by the trainer."""
+  def filtered(u):
+    if not (isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value)):
+      hook(u)
+  return filtered
+
+
 def main(argv):
   del argv
+  sys.unraisablehook = _unraisable(sys.unraisablehook)
   from experiments import preflight
   from experiments.save_errors import SaveError
   from experiments.train_step import NonFiniteError
@@ -76,6 +93,8 @@ def _train():
     handlers.append(_FileHandler(os.path.join(workdir, "train.log")))
   logging.basicConfig(level=logging.WARNING, handlers=handlers, force=True,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  for handler in handlers:
+    handler.addFilter(_ours_or_no_traceback)
   log = logging.getLogger("experiments")
   log.setLevel(logging.INFO)  # Ours at INFO; libraries (orbax, grain) at WARNING.
   for line in checks:

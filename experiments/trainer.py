@@ -371,7 +371,7 @@ class Trainer:
       # When the run is failing, a second error from closing must not replace the first.
       ckpt.close(quiet=not finished)
       progress.close()
-      writer.close()
+      writer.close(quiet=not finished)
       stop.restore()
     if jax.process_index() == 0:
       observe.plot_metrics(self.workdir, baseline=baseline)
