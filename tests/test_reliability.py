@@ -192,7 +192,8 @@ def _garble_bytes(path, rng, size, flip):
     data = bytearray(f.read())
     at = rng.randrange(0, len(data) - size)
     for i in range(at, at + size):
-      data[i] = data[i] ^ (1 << rng.randrange(8)) if flip else (data[i] + rng.randrange(1, 256)) % 256
+      change = (1 << rng.randrange(8)) if flip else rng.randrange(1, 256)
+      data[i] = data[i] ^ change
     f.seek(0)
     f.write(data)
 
@@ -351,3 +352,8 @@ def test_config_ranges_are_checked_and_the_cli_exits_3_without_a_traceback(tmp_p
   assert r.returncode == 3, r.stderr[-3000:]
   assert "train.steps=-5: need an integer >= 1" in r.stderr and "Traceback" not in r.stderr
   assert not (tmp_path / "w").exists()  # nothing was built or written
+  (tmp_path / "a_file").write_text("")
+  r = subprocess.run(_train_cmd(tmp_path / "a_file"), env=_env(1), cwd=ROOT,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 3 and "preflight: workdir" in r.stderr, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr

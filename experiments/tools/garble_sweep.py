@@ -100,8 +100,8 @@ def main():
     except Exception as e:  # pylint: disable=broad-except
       outcome, step = "refused", f"{type(e).__name__}"
     counts[outcome] += 1
-    print(f"{i:3d} {outcome:9s} {what:28s} {os.path.relpath(target, copy)} -> {step}",
-          flush=True)
+    print(f"{i:3d} {outcome:9s} {what:28s} {os.path.relpath(target, copy)} "
+          f"({os.path.getsize(target)} B) -> {step}", flush=True)
     shutil.rmtree(copy)
   print("COUNTS " + json.dumps(dict(counts, garbles=args.garbles, seed=args.seed)))
   if not args.workdir:
