@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.save_errors import write_failure
+
 log = logging.getLogger("experiments")
 
 
@@ -32,15 +34,64 @@ class MetricWriter:
     if not self.enabled:
       return
     row = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **row}) + "\n")
+    try:
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"step": int(step), **row}) + "\n")
+    except OSError as e:  # A full disk: one clear error, not a traceback per write.
+      raise write_failure(self.path, e, "metrics") from None
     if self._tb is not None:
       for k, v in row.items():
         self._tb.add_scalar(k, v, int(step))
 
-  def close(self):
-    if self._tb is not None:
+  def close(self, quiet: bool = False):
+    """quiet: the run is already failing (a full disk, say); TensorBoard events that cannot
+    be flushed are dropped without a second error (metrics.jsonl is the record)."""
+    if self._tb is None:
+      return
+    try:
       self._tb.close()
+    except OSError:
+      if not quiet:
+        raise
+      for w in self._tb.all_writers.values():
+        _abandon(w.event_writer)
+
+
+def _abandon(event_writer):
+  """Stops a tensorboardX event writer whose file cannot be flushed. Its close() raised
+  before marking it closed, so its atexit hook and worker thread would each retry the flush
+  and print a traceback at exit; these are its own fields, set as its close() would."""
+  try:
+    if event_writer._worker is not None:
+      event_writer._worker.stop()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  event_writer._closed = True
+
+
+def drop_metrics_after(workdir: str, step: int) -> int:
+  """Keeps the rows of steps <= `step` (and drops a torn last line): a run resumed from a
+  checkpoint at `step` redoes the later steps and writes them again, and a reader must get
+  one row per step. Atomic (written aside, then renamed). Returns the rows dropped."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path) as f:
+    for line in f:
+      try:
+        keep = int(json.loads(line)["step"]) <= step
+      except (ValueError, KeyError, TypeError):
+        keep = False  # a line cut short by a kill
+      if keep:
+        kept.append(line if line.endswith("\n") else line + "\n")
+      elif line.strip():
+        dropped += 1
+  if dropped:
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+  return dropped
 
 
 def read_metrics(workdir: str) -> list[dict]:

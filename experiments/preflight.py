@@ -5,6 +5,7 @@ split its batch or cannot write its workdir otherwise hangs in its first collect
 an hour later at the first checkpoint. `experiments.train` runs these before building
 anything; each failure names the problem and what to do about it."""
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -15,6 +16,9 @@ import jax
 import numpy as np
 
 from experiments import sharding
+
+
+log = logging.getLogger("experiments")
 
 
 class PreflightError(RuntimeError):
@@ -93,6 +97,29 @@ def check_workdir(workdir: str):
                          f"{jax.process_index()} ({e.strerror}); checkpoints and metrics go "
                          f"there. Use a directory every host can write (shared storage for "
                          f"multi-host runs).") from None
+
+
+def check_fresh_start(workdir: str, start_over: bool):
+  """Called when the workdir has no checkpoint to resume from. An earlier run's metrics
+  there mean its checkpoints were deleted (or never written before it died): starting
+  afresh would silently mix two runs in one metrics.jsonl, so it takes train.start_over,
+  which moves the old metrics aside (metrics.jsonl.1, .2, ...) first."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not (os.path.isfile(path) and os.path.getsize(path) > 0):
+    return
+  if not start_over:
+    raise PreflightError(
+        f"workdir {workdir} holds an earlier run's metrics.jsonl but no checkpoint to resume "
+        f"from (deleted, or the run died before its first one). Refusing to start over in "
+        f"it silently: pass --config.train.start_over=true to start a fresh run there (the "
+        f"old metrics are kept as metrics.jsonl.N), or use a new --workdir.")
+  if jax.process_index() == 0:
+    n = 1
+    while os.path.exists(f"{path}.{n}"):
+      n += 1
+    os.replace(path, f"{path}.{n}")
+    log.warning("train.start_over: starting afresh; the earlier metrics are now %s.%d",
+                path, n)
 
 
 def check_devices(config, devices=None) -> tuple[tuple[int, int, int], list[str]]:

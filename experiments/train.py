@@ -21,8 +21,67 @@ _TIMEOUT = flags.DEFINE_integer("preflight_timeout", 300, "seconds to wait for e
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# Exit statuses: 3 a preflight or config failure (nothing was built or written), 4 stopped
+# for non-finite values, 5 a checkpoint or metrics write failed (earlier checkpoints intact).
+EXIT_PREFLIGHT, EXIT_NONFINITE, EXIT_SAVE = 3, 4, 5
+
+
+class _FileHandler(logging.FileHandler):
+  """train.log; on a full disk it says so once and stops, instead of a traceback per line
+  (stdout still gets every line)."""
+
+  def handleError(self, record):
+    if not getattr(self, "_failed", False):
+      self._failed = True
+      print(f"(train.log: cannot write {self.baseFilename}; logging to stdout only)",
+            file=sys.stderr, flush=True)
+
+
+def _ours_or_no_traceback(record) -> bool:
+  """Library records that carry a traceback (orbax logs each failed background save from
+  four threads) describe failures the trainer reports itself, once, with what to do."""
+  return record.name.startswith("experiments") or not record.exc_info
+
+
+def _unraisable(hook):
+  """tensorstore's callbacks into orbax's closed event loops after a failed write print
+  'RuntimeError: Event loop is closed' once per pending chunk; the failure itself is
+  reported once by the trainer."""
+  def filtered(u):
+    if not (isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value)):
+      hook(u)
+  return filtered
+
+
 def main(argv):
   del argv
+  sys.unraisablehook = _unraisable(sys.unraisablehook)
+  from experiments import preflight
+  from experiments.save_errors import SaveError
+  from experiments.train_step import NonFiniteError
+  try:
+    _train()
+  except preflight.PreflightError as e:  # Config and preflight failures: a message, no trace.
+    _fail(f"preflight: {e}", EXIT_PREFLIGHT)
+  except NonFiniteError as e:
+    _fail(f"stopped: {e}", EXIT_NONFINITE)
+  except SaveError as e:
+    _fail(f"stopped: {e}", EXIT_SAVE)
+
+
+def _fail(message: str, status: int):
+  """One line on stderr (and in train.log when it is open), then the exit status."""
+  record = logging.LogRecord("experiments", logging.ERROR, __file__, 0, message, None, None)
+  for handler in logging.getLogger().handlers:
+    if isinstance(handler, logging.FileHandler):
+      handler.handle(record)
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def _train():
+  from experiments import config_checks
+  config_checks.check(_CONFIG.value)  # Before joining processes or touching the workdir.
   import jax
   from experiments import preflight
   preflight.join_processes(_COORD.value, _NPROC.value, _PID.value, timeout_s=_TIMEOUT.value)
@@ -31,9 +90,11 @@ def main(argv):
   from experiments.trainer import Trainer
   handlers = [logging.StreamHandler(sys.stdout)]
   if jax.process_index() == 0:
-    handlers.append(logging.FileHandler(os.path.join(workdir, "train.log")))
+    handlers.append(_FileHandler(os.path.join(workdir, "train.log")))
   logging.basicConfig(level=logging.WARNING, handlers=handlers, force=True,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  for handler in handlers:
+    handler.addFilter(_ours_or_no_traceback)
   log = logging.getLogger("experiments")
   log.setLevel(logging.INFO)  # Ours at INFO; libraries (orbax, grain) at WARNING.
   for line in checks:

@@ -3,6 +3,7 @@ gradients (optionally accumulated over micro-batches), the optimizer update, and
 non-finite values. The Trainer compiles it; nothing here touches the host."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments.train_state import TrainState
 
@@ -11,6 +12,16 @@ NONFINITE_POLICIES = ("skip", "stop", "ignore")
 
 class NonFiniteError(RuntimeError):
   pass
+
+
+def nonfinite_terms(metrics: dict) -> str:
+  """What went non-finite in one step's (host) metrics, for a report."""
+  bad = sorted(k for k, v in metrics.items() if not np.isfinite(float(v)))
+  if bad:
+    return ", ".join(bad)
+  if float(metrics.get("finite_update", 1.0)) < 1.0:
+    return "the update (new parameters or optimizer state)"
+  return "the gradients"
 
 
 def _tree_all_finite(tree) -> jnp.ndarray:
@@ -82,7 +93,10 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    # The update itself can make values non-finite from finite gradients (a garbled or
+    # underflowed second moment, an overflowing learning rate), so its result is checked too.
+    finite_update = _tree_all_finite(params) & _tree_all_finite(opt_state)
+    finite = jnp.isfinite(loss) & _tree_all_finite(grads) & finite_update
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if aux is not None:
       new_state = new_state.replace(aux=aux)
@@ -96,7 +110,8 @@ def make_train_step(objective, tx, *, grad_accum_steps: int = 1, nonfinite: str 
         new_state = new_state.replace(aux=aux)
     metrics = dict(metrics)
     metrics.update(loss=loss, grad_norm=optimizer_global_norm(grads),
-                   finite=finite.astype(jnp.float32), skipped=new_state.skipped)
+                   finite=finite.astype(jnp.float32),
+                   finite_update=finite_update.astype(jnp.float32), skipped=new_state.skipped)
     return new_state, metrics
 
   return train_step

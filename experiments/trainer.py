@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from experiments import observe, optim, sharding
+from experiments import config_checks, observe, optim, sharding
 from experiments.buckets import bucket_width, check_length_buckets, trim_to_bucket
 from experiments.checkpointing import Checkpointer, param_shapes
 from experiments.compiles import CompileWatch
@@ -22,10 +22,12 @@ from experiments.data import pipeline
 from experiments.objectives import get_objective
 from experiments.objectives.base import RUN_PREFIX
 from experiments.resume import resume_data_position
+from experiments.preflight import check_fresh_start
 from experiments.signals import SignalFlag
+from experiments.skip_watch import SkipWatch
 from experiments.tasks import get_task
 from experiments.train_state import TrainState, with_aux
-from experiments.train_step import NonFiniteError, make_train_step
+from experiments.train_step import NonFiniteError, make_train_step, nonfinite_terms
 
 log = logging.getLogger("experiments")
 
@@ -270,9 +272,6 @@ class Trainer:
     a later run() (on any mesh) continues exactly."""
     cfg, t, d = self.config, self.config.train, self.config.data
     os.makedirs(self.workdir, exist_ok=True)
-    if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json_best_effort(indent=2))
     ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                         keep=t.get("keep_checkpoints", 3),
                         async_save=t.get("async_checkpoint", True))
@@ -281,14 +280,26 @@ class Trainer:
         seq_len=self.seq_len, seed=int(cfg.seed), process_index=jax.process_index(),
         process_count=jax.process_count(), mode=d.get("mode", "padding"),
         read_threads=d.get("read_threads", 2))
-    restored = ckpt.restore(self.abstract_state, self.meta)
+    try:
+      restored = ckpt.restore(self.abstract_state, self.meta)
+      if restored is None:
+        check_fresh_start(self.workdir, bool(t.get("start_over", False)))
+    except BaseException:
+      ckpt.close(quiet=True)
+      raise
     if restored is None:
       state, start = self.init_state(), 0
       log.info("fresh run: %s parameters, %d steps", f"{self.num_params:,}", self.steps)
     else:
       state, data_state, start = restored
       train_it.set_state(resume_data_position(data_state, self.batch_size))
-      log.info("resumed from step %d in %s", start, ckpt.directory)
+      dropped = observe.drop_metrics_after(self.workdir, start)
+      log.info("resumed from step %d in %s%s", start, ckpt.directory,
+               f" (dropped {dropped} metrics rows past it: those steps are redone)"
+               if dropped else "")
+    if jax.process_index() == 0:  # After the checks above: a refused run changes nothing.
+      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        f.write(cfg.to_json_best_effort(indent=2))
 
     writer = observe.MetricWriter(self.workdir)
     baseline = self._unigram_baseline()
@@ -304,16 +315,21 @@ class Trainer:
     last_metrics, eval_metrics, interrupted = {}, {}, False
     tick, tick_step = time.perf_counter(), start
     step = logged_step = start
-    stop_on_nonfinite = t.get("nonfinite", "skip") == "stop"
+    policy = t.get("nonfinite", "skip")
+    skips = SkipWatch(t.get("max_consecutive_skips", 10)) if policy == "skip" else None
+    finished = False
     try:
       last = self.steps if until is None else min(int(until), self.steps)
       while step < last:
+        ckpt.check_saves()  # A background save that failed stops the run here.
         batch = next(train_it)
         with watch.phase(("train", self._width(batch)), f"in train step {step + 1}"):
           state, metrics = self.train_step(state, batch, step)
         step += 1
-        if stop_on_nonfinite:  # One host sync per step: the price of stopping at once.
+        if policy == "stop":  # One host sync per step: the price of stopping at once.
           self._check_finite(jax.device_get(metrics), step, ckpt)
+        elif skips is not None:
+          self._stop_if(skips.push(step, metrics), ckpt)
         if step % log_every == 0 or step == last:
           with watch.phase("log", f"logging step {step}"):
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -343,28 +359,41 @@ class Trainer:
           interrupted = True
           log.warning("signal %s: saved a checkpoint at step %d, exiting", stop.signum, step)
           break
+      if skips is not None and not interrupted:
+        self._stop_if(skips.flush(), ckpt)
+      finished = True
     finally:
       watch.close()
       self.compile_watch = watch
       log.info("XLA compilations: %d at warm-up (%.1f s), %d recompile(s) after",
                watch.warmup_compiles, sum(sec for _, sec in watch.events),
                len(watch.recompiles))
-      ckpt.close()
+      # When the run is failing, a second error from closing must not replace the first.
+      ckpt.close(quiet=not finished)
       progress.close()
-      writer.close()
+      writer.close(quiet=not finished)
       stop.restore()
     if jax.process_index() == 0:
       observe.plot_metrics(self.workdir, baseline=baseline)
     return RunSummary(self.workdir, step, last_metrics, eval_metrics, baseline, interrupted)
 
+  def _stop_if(self, report, ckpt):
+    if report is None:
+      return
+    ckpt.wait()
+    last = ckpt.all_steps()
+    raise NonFiniteError(f"{report}; the last checkpoint is step "
+                         f"{last[-1] if last else 'none (no checkpoint yet)'} in "
+                         f"{ckpt.directory}. Lower the learning rate, check the data, or "
+                         f"resume from an earlier checkpoint.")
+
   def _check_finite(self, metrics, step, ckpt):
     if float(metrics.get("finite", 1.0)) >= 1.0:
       return
-    bad = sorted(k for k, v in metrics.items() if not np.isfinite(float(v)))
     ckpt.wait()
     last = ckpt.all_steps()
     raise NonFiniteError(
-        f"non-finite values at step {step} in: {', '.join(bad) or 'the gradients'} "
+        f"non-finite values at step {step} in: {nonfinite_terms(metrics)} "
         f"(the update was not applied). Stopping; the last good checkpoint is step "
         f"{last[-1] if last else 'none (no checkpoint yet)'} in {ckpt.directory}")
 
@@ -390,3 +419,4 @@ def _check_config(config):
   if unknown:
     raise ValueError(f"unknown config keys {unknown}; known top-level keys: "
                      f"{sorted(KNOWN_SECTIONS)}")
+  config_checks.check(config)

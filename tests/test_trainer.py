@@ -127,6 +127,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path):
   assert "resumed from step" in r.stdout + r.stderr
   a, b = _losses(ref), _losses(run)
   assert sorted(b) == list(range(1, 11))
+  with open(run / "metrics.jsonl") as f:  # the redone steps' rows replace, not repeat
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == list(range(1, 11))
   # Same device, same program, same data order: bit-for-bit.
   assert [a[s] for s in range(4, 11)] == [b[s] for s in range(4, 11)]
 

@@ -34,7 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
       steps=1000, grad_accum_steps=1, log_every=50, eval_every=500, eval_batches=8,
       checkpoint_every=500, keep_checkpoints=3, async_checkpoint=True,
       peak_flops=0.0,          # FLOP/s per device for MFU; 0 = measure with a matmul probe
-      nonfinite="skip",        # skip | stop | ignore: what a NaN/Inf loss or gradient does
+      nonfinite="skip",        # skip | stop | ignore: what a NaN/Inf loss, gradient or update does
+      max_consecutive_skips=10,  # skip: this many skipped updates in a row stop the run
+      start_over=False,        # True: start afresh in a workdir whose checkpoints are gone
       progress=True))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=50,
