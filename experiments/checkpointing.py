@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments.digests import first_mismatch, json_digest, tree_digests
-from experiments.save_errors import write_failure
+from experiments.save_errors import SaveError, write_failure
 from experiments.train_state import split_aux, with_aux
 
 log = logging.getLogger("experiments")

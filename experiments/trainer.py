@@ -3,7 +3,6 @@
 resuming from the newest checkpoint and stopping cleanly on a signal. Objective-agnostic: the
 loss comes from `experiments.objectives`, the step from `experiments.train_step`."""
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from experiments.compiles import CompileWatch
 from experiments.data import pipeline
 from experiments.objectives import get_objective
 from experiments.objectives.base import RUN_PREFIX
-from experiments.resume import resume_data_position
+from experiments.resume import init_from_run, resume_data_position  # noqa: F401 (tests import it here)
 from experiments.preflight import check_fresh_start
 from experiments.signals import SignalFlag
 from experiments.skip_watch import SkipWatch
@@ -173,46 +172,12 @@ class Trainer:
 
   def init_state(self) -> TrainState:
     if self.objective.init_from.startswith(RUN_PREFIX):
-      return self._init_from_run(self.objective.init_from[len(RUN_PREFIX):])
+      return init_from_run(self, self.objective.init_from[len(RUN_PREFIX):])
     trunk = self.objective.pretrained_trunk()
     if trunk is not None:
       log.info("initialising the trunk from %s", self.objective.init_from)
     with self.context():
       return self._init(jax.random.PRNGKey(int(self.config.seed)), trunk)
-
-  def _init_from_run(self, workdir: str) -> TrainState:
-    """Fresh optimizer, step 0 and this config's seed, with the evaluation params of
-    `workdir`'s newest checkpoint (its moving average when it kept one). The source is read
-    through its own config, so its optimizer and objective may differ from this run's (an
-    EMA or a masked optimizer there, none here); the model must be the same (a different one
-    is a named error listing the shapes)."""
-    import ml_collections
-    from experiments.checkpointing import describe_mismatch
-    workdir = os.path.abspath(workdir)
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-      raise FileNotFoundError(f"init_from='run:{workdir}': no config.json there (not a "
-                              "workdir of experiments.train)")
-    with open(os.path.join(workdir, "config.json")) as f:
-      source_config = ml_collections.ConfigDict(json.load(f))
-    source_config.mesh = self.config.mesh  # The source may have run on another topology.
-    source = Trainer(source_config, workdir, devices=list(self.mesh.devices.flat),
-                     progress=False)
-    mismatch = describe_mismatch(source.meta["param_shapes"], self.meta["param_shapes"])
-    if mismatch:
-      raise ValueError(f"init_from='run:{workdir}' is a different model; parameter shapes "
-                       f"differ:\n{mismatch}")
-    try:
-      source_state = source.restore_latest()
-    except FileNotFoundError as e:
-      raise FileNotFoundError(f"init_from='run:{workdir}': {e}") from None
-    averaged = isinstance(source_state.opt_state, optim.ParamsEmaState)
-    params = jax.device_put(source.eval_params(source_state), self.params_shardings)
-    log.info("initialising every parameter from %s (step %d%s)", workdir,
-             int(source_state.step), ", its moving average" if averaged else "")
-    with self.context():
-      fresh = self._init(jax.random.PRNGKey(int(self.config.seed)), None)
-      init_opt = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
-      return fresh.replace(params=params, opt_state=init_opt(params))
 
   def train_step(self, state, local_batch, step: int | None = None):
     """One update from host-local numpy rows: checked, prepared by the objective (host-side
