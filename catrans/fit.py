@@ -17,6 +17,7 @@ whole sequence is the head at the last row, read at its last token (the EOS for 
 Labels: categorical/binary class ids in [0, K) (or names with class_names); numeric finite
 floats. Unlabelled examples are not accepted: drop them first."""
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Sequence
@@ -190,8 +191,7 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   if len(val_idx):
     val_data = tuple(jnp.asarray(x) for x in (
         hidden[val_idx], data["targets"][val_idx], data["weights"][val_idx], y[val_idx]))
-    loss_fn = jax.jit(lambda p, *d: cached_attr_loss(cat_model, p, *d))
-    val_loss = lambda p: float(loss_fn(p, *val_data))
+    val_loss = lambda p: float(_compiled(cat_model)[0](p, *val_data))
 
   rng = np.random.default_rng(seed + 1)
   state = (head_params, tx.init(head_params))
@@ -294,12 +294,21 @@ def _trunk_epoch_timing(cat_model, trunk_params, head_params, tx, data, y, train
   return {"trunk_epoch_s": time.perf_counter() - t0, "compile_trunk_epoch_s": compile_s}
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(cat_model: CATModel):
+  """(loss, outputs) jitted once per model: called eagerly, each would compile every one of
+  its primitives again (most of a small fit's time)."""
+  loss = jax.jit(functools.partial(cached_attr_loss, cat_model))
+  outputs = jax.jit(lambda p, h, t: cat_model.apply({"params": p}, h, t,
+                                                    method=CATModel.attributes_from_hidden))
+  return loss, outputs
+
+
 def _outputs(cat_model, head_params, hidden, targets):
   """[N, L, K] the head at every row, read at that row's target (row t: P(a | x_<=t+1))."""
   spec = cat_model.cat.attributes[0]
-  fn = jax.jit(lambda p, h, t: cat_model.apply({"params": p}, h, t,
-                                               method=CATModel.attributes_from_hidden))
-  return np.asarray(fn(head_params, hidden, jnp.asarray(targets))[spec.name])
+  out = _compiled(cat_model)[1](head_params, hidden, jnp.asarray(targets))
+  return np.asarray(out[spec.name])
 
 
 def _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx, num_bins):
@@ -309,8 +318,8 @@ def _evaluate(cat_model, head_params, hidden, data, y, train_idx, held_idx, num_
   for split, idx in (("train", train_idx), ("heldout", held_idx)):
     h, t, w = hidden[idx], data["targets"][idx], data["weights"][idx]
     lengths = data["lengths"][idx]
-    loss = cached_attr_loss(cat_model, head_params, h, jnp.asarray(t), jnp.asarray(w),
-                            jnp.asarray(y[idx]))
+    loss = _compiled(cat_model)[0](head_params, h, jnp.asarray(t), jnp.asarray(w),
+                                   jnp.asarray(y[idx]))
     out = _outputs(cat_model, head_params, h, t)                       # [n, L, K]
     at_row = lambda rows: probs_of(out[np.arange(len(rows)), rows])
     probs = at_row(lengths - 1)               # P(a | the whole sequence)
