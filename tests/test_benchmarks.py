@@ -7,7 +7,7 @@ from experiments.bench import cat as bench_cat, seqmatch as bench_seqmatch
 from experiments.data.tokenizers import ByteTokenizer
 from experiments.tasks import bits
 
-TINY_CAT = ("--length 1 --steps 2 --num_train 64 --num_sequences 4 --mc_samples 4 --cat_repeats 1 "
+TINY_CAT = ("--length 1 --steps 2 --num_train 64 --num_sequences 4 --mc_samples 4 --est_rounds 1 "
             "--d_model 16 --num_layers 1 --num_heads 2 --seq_len 8 --batch 2 --decode_batch 2 "
             "--prompt_len 2 --new_tokens 3 --rounds 1 --params factorized").split()
 
