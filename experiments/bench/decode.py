@@ -132,7 +132,8 @@ def main(argv=None):
     recompute_s = timing.spread(t["recompute"], fmt=".2f")
     print(f"batch {bs:3d}: KV cache {r['cached_tok_s']:8.1f} tok/s ({cached_s} s) | recompute "
           f"{r['recompute_tok_s']:7.2f} tok/s ({recompute_s} s) | speedup {r['speedup']:6.1f}x "
-          f"| prefill ({a.prefill_len} tokens) {r['prefill_tok_s']:8.1f} tok/s | greedy tokens over all {a.new_tokens}: {agree}",
+          f"| prefill ({a.prefill_len} tokens) {r['prefill_tok_s']:8.1f} tok/s | greedy tokens "
+          f"over all {a.new_tokens}: {agree}",
           flush=True)
   return rows
 
