@@ -202,8 +202,8 @@ def test_monte_carlo_shares_each_prefix_and_keeps_the_per_sample_estimate():
   # prompts repeated N times with the same rng, so the estimate is the old per-sample one.
   lm = Transformer(CFG)
   params = lm.init(jax.random.PRNGKey(2), jnp.zeros((1, 4), jnp.int32))["params"]
-  prompts, pl, n, rng = jnp.array([[1, 4, 5], [1, 3, 0]]), jnp.array([3, 2]), 6, \
-      jax.random.PRNGKey(5)
+  prompts, pl = jnp.array([[1, 4, 5], [1, 3, 0]]), jnp.array([3, 2])
+  n, rng = 6, jax.random.PRNGKey(5)
   shared = baselines.sample_lm_shared_prefix(lm, params, prompts, pl, rng, num_samples=n,
                                              max_new_tokens=4)
   per_sample = baselines.sample_lm(lm, params, jnp.repeat(prompts, n, 0), jnp.repeat(pl, n),
