@@ -93,7 +93,7 @@ def _stateful(step, state, batch):
 
 def make_trainer(a, workdir):
   c = default.get_config()
-  mlp = int(4 * a.d_model * 2 / 3) // 64 * 64           # SwiGLU at the plain MLP's FLOPs
+  mlp = max(64, int(4 * a.d_model * 2 / 3) // 64 * 64)  # SwiGLU at the plain MLP's FLOPs
   c.model.update(dict(vocab_size=a.vocab, d_model=a.d_model, num_layers=a.num_layers,
                       num_heads=a.num_heads, num_kv_heads=a.num_heads, mlp_dim=mlp,
                       max_len=a.seq_len, remat=a.remat, tie_embeddings=False))
