@@ -189,7 +189,7 @@ def main(argv=None):
                           mfu=fpt[name] * n_tok / sec / peak)
     r = rows_out[name]
     print(f"{name:<15}{timing.spread(t[name]):>28}{r['tokens_s']:>11,.0f}"
-          f"{r['flops_per_token'] / 1e6:>12.1f}M{r['mfu']:>8.1%}")
+          f"{r['flops_per_token']:>13.3g}{r['mfu']:>8.1%}")
   base = rows_out["plain linen"]
   for name in ("trainer", "catrans trunk"):
     r = rows_out[name]
