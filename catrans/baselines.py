@@ -1,7 +1,8 @@
 """Baselines CAT is compared with, in the same library:
 
-  Monte Carlo   P(a | prefix) estimated by sampling N completions from a plain LM (KV cache)
-                and scoring each with an oracle or classifier: what CAT replaces.
+  Monte Carlo   P(a | prefix) estimated by sampling N completions from a plain LM (each
+                prefix prefilled once, its N completions decoded from copies of its KV
+                cache) and scoring each with an oracle or classifier: what CAT replaces.
   Director      a per-token sigmoid head (CATConfig with one binary attribute,
                 binary_style='sigmoid'), decoded with log p + gamma log sigmoid: see
                 `director_config`; decoding is steering.steered_decode with rule 'weighted'.
@@ -45,16 +46,12 @@ def prefill(model, params, prompts_BxP, prompt_lens_B, total_len):
   return out.logits[jnp.arange(b), pl - 1], out.cache
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature",
-                                             "eos_id", "pad_id"))
-def sample_lm(model, params, prompts_BxP, prompt_lens_B, rng, *, max_new_tokens: int,
-              temperature: float = 1.0, eos_id: int | None = None, pad_id: int = 0):
-  """Plain LM sampling with a KV cache: new tokens [B, T] (pad_id after eos)."""
-  b, p = prompts_BxP.shape
-  s = p + max_new_tokens
+def _sample_after_prefill(model, params, logits_BxV, cache, prompt_lens_B, prompt_width, rng,
+                          max_new_tokens, temperature, eos_id, pad_id):
+  """The decoding loop of sample_lm from a filled cache whose prompts are prompt_width wide."""
+  b, p = logits_BxV.shape[0], prompt_width
   pl = prompt_lens_B.astype(jnp.int32)
-  logits, cache = prefill(model, params, prompts_BxP, prompt_lens_B, s)
-  slots = jnp.arange(s)
+  slots = jnp.arange(cache["k"].shape[2])
 
   def step(carry, i):
     cache, logits, done = carry
@@ -66,9 +63,38 @@ def sample_lm(model, params, prompts_BxP, prompt_lens_B, rng, *, max_new_tokens:
     done = done | ((tok == eos_id) if eos_id is not None else False)
     return (o.cache, o.logits[:, 0], done), tok
 
-  _, toks = jax.lax.scan(step, (cache, logits, jnp.zeros((b,), bool)),
+  _, toks = jax.lax.scan(step, (cache, logits_BxV, jnp.zeros((b,), bool)),
                          jnp.arange(max_new_tokens))
   return toks.T
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature",
+                                             "eos_id", "pad_id"))
+def sample_lm(model, params, prompts_BxP, prompt_lens_B, rng, *, max_new_tokens: int,
+              temperature: float = 1.0, eos_id: int | None = None, pad_id: int = 0):
+  """Plain LM sampling with a KV cache: new tokens [B, T] (pad_id after eos)."""
+  p = prompts_BxP.shape[1]
+  logits, cache = prefill(model, params, prompts_BxP, prompt_lens_B, p + max_new_tokens)
+  return _sample_after_prefill(model, params, logits, cache, prompt_lens_B, p, rng,
+                               max_new_tokens, temperature, eos_id, pad_id)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_samples", "max_new_tokens",
+                                             "temperature", "eos_id", "pad_id"))
+def sample_lm_shared_prefix(model, params, prompts_BxP, prompt_lens_B, rng, *,
+                            num_samples: int, max_new_tokens: int, temperature: float = 1.0,
+                            eos_id: int | None = None, pad_id: int = 0):
+  """num_samples continuations of every prompt, [B * num_samples, T] (row b * N + j is
+  prompt b's j-th): each prompt is prefilled once and its KV cache copied to its N rows.
+
+  The same draws as sample_lm on the prompts repeated N times (jnp.repeat order) with the
+  same rng, without recomputing each prompt N times."""
+  p = prompts_BxP.shape[1]
+  logits, cache = prefill(model, params, prompts_BxP, prompt_lens_B, p + max_new_tokens)
+  rep = lambda x, axis=0: jnp.repeat(x, num_samples, axis=axis)
+  cache = dict(cache, k=rep(cache["k"], 1), v=rep(cache["v"], 1))   # [layers, B*N, S, ...]
+  return _sample_after_prefill(model, params, rep(logits), cache, rep(prompt_lens_B), p, rng,
+                               max_new_tokens, temperature, eos_id, pad_id)
 
 
 def monte_carlo_estimate(model, params, prompts_BxP, prompt_lens_B, rng, *, num_samples: int,
@@ -77,12 +103,15 @@ def monte_carlo_estimate(model, params, prompts_BxP, prompt_lens_B, rng, *, num_
   """[B] mean of score_fn over num_samples sampled completions of each prefix.
 
   score_fn(prompts_NxP, prompt_lens_N, completions_NxT) -> [N] scores (an oracle, e.g. the
-  exact attribute of a finished sequence, or a classifier's probability)."""
+  exact attribute of a finished sequence, or a classifier's probability). Each prefix is
+  prefilled once and its N completions sampled from copies of its KV cache
+  (sample_lm_shared_prefix): what a user would write, and the fastest fair baseline."""
   b = prompts_BxP.shape[0]
   rep = lambda x: jnp.repeat(x, num_samples, axis=0)
-  completions = sample_lm(model, params, rep(prompts_BxP), rep(prompt_lens_B), rng,
-                          max_new_tokens=max_new_tokens, temperature=temperature,
-                          eos_id=eos_id, pad_id=pad_id)
+  completions = sample_lm_shared_prefix(model, params, prompts_BxP, prompt_lens_B, rng,
+                                        num_samples=num_samples,
+                                        max_new_tokens=max_new_tokens,
+                                        temperature=temperature, eos_id=eos_id, pad_id=pad_id)
   scores = score_fn(rep(prompts_BxP), rep(prompt_lens_B), completions)
   return jnp.asarray(scores, jnp.float32).reshape(b, num_samples).mean(-1)
 

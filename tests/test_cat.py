@@ -197,6 +197,26 @@ def test_monte_carlo_is_unbiased_on_a_uniform_model():
   np.testing.assert_allclose(est, 4 / V, atol=4 * se)
 
 
+def test_monte_carlo_shares_each_prefix_and_keeps_the_per_sample_estimate():
+  # The shared-cache sampler (each prompt prefilled once) draws what sample_lm draws on the
+  # prompts repeated N times with the same rng, so the estimate is the old per-sample one.
+  lm = Transformer(CFG)
+  params = lm.init(jax.random.PRNGKey(2), jnp.zeros((1, 4), jnp.int32))["params"]
+  prompts, pl = jnp.array([[1, 4, 5], [1, 3, 0]]), jnp.array([3, 2])
+  n, rng = 6, jax.random.PRNGKey(5)
+  shared = baselines.sample_lm_shared_prefix(lm, params, prompts, pl, rng, num_samples=n,
+                                             max_new_tokens=4)
+  per_sample = baselines.sample_lm(lm, params, jnp.repeat(prompts, n, 0), jnp.repeat(pl, n),
+                                   rng, max_new_tokens=4)
+  assert shared.shape == (2 * n, 4) and shared.tolist() == per_sample.tolist()
+  assert len({tuple(r) for r in shared.tolist()}) > 2          # the N rows are distinct draws
+  score = lambda pr, lens, comp: ((comp < 6).sum(-1) + (pr == 4).sum(-1) >= 2).astype(float)
+  est = baselines.monte_carlo_estimate(lm, params, prompts, pl, rng, num_samples=n,
+                                       max_new_tokens=4, score_fn=score)
+  ref = score(jnp.repeat(prompts, n, 0), jnp.repeat(pl, n), per_sample).reshape(2, n).mean(-1)
+  np.testing.assert_array_equal(np.asarray(est), np.asarray(ref, np.float32))
+
+
 def test_fudge_without_classifier_weight_is_plain_greedy():
   lm = Transformer(CFG)
   lm_params = lm.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]

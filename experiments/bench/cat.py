@@ -4,17 +4,19 @@
 
 (a) Estimation on random bits with an exact attribute (majority; experiments/tasks/bits.py):
     P(a | prefix) for every prefix t = 0..n of a batch of sequences, by CAT's one forward pass
-    (catrans.inference.estimate) vs Monte Carlo (catrans.baselines.monte_carlo_estimate: N
-    sampled completions per prefix from the CAT's own next-token head, scored by the exact
-    attribute of the finished string). Both are checked against the binomial tails. A small
-    CAT is trained in-process first (--steps), so the script stands alone.
+    (catrans.inference.estimate) vs Monte Carlo (catrans.baselines.monte_carlo_estimate: each
+    prefix prefilled once, N completions sampled from copies of its KV cache by the CAT's own
+    next-token head, each scored by the exact attribute of the finished string). Both are
+    checked against the binomial tails. A small CAT is trained in-process first (--steps), so
+    the script stands alone.
 (b) One CAT train step (CE + lambda * attribute loss) vs the plain MLE step on the trunk of
     the same model and the same batch, for the `full` and `factorized` heads.
 (c) Steered decoding (steered_decode, rule 'weighted', KV cache) vs unsteered decoding of the
     same model through the same decoder (rule 'none', which skips the attribute branch).
 
-Compilation and warm-up are excluded everywhere; (b) and (c) alternate the two contenders
-round by round so load from other processes hits both alike, and report medians."""
+Every part times its two contenders with experiments/bench/timing.py: after a warm-up call
+each (compilation), they alternate round by round so load from other processes hits both
+alike; medians are reported with their min-max spread."""
 import argparse
 import time
 
@@ -32,31 +34,10 @@ from catrans.inference import estimate
 from catrans.objective import cat_loss
 from catrans.steering import SteeringConfig, Target, steered_decode
 from catrans.transformer import Transformer
+from experiments.bench import timing
 from experiments.data import pipeline
 from experiments.objectives.mle import token_cross_entropy
 from experiments.tasks import bits, get_task
-
-
-def _block(x):
-  return jax.block_until_ready(x)
-
-
-def _timed_once(fn, *args):
-  t0 = time.perf_counter()
-  out = _block(fn(*args))
-  return out, time.perf_counter() - t0
-
-
-def _alternate(fns, rounds):
-  """Median seconds of each thunk in `fns`, called in turn for `rounds` rounds after one
-  warm-up call each (compilation). Alternating keeps background load fair to both."""
-  for f in fns:
-    _block(f())
-  times = [[] for _ in fns]
-  for _ in range(rounds):
-    for i, f in enumerate(fns):
-      times[i].append(_timed_once(f)[1])
-  return [float(np.median(t)) for t in times]
 
 
 def _init(model, tokens_BxL, seed):
@@ -96,7 +77,7 @@ def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0
   for _ in range(steps):
     batch = {k: jnp.asarray(v) for k, v in next(it).items()}
     params, opt, loss = step(params, opt, batch)
-  _block(loss)
+  jax.block_until_ready(loss)
   return task, model, params, time.perf_counter() - t0, float(loss)
 
 
@@ -112,8 +93,9 @@ def _oracle_score_fn(one_id, threshold, num_new):
 
 def make_mc_estimator(trunk, length, threshold, one_id, num_samples):
   """A function (params, tokens_BxL, rng) -> [B, n + 1] Monte Carlo estimates for every
-  prefix t = 0..n, one jitted monte_carlo_estimate call per prefix length. Each call samples
-  exactly the n - t tokens its prefix still needs (Monte Carlo's cheapest fair setting)."""
+  prefix t = 0..n, one jitted monte_carlo_estimate call per prefix length. Each call prefills
+  its B prefixes once and samples exactly the n - t tokens each still needs, N times from the
+  shared cache (Monte Carlo's cheapest fair setting)."""
   def call_for(t):
     num_new = length - t
     score = _oracle_score_fn(one_id, threshold, num_new)
@@ -128,26 +110,18 @@ def make_mc_estimator(trunk, length, threshold, one_id, num_samples):
     return one
 
   jitted = [call_for(t) for t in range(length + 1)]
-  compiled = {}
-
-  def prepare(params, tokens_BxL, rng):
-    """Compiles every call ahead of time without sampling, so a timed run excludes
-    compilation without paying for a whole warm-up run."""
-    for t, f in enumerate(jitted):
-      compiled[t] = f.lower(params, tokens_BxL[:, :t + 1], jax.random.fold_in(rng, t)).compile()
 
   def run(params, tokens_BxL, rng):
-    outs = [compiled.get(t, jitted[t])(params, tokens_BxL[:, :t + 1], jax.random.fold_in(rng, t))
+    outs = [jitted[t](params, tokens_BxL[:, :t + 1], jax.random.fold_in(rng, t))
             for t in range(length + 1)]
     return jnp.stack(outs, axis=1)
-  run.prepare = prepare
   return run
 
 
 def mc_token_forwards(length, num_samples):
-  """Token positions Monte Carlo runs through the model per sequence: for each prefix t, N
-  prefills of t + 1 tokens and N * max(n - t, 1) decode steps (CAT: n + 1 in all)."""
-  return num_samples * sum((t + 1) + max(length - t, 1) for t in range(length + 1))
+  """Token positions Monte Carlo runs through the model per sequence: for each prefix t, one
+  prefill of t + 1 tokens and N * max(n - t, 1) decode steps (CAT: n + 1 in all)."""
+  return sum((t + 1) + num_samples * max(length - t, 1) for t in range(length + 1))
 
 
 def bench_estimation(a):
@@ -168,13 +142,21 @@ def bench_estimation(a):
   rng = jax.random.PRNGKey(a.seed + 1)
   mc_fn = lambda: mc(trunk_params, tokens_BxL, rng)
 
-  cat_q = _block(cat_fn())                      # compile
-  t_cat = float(np.median([_timed_once(cat_fn)[1] for _ in range(a.cat_repeats)]))
-  mc.prepare(trunk_params, tokens_BxL, rng)     # compile all n + 1 calls
-  mc_q, t_mc = _timed_once(mc_fn)
-  cat_q, mc_q = np.asarray(cat_q), np.asarray(mc_q)
+  outs = {}
+
+  def keep(name, f):      # the timed thunk also keeps its last output, for the errors
+    def go():
+      outs[name] = f()
+      return outs[name]
+    return go
+
+  t = timing.compare({"CAT": keep("cat", cat_fn), "Monte Carlo": keep("mc", mc_fn)},
+                     rounds=a.est_rounds)
+  cat_q, mc_q = np.asarray(outs["cat"]), np.asarray(outs["mc"])
   return dict(train_s=train_s, train_loss=last_loss, num_prefixes=exact_BxL.size,
-              cat_s=t_cat, mc_s=t_mc, speedup=t_mc / t_cat,
+              cat=t["CAT"], mc=t["Monte Carlo"], cat_s=t["CAT"]["median"],
+              mc_s=t["Monte Carlo"]["median"],
+              speedup=t["Monte Carlo"]["median"] / t["CAT"]["median"],
               cat_mae=float(np.abs(cat_q - exact_BxL).mean()),
               mc_mae=float(np.abs(mc_q - exact_BxL).mean()),
               cat_q=cat_q, mc_q=mc_q, exact=exact_BxL, tokens=np.asarray(tokens_BxL),
@@ -234,8 +216,10 @@ def bench_train_step(a, param):
       return loss
     return go
 
-  t_mle, t_cat = _alternate([run("mle", mle_step), run("cat", cat_step)], a.rounds)
-  return dict(param=param, mle_s=t_mle, cat_s=t_cat, ratio=t_cat / t_mle,
+  t = timing.compare({"MLE": run("mle", mle_step), "CAT": run("cat", cat_step)}, a.rounds)
+  t_mle, t_cat = t["MLE"]["median"], t["CAT"]["median"]
+  return dict(param=param, mle=t["MLE"], cat=t["CAT"], mle_s=t_mle, cat_s=t_cat,
+              ratio=t_cat / t_mle,
               mle_loss=float(losses["mle"]), cat_loss=float(losses["cat"]),
               tokens=a.batch * a.seq_len)
 
@@ -252,23 +236,27 @@ def bench_decoding(a, param):
   plain = SteeringConfig(rule="none")
   dec = lambda sc: (lambda: steered_decode(model, params, prompts, lens, key, steering=sc,
                                            max_new_tokens=a.new_tokens).new_tokens)
-  t_plain, t_steer = _alternate([dec(plain), dec(steer)], a.rounds)
+  t = timing.compare({"plain": dec(plain), "steered": dec(steer)}, a.rounds)
+  t_plain, t_steer = t["plain"]["median"], t["steered"]["median"]
   n_tok = a.decode_batch * a.new_tokens
-  return dict(param=param, plain_tok_s=n_tok / t_plain, steer_tok_s=n_tok / t_steer,
+  return dict(param=param, plain=t["plain"], steered=t["steered"],
+              plain_tok_s=n_tok / t_plain, steer_tok_s=n_tok / t_steer,
               slowdown=t_steer / t_plain)
 
 
 def parse_args(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   g = ap.add_argument_group("(a) estimation on bits")
-  # 16 bits: Monte Carlo's cost grows with the length (about N (n + 1) token positions
-  # through the model per position CAT reads: 646x at n = 9, 1,092x at n = 16).
+  # 16 bits: Monte Carlo's cost grows with the length (about N (n + 1) / 2 token positions
+  # through the model per position CAT reads, each prefix prefilled once: 300x at n = 9,
+  # 525x at n = 16).
   g.add_argument("--length", type=int, default=16, help="bits per sequence")
   g.add_argument("--steps", type=int, default=1500, help="CAT training steps (batch 128)")
   g.add_argument("--num_train", type=int, default=20000, help="training sequences")
   g.add_argument("--num_sequences", type=int, default=256, help="test sequences estimated")
   g.add_argument("--mc_samples", type=int, default=64, help="Monte Carlo completions/prefix")
-  g.add_argument("--cat_repeats", type=int, default=20, help="timed CAT passes (median)")
+  g.add_argument("--est_rounds", type=int, default=5,
+                 help="timed rounds, each one CAT pass and one Monte Carlo run (medians)")
   g = ap.add_argument_group("(b) train step and (c) decoding: a random-init CAT")
   g.add_argument("--d_model", type=int, default=128)
   g.add_argument("--num_layers", type=int, default=4)
@@ -305,8 +293,7 @@ def main(argv=None):
   a = parse_args(argv)
   parts = set(a.parts.split(","))
   params = a.params.split(",")
-  dev = jax.devices()[0]
-  print(f"device: {jax.local_device_count()} x {dev.device_kind} ({dev.platform})")
+  print(timing.machine())
   out = {}
   if "a" in parts:
     r = bench_estimation(a)
@@ -314,32 +301,37 @@ def main(argv=None):
     print(f"\n(a) P(a | prefix) on bits (n={a.length}, majority), {a.num_sequences} sequences x "
           f"{a.length + 1} prefixes = {r['num_prefixes']} estimates; CAT trained {a.steps} "
           f"steps in {r['train_s']:.1f} s (final loss {r['train_loss']:.3f})")
-    print(f"{'method':<26}{'seconds':>10}{'per prefix':>13}{'MAE vs exact':>14}")
-    print(f"{'CAT one pass':<26}{r['cat_s']:>10.4f}{r['cat_s'] / r['num_prefixes'] * 1e6:>11.1f}us"
-          f"{r['cat_mae']:>14.4f}")
-    mc_name = f"Monte Carlo N={a.mc_samples}"
-    print(f"{mc_name:<26}{r['mc_s']:>10.3f}{r['mc_s'] / r['num_prefixes'] * 1e6:>11.1f}us"
-          f"{r['mc_mae']:>14.4f}")
+    print(f"{'method':<26}{'seconds, median (min-max)':>30}{'per prefix':>13}"
+          f"{'MAE vs exact':>14}")
+    for name, t, mae in (("CAT one pass", r["cat"], r["cat_mae"]),
+                         (f"Monte Carlo N={a.mc_samples}", r["mc"], r["mc_mae"])):
+      print(f"{name:<26}{timing.spread(t):>30}{t['median'] / r['num_prefixes'] * 1e6:>11.1f}us"
+            f"{mae:>14.4f}")
     work = mc_token_forwards(a.length, a.mc_samples) / (a.length + 1)
-    print(f"ratio Monte Carlo / CAT time: {r['speedup']:,.0f}x (goal >= 1000x); token "
-          f"positions through the model, Monte Carlo / CAT: {work:,.0f}x")
+    print(f"ratio Monte Carlo / CAT time (medians of {a.est_rounds} alternated rounds): "
+          f"{r['speedup']:,.0f}x at {'equal or lower' if r['cat_mae'] <= r['mc_mae'] else 'HIGHER'}"
+          f" CAT error (goal >= 1000x at equal or lower error); token positions through the "
+          f"model, Monte Carlo / CAT: {work:,.0f}x")
   if "b" in parts:
     print(f"\n(b) train step, d={a.d_model} layers={a.num_layers} L={a.seq_len} "
           f"batch={a.batch} vocab={a.vocab} branch={a.branch} branch_mlp_dim="
           f"{a.branch_mlp_dim or 4 * a.d_model} (medians of {a.rounds})")
-    print(f"{'head':<12}{'MLE s':>9}{'CAT s':>9}{'MLE loss':>10}{'CAT loss':>10}{'ratio':>8}")
+    print(f"{'head':<12}{'MLE s (min-max)':>24}{'CAT s (min-max)':>24}{'MLE loss':>10}"
+          f"{'CAT loss':>10}{'ratio':>8}")
     out["train_step"] = per_head(
         params, lambda p: bench_train_step(a, p),
-        lambda p, r: (f"{p:<12}{r['mle_s']:>9.4f}{r['cat_s']:>9.4f}{r['mle_loss']:>10.3f}"
-                      f"{r['cat_loss']:>10.3f}{r['ratio']:>7.3f}x"),
+        lambda p, r: (f"{p:<12}{timing.spread(r['mle']):>24}{timing.spread(r['cat']):>24}"
+                      f"{r['mle_loss']:>10.3f}{r['cat_loss']:>10.3f}{r['ratio']:>7.3f}x"),
         "ratio CAT / MLE step time", "ratio", "<= 1.10x")
   if "c" in parts:
     print(f"\n(c) decoding {a.decode_batch} x {a.new_tokens} new tokens after a {a.prompt_len}-"
           f"token prompt, KV cache; weighted steering (gamma={a.gamma}) vs rule 'none'")
-    print(f"{'head':<12}{'plain tok/s':>13}{'steered tok/s':>15}{'slowdown':>10}")
+    print(f"{'head':<12}{'plain tok/s':>13}{'steered tok/s':>15}{'plain s (min-max)':>26}"
+          f"{'steered s (min-max)':>26}{'slowdown':>10}")
     out["decoding"] = per_head(
         params, lambda p: bench_decoding(a, p),
         lambda p, r: (f"{p:<12}{r['plain_tok_s']:>13,.0f}{r['steer_tok_s']:>15,.0f}"
+                      f"{timing.spread(r['plain']):>26}{timing.spread(r['steered']):>26}"
                       f"{r['slowdown']:>9.3f}x"),
         "ratio steered / plain decoding time", "slowdown", "<= 1.3x")
   return out

@@ -4,7 +4,8 @@
 
 The setting is experiments/configs/arithmetic_seqmatch.py ('sm': d=128, 4 layers, batch 32,
 N = 64 action slots, 8 rollouts of up to 12 actions from 40-token data prompts); flags
-override the model size. Timed, after compilation, alternating round by round:
+override the model size. Timed with experiments/bench/timing.py: after compilation,
+alternating round by round, medians with their min-max spread:
 
   train steps   MLE (cross-entropy on the clean rows, [B, seq_len])
                 SM without rollouts (augmented data only, one-pass masked forward, [B, N])
@@ -19,39 +20,20 @@ override the model size. Timed, after compilation, alternating round by round:
 All SM steps are at step > bc_steps, so the mixture loss (not BC) is what is timed."""
 import argparse
 import functools
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 import seqmatch
+from experiments.bench import timing
 from experiments.configs import arithmetic_seqmatch
 from experiments.data import pipeline
 from experiments.objectives.mle import token_cross_entropy
 from experiments.objectives.seqmatch import SequenceMatch
 from experiments.tasks import get_task
-
-
-def _block(x):
-  return jax.block_until_ready(x)
-
-
-def _alternate(fns, rounds):
-  """Median seconds per thunk over `rounds` rounds, each thunk called once per round in
-  turn after one warm-up call (compilation), so background load hits all alike."""
-  for f in fns:
-    _block(f())
-  times = [[] for _ in fns]
-  for _ in range(rounds):
-    for i, f in enumerate(fns):
-      t0 = time.perf_counter()
-      _block(f())
-      times[i].append(time.perf_counter() - t0)
-  return [float(np.median(t)) for t in times]
 
 
 def make_config(a) -> ml_collections.ConfigDict:
@@ -117,7 +99,7 @@ def main(argv=None):
 
   # The objective's own rollout sampler, timed alone and used to fill the replay batch.
   rollout_fn = jax.jit(lambda p, b, r: with_rollouts._rollouts(p, b, r))
-  r_items, r_pl, r_lens = _block(rollout_fn(params, sm_batch, rng))
+  r_items, r_pl, r_lens = jax.block_until_ready(rollout_fn(params, sm_batch, rng))
   # What the trainer adds to the batch from the replay buffer (objective.aux_batch) when
   # objective.rollout_every > 1: the same loss on stored rows, no sampling.
   stored_batch = dict(sm_batch, replay_items=r_items, replay_prompt_lens=r_pl,
@@ -142,7 +124,8 @@ def main(argv=None):
                                             "SM, stored rollouts"),
       "rollout generation": lambda: rollout_fn(params, sm_batch, rng)[0],
   }
-  times = dict(zip(thunks, _alternate(list(thunks.values()), a.rounds)))
+  timed = timing.compare(thunks, a.rounds)
+  times = {k: v["median"] for k, v in timed.items()}
 
   # Forward passes over the same [B, N] rows: one-pass masked vs plain causal.
   one = seqmatch.build_one_pass(sm_batch["items"], sm_batch["prompt_lens"], sm_batch["lengths"],
@@ -160,22 +143,26 @@ def main(argv=None):
                                 eos_id=with_rollouts.eos_id, method=method)
     return model.apply({"params": p}, o.tokens, o.positions, o.mask).logits
 
-  fwd_times = _alternate([lambda: plain(params, sm_batch["items"]),
-                          lambda: fwd(params, one.tokens, one.positions, one.mask),
-                          lambda: build_and_fwd(params, sm_batch, "parallel"),
-                          lambda: build_and_fwd(params, sm_batch, "scan")], a.rounds)
+  names = ("plain causal", "one-pass masked", "build (parallel) + masked",
+           "build (scan) + masked")
+  fwd_timed = timing.compare(dict(zip(names, (
+      lambda: plain(params, sm_batch["items"]),
+      lambda: fwd(params, one.tokens, one.positions, one.mask),
+      lambda: build_and_fwd(params, sm_batch, "parallel"),
+      lambda: build_and_fwd(params, sm_batch, "scan")))), a.rounds)
+  fwd_times = [fwd_timed[n]["median"] for n in names]
 
   b, n = sm_batch["items"].shape
   m = c.model
-  print(f"device: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
+  print(timing.machine())
   print(f"model: d={m.d_model} layers={m.num_layers} vocab={with_rollouts.vocab.num_actions}; "
         f"batch {b}; MLE rows [{b}, {c.data.seq_len}]; SM rows [{b}, {n}] (+{r_items.shape[0]} "
         f"rollouts of up to {c.objective.rollout_max_actions} actions); medians of {a.rounds}")
-  print(f"\n{'train step':<24}{'seconds':>10}{'loss':>10}{'x MLE':>9}")
+  print(f"\n{'train step':<24}{'seconds, median (min-max)':>28}{'loss':>10}{'x MLE':>9}")
   base = times["MLE"]
   for name, sec in times.items():
     loss = f"{float(losses[name]):10.3f}" if name in losses else " " * 10
-    print(f"{name:<24}{sec:>10.4f}{loss}{sec / base:>8.2f}x")
+    print(f"{name:<24}{timing.spread(timed[name]):>28}{loss}{sec / base:>8.2f}x")
   print(f"ratio SM / MLE step: no rollouts {times['SM, no rollouts'] / base:.2f}x, rollouts "
         f"in step {times['SM, rollouts in step'] / base:.2f}x (paper 1.5-8x, goal <= 2x "
         f"amortised)")
@@ -185,11 +172,10 @@ def main(argv=None):
     amort.append((every, sec / base))
   print("ratio SM / MLE step with rollouts refreshed every m steps (rollout / m + stored-"
         "rollout step): " + ", ".join(f"m={e} {r:.2f}x" for e, r in amort))
-  print(f"\n{'forward over [%d, %d] rows' % (b, n):<30}{'seconds':>10}{'x plain':>9}")
-  names = ("plain causal", "one-pass masked", "build (parallel) + masked",
-           "build (scan) + masked")
+  print(f"\n{'forward over [%d, %d] rows' % (b, n):<30}{'seconds, median (min-max)':>28}"
+        f"{'x plain':>9}")
   for name, sec in zip(names, fwd_times):
-    print(f"{name:<30}{sec:>10.4f}{sec / fwd_times[0]:>8.3f}x")
+    print(f"{name:<30}{timing.spread(fwd_timed[name]):>28}{sec / fwd_times[0]:>8.3f}x")
   print(f"ratio one-pass masked / plain causal forward: {fwd_times[1] / fwd_times[0]:.3f}x "
         f"(with the mask construction: scan {fwd_times[3] / fwd_times[0]:.3f}x, parallel "
         f"{fwd_times[2] / fwd_times[0]:.3f}x; goal <= 1.1x)")
