@@ -15,7 +15,7 @@ from catrans.attributes import AttributeSpec
 from catrans.config import ModelConfig
 from catrans.heads import PARAMS, AttributeHead
 from catrans.layers import Block, RMSNorm, SwiGLU
-from catrans.transformer import Transformer, init_cache, resolve_positions_and_mask
+from catrans.transformer import Transformer, init_cache, resolve_positions_and_attention
 
 BRANCHES = ("mlp", "block", "none")
 MODES = ("joint", "finetune", "attr_only")
@@ -137,7 +137,7 @@ class CATModel(nn.Module):
                                  hi=self.cfg.vocab_size)
     if rows_B is not None:
       validation.check_int_array(rows_B, "rows_B", shape=(b,), lo=0, hi=l)
-    positions_BxL, mask_BxLxS = resolve_positions_and_mask(
+    positions_BxL, mask_BxLxS = resolve_positions_and_attention(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
     out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache,
                      return_logits=return_logits and rows_B is None)
@@ -184,7 +184,7 @@ class CATModel(nn.Module):
     Lets catrans.fit train the branch and heads on trunk features computed once.
     positions / mask default to 0..L-1 and causal, as in __call__ (only 'block' reads them)."""
     tokens_BxL = jnp.zeros(hidden_BxLxD.shape[:2], jnp.int32)
-    positions_BxL, mask_BxLxS = resolve_positions_and_mask(tokens_BxL, positions_BxL, mask)
+    positions_BxL, mask_BxLxS = resolve_positions_and_attention(tokens_BxL, positions_BxL, mask)
     g, _ = self._branch(hidden_BxLxD, positions_BxL, mask_BxLxS)
     return {name: head.all_tokens(g) if all_tokens else head.at_tokens(g, next_tokens_BxL)
             for name, head in self.heads.items()}

@@ -3,6 +3,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from catrans import attention
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64,
            "float16": jnp.float16}
 
@@ -35,6 +37,11 @@ class ModelConfig:
   # timestep embedding), on top of rotary attention: for tasks where the time since the
   # start, not only the distance between tokens, decides the answer (a phase timer).
   learned_positions: bool = False
+  # Attention core (catrans.attention): xla (full scores, the reference) | chunked
+  # (blockwise online softmax, O(L x block) memory) | splash | flash (TPU) | cudnn (GPU) |
+  # auto (the fused kernel where it applies, else xla, or chunked for long keys).
+  attention_impl: str = "auto"
+  attention_block: int = 512          # chunked: query and key block size
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -47,6 +54,9 @@ class ModelConfig:
       raise ValueError("head_dim must be even for rotary embeddings")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat must be none|full|dots, got {self.remat!r}")
+    attention.check_impl(self.attention_impl)
+    if not isinstance(self.attention_block, int) or self.attention_block < 1:
+      raise ValueError(f"attention_block must be an integer >= 1, got {self.attention_block!r}")
     feats = tuple(tuple(int(v) for v in f) for f in self.token_features)
     for i, f in enumerate(feats):
       if len(f) != self.vocab_size or min(f) < -1:

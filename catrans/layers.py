@@ -5,11 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from catrans import attention
 from catrans.config import ModelConfig
-
-# Additive bias for hidden keys: finite so a fully hidden row cannot produce NaN, and large
-# enough that exp(bias - max) underflows to exactly 0 (hidden keys contribute nothing).
-_MASK_BIAS = -1e30
 
 
 def _param(module, name, init, shape, axes, dtype):
@@ -75,15 +72,10 @@ class Attention(nn.Module):
     else:
       k_BxSxKxH, v_BxSxKxH = k_BxLxKxH, v_BxLxKxH
 
-    b, l = x.shape[:2]
-    g = n // k  # query heads sharing one kv head
-    q_BxLxKxGxH = q_BxLxNxH.reshape(b, l, k, g, h)
-    scores = jnp.einsum("blkgh,bskh->bkgls", q_BxLxKxGxH, k_BxSxKxH,
-                        preferred_element_type=jnp.float32) * (h ** -0.5)
-    scores = jnp.where(mask_BxLxS[:, None, None], scores, _MASK_BIAS)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out_BxLxKxGxH = jnp.einsum("bkgls,bskh->blkgh", probs, v_BxSxKxH)
-    out_BxLxNxH = out_BxLxKxGxH.reshape(b, l, n, h)
+    # Scores, softmax and values: catrans.attention (cfg.attention_impl; the mask may be a
+    # structured AttentionMask or a dense bool [B, L, S]).
+    out_BxLxNxH = attention.attend(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS,
+                                   impl=cfg.attention_impl, block=cfg.attention_block)
     out_BxLxD = jnp.einsum("blnh,nhd->bld", out_BxLxNxH, wo_NxHxD.astype(dt))
     return out_BxLxD, new_cache
 

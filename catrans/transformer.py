@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from catrans import masks, validation
+from catrans import validation
+from catrans.attention import AttentionMask
 from catrans.config import ModelConfig
 from catrans.layers import Block, RMSNorm
 
@@ -34,26 +35,40 @@ def _remat_policy(name):
   return None
 
 
-def resolve_positions_and_mask(tokens_BxL, positions_BxL=None, mask=None,
-                               segment_ids_BxL=None, cache=None):
-  """The defaults of Transformer.__call__: positions 0..L-1 (after the cache's index) and a
-  causal / segment / cache mask. Returns (positions_BxL, mask_BxLxS bool)."""
+def resolve_positions_and_attention(tokens_BxL, positions_BxL=None, mask=None,
+                                    segment_ids_BxL=None, cache=None):
+  """The defaults of Transformer.__call__: positions 0..L-1 (after the cache's index) and
+  the mask as an AttentionMask, structured when the caller gave no explicit mask (causal,
+  within segment ids, or causal over the cache from its index): implementations that work
+  block by block build each block from these O(L) inputs. An explicit bool mask [B, L, S]
+  or [L, S] becomes a dense one; an AttentionMask passes through."""
   b, l = tokens_BxL.shape
   index = None if cache is None else cache["index"]
   if positions_BxL is None:
     positions_BxL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
     if index is not None:
       positions_BxL = positions_BxL + index
-  if mask is None:
-    if cache is not None:
-      if segment_ids_BxL is not None:
-        raise ValueError("segment_ids_BxL with a cache is unsupported; pass an explicit mask")
-      mask = masks.cache_causal_mask(index, l, cache["k"].shape[2])
-    elif segment_ids_BxL is not None:
-      mask = masks.segment_mask(segment_ids_BxL)
-    else:
-      mask = masks.causal_mask(l)
-  return positions_BxL, jnp.broadcast_to(mask, (b,) + mask.shape[-2:]).astype(bool)
+  if isinstance(mask, AttentionMask):
+    return positions_BxL, mask
+  if mask is not None:
+    mask = jnp.asarray(mask).astype(bool)
+    return positions_BxL, AttentionMask(dense=mask if mask.ndim == 3 else mask[None])
+  if cache is not None:
+    if segment_ids_BxL is not None:
+      raise ValueError("segment_ids_BxL with a cache is unsupported; pass an explicit mask")
+    return positions_BxL, AttentionMask(q_offset=index)
+  return positions_BxL, AttentionMask(segment_ids=segment_ids_BxL)
+
+
+def resolve_positions_and_mask(tokens_BxL, positions_BxL=None, mask=None,
+                               segment_ids_BxL=None, cache=None):
+  """resolve_positions_and_attention with the mask made dense (masks.causal_mask /
+  segment_mask / cache_causal_mask). Returns (positions_BxL, mask_BxLxS bool)."""
+  positions_BxL, spec = resolve_positions_and_attention(tokens_BxL, positions_BxL, mask,
+                                                        segment_ids_BxL, cache)
+  b, l = tokens_BxL.shape
+  s = l if cache is None else cache["k"].shape[2]
+  return positions_BxL, jnp.broadcast_to(spec.to_dense(l, s), (b, l, s))
 
 
 class Transformer(nn.Module):
@@ -121,7 +136,8 @@ class Transformer(nn.Module):
       tokens_BxL: int token ids in [0, vocab_size).
       positions_BxL: rotary positions; default 0..L-1 (offset by cache['index'] with a cache).
       mask: bool, True = may attend. [B, L, S] or [L, S]; S = L without a cache, S = cache
-        length with one. Default: causal (within segments when segment_ids_BxL is given).
+        length with one; or a catrans.attention.AttentionMask. Default: causal (within
+        segments when segment_ids_BxL is given), kept structured for the attention core.
       segment_ids_BxL: packed-document ids, 0 = padding (not with a cache).
       cache: from init_cache; new rows are written at cache['index'] and the index advances.
 
@@ -134,7 +150,7 @@ class Transformer(nn.Module):
                                   cache)
     b, l = tokens_BxL.shape
     index = None if cache is None else cache["index"]
-    positions_BxL, mask_BxLxS = resolve_positions_and_mask(
+    positions_BxL, mask_BxLxS = resolve_positions_and_attention(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, cache)
 
     x = self.embed_tokens(tokens_BxL)

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from catrans.attention import AttentionMask
+
 _INT32 = (-2 ** 31, 2 ** 31 - 1)
 
 
@@ -173,7 +175,7 @@ def check_trunk_inputs(cfg, tokens_BxL, positions_BxL=None, mask=None, segment_i
                        cache=None):
   """What Transformer / CATModel __call__ accept: ids in the vocabulary; without a cache at
   most max_len of them; int positions [B, L] in [0, max_len); a bool mask [B or 1, L, S] or
-  [L, S] (S = L, or the cache length); int segment ids [B, L] (not with a cache); with a
+  [L, S] (S = L, or the cache length), or a catrans.attention.AttentionMask; int segment ids [B, L] (not with a cache); with a
   concrete cache index, the new rows fit the cache. Returns (B, L)."""
   b, l = check_tokens(tokens_BxL, cfg.vocab_size,
                       max_len=cfg.max_len if cache is None else None)
@@ -186,6 +188,10 @@ def check_trunk_inputs(cfg, tokens_BxL, positions_BxL=None, mask=None, segment_i
     if is_concrete(index) and int(index) + l > s:
       raise ValueError(f"tokens_BxL: {l} new rows at cache index {int(index)} overflow the "
                        f"cache of length {s}")
+  if isinstance(mask, AttentionMask):   # structured (resolved by a caller): its arrays
+    if mask.segment_ids is not None:
+      check_int_array(mask.segment_ids, "mask.segment_ids", shape=(b, l), lo=0)
+    mask = mask.dense
   if mask is not None:
     sh = check_bool_array(mask, "mask")
     if sh[-2:] != (l, s) or len(sh) not in (2, 3) or (len(sh) == 3 and sh[0] not in (1, b)):

@@ -1,0 +1,343 @@
+"""The attention core (scores, softmax, values) in interchangeable implementations.
+
+  xla      the reference: the full [B, heads, L, S] scores, a dense mask, one softmax.
+  chunked  blockwise online softmax in plain JAX (any backend): query blocks x key blocks,
+           memory O(L x block); a custom VJP recomputes the scores block by block, so the
+           backward pass stores no L x S tensor either. Causal blocks above the diagonal are
+           skipped (about half the FLOPs).
+  splash   TPU Pallas splash kernel (GQA native, segment ids), vmapped over the batch.
+  flash    TPU Pallas flash kernel (segment ids; kv heads repeated to the query heads).
+  cudnn    jax.nn.dot_product_attention(implementation='cudnn'): GPU, bf16/fp16 only.
+  auto     splash on TPU, cudnn on GPU where they apply, else chunked for long keys
+           (S >= CHUNKED_MIN_KEYS) or xla; one log line per distinct reason for a fallback.
+
+The mask is an AttentionMask: structured (causal slots, packing segment ids, a cache offset)
+whenever the caller gave structure, so chunked builds each [bq, bk] block from O(L) inputs;
+or an explicit dense bool mask (seqmatch's one-pass rows are arbitrary), which only xla and
+chunked accept -- a fused kernel would silently ignore it, so asking for one is an error and
+auto never picks one.
+"""
+import functools
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+IMPLS = ("xla", "chunked", "splash", "flash", "cudnn", "auto")
+# Additive bias for hidden keys: finite so a fully hidden row cannot produce NaN, and large
+# enough that exp(bias - max) underflows to exactly 0 (hidden keys contribute nothing).
+MASK_BIAS = -1e30
+CHUNKED_MIN_KEYS = 1024   # auto: from this many keys the xla scores cost more than chunking
+DEFAULT_BLOCK = 512
+log = logging.getLogger("catrans")
+_logged: set = set()
+
+
+@struct.dataclass
+class AttentionMask:
+  """Which key slots each query row may attend (True = may attend).
+
+  Structured: row i sits at key slot q_offset + i (q_offset = the cache index, 0 without
+  a cache); causal: it sees slots <= its own; segment_ids_BxL (packing, no cache, S == L):
+  only its own nonzero segment, and a padding row (segment 0) sees only itself so its
+  softmax stays finite -- exactly catrans.masks.segment_mask / cache_causal_mask.
+  Dense: `dense` bool [B or 1, L, S] overrides everything else."""
+  dense: Any = None
+  segment_ids: Any = None
+  q_offset: Any = None
+  causal: bool = struct.field(pytree_node=False, default=True)
+
+  @property
+  def structured(self) -> bool:
+    return self.dense is None
+
+  def block(self, q0, k0, bq: int, bk: int, kv_len: int):
+    """bool [B or 1, bq, bk]: rows q0.., slots k0..; slots >= kv_len (padding) hidden."""
+    qi = q0 + jnp.arange(bq)
+    kj = k0 + jnp.arange(bk)
+    if self.dense is not None:
+      d = self.dense
+      return jax.lax.dynamic_slice(d, (0, q0, k0), (d.shape[0], bq, bk)) & (kj < kv_len)
+    slot = qi if self.q_offset is None else qi + self.q_offset
+    m = (kj[None, :] < kv_len) & jnp.ones((bq, 1), bool)
+    if self.causal:
+      m = m & (kj[None, :] <= slot[:, None])
+    m = m[None]
+    if self.segment_ids is not None:
+      seg = self.segment_ids
+      b = seg.shape[0]
+      sq = jax.lax.dynamic_slice(seg, (0, q0), (b, bq))[:, :, None]
+      sk = jax.lax.dynamic_slice(seg, (0, k0), (b, bk))[:, None, :]
+      same = (sq == sk) & (sq != 0) & (sk != 0)
+      m = m & (same | (slot[:, None] == kj[None, :])[None])
+    return m
+
+  def to_dense(self, l: int, s: int):
+    """bool [B or 1, L, S]: what the xla implementation reads."""
+    if self.dense is not None:
+      return self.dense.astype(bool)
+    return self.block(0, 0, l, s, s)
+
+
+def as_mask(mask) -> AttentionMask:
+  """An AttentionMask as is; a bool array [B, L, S] / [L, S] as a dense one."""
+  if isinstance(mask, AttentionMask):
+    return mask
+  mask = jnp.asarray(mask).astype(bool)
+  return AttentionMask(dense=mask if mask.ndim == 3 else mask[None])
+
+
+def check_impl(impl) -> str:
+  if impl not in IMPLS:
+    raise ValueError(f"attention_impl={impl!r}; choose from {' | '.join(IMPLS)}")
+  return impl
+
+
+def _log_once(msg: str):
+  if msg not in _logged:
+    _logged.add(msg)
+    log.warning("%s", msg)
+
+
+def platform() -> str:
+  """The platform being compiled for: the ambient mesh's (set by jax.set_mesh, also for an
+  AOT compile against TPU topology devices on a CPU host), else the default backend."""
+  mesh = jax.sharding.get_abstract_mesh()
+  p = getattr(mesh, "platform", None) if not mesh.empty else None
+  return p or jax.default_backend()
+
+
+# --------------------------------------------------------------------------- reference
+def xla_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float):
+  l, s = q_BxLxKxGxH.shape[1], k_BxSxKxH.shape[1]
+  scores = jnp.einsum("blkgh,bskh->bkgls", q_BxLxKxGxH, k_BxSxKxH,
+                      preferred_element_type=jnp.float32) * scale
+  scores = jnp.where(mask.to_dense(l, s)[:, None, None], scores, MASK_BIAS)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q_BxLxKxGxH.dtype)
+  return jnp.einsum("bkgls,bskh->blkgh", probs, v_BxSxKxH)
+
+
+# --------------------------------------------------------------------------- chunked
+def _pad_to(x, axis: int, size: int, value=0):
+  if x is None or x.shape[axis] == size:
+    return x
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (0, size - x.shape[axis])
+  return jnp.pad(x, pad, constant_values=value)
+
+
+def _k_blocks_for(mask, q0, bq, bk, nk):
+  """Key blocks a query block needs: with a structured causal mask, none above its last slot."""
+  if mask.structured and mask.causal:
+    last = q0 + bq - 1 + (0 if mask.q_offset is None else mask.q_offset)
+    return jnp.clip(last // bk + 1, 0, nk)
+  return nk
+
+
+def _q_block_start(mask, k0, bq):
+  """First query block that can see key slot k0 (0 unless structured causal)."""
+  if mask.structured and mask.causal:
+    first = k0 - (0 if mask.q_offset is None else mask.q_offset)
+    return jnp.maximum(first, 0) // bq
+  return 0
+
+
+def _scores(q_blk, k_blk, mask, q0, k0, bq, bk, s, scale):
+  """f32 [B, K, G, bq, bk] scores with hidden slots at MASK_BIAS (padding slots at -inf, so
+  a fully hidden real row averages its real slots exactly as xla does), and the block mask."""
+  sc = jnp.einsum("bqkgh,bskh->bkgqs", q_blk, k_blk, preferred_element_type=jnp.float32) * scale
+  m = mask.block(q0, k0, bq, bk, s)[:, None, None]
+  sc = jnp.where(m, sc, MASK_BIAS)
+  real = (k0 + jnp.arange(bk)) < s
+  return jnp.where(real, sc, -jnp.inf), m
+
+
+def _chunked_fwd_impl(q, k, v, mask, s, scale, bq, bk):
+  b, lp, kh, g, h = q.shape
+  sp = k.shape[1]
+  nq, nk = lp // bq, sp // bk
+  dt = q.dtype
+
+  def q_block(qb):
+    q0 = qb * bq
+    q_blk = jax.lax.dynamic_slice_in_dim(q, q0, bq, 1)
+
+    def body(kb, carry):
+      m_i, l_i, acc = carry
+      k0 = kb * bk
+      k_blk = jax.lax.dynamic_slice_in_dim(k, k0, bk, 1)
+      v_blk = jax.lax.dynamic_slice_in_dim(v, k0, bk, 1)
+      sc, _ = _scores(q_blk, k_blk, mask, q0, k0, bq, bk, s, scale)
+      m_new = jnp.maximum(m_i, sc.max(-1))
+      alpha = jnp.exp(m_i - m_new)
+      p = jnp.exp(sc - m_new[..., None])
+      l_i = l_i * alpha + p.sum(-1)
+      pv = jnp.einsum("bkgqs,bskh->bkgqh", p.astype(dt), v_blk,
+                      preferred_element_type=jnp.float32)
+      return m_new, l_i, acc * alpha[..., None] + pv
+
+    init = (jnp.full((b, kh, g, bq), -jnp.inf, jnp.float32),
+            jnp.zeros((b, kh, g, bq), jnp.float32), jnp.zeros((b, kh, g, bq, h), jnp.float32))
+    m_i, l_i, acc = jax.lax.fori_loop(0, _k_blocks_for(mask, q0, bq, bk, nk), body, init)
+    out = (acc / l_i[..., None]).astype(dt)
+    return jnp.moveaxis(out, 3, 1), m_i + jnp.log(l_i)   # [B, bq, K, G, H], [B, K, G, bq]
+
+  outs, lses = jax.lax.map(q_block, jnp.arange(nq))
+  out = jnp.moveaxis(outs, 0, 1).reshape(b, lp, kh, g, h)
+  lse = jnp.moveaxis(lses, 0, 3).reshape(b, kh, g, lp)
+  return out, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _chunked_core(q, k, v, mask, s, scale, bq, bk):
+  return _chunked_fwd_impl(q, k, v, mask, s, scale, bq, bk)[0]
+
+
+def _chunked_fwd(q, k, v, mask, s, scale, bq, bk):
+  out, lse = _chunked_fwd_impl(q, k, v, mask, s, scale, bq, bk)
+  return out, (q, k, v, mask, out, lse)
+
+
+def _chunked_bwd(s, scale, bq, bk, res, d_out):
+  q, k, v, mask, out, lse = res
+  b, lp, kh, g, h = q.shape
+  sp = k.shape[1]
+  nq, nk = lp // bq, sp // bk
+  dt = q.dtype
+  d_out = d_out.astype(dt)
+  # D_i = sum_h dO * O: the softmax Jacobian's row term, once for all key blocks.
+  delta = jnp.einsum("bqkgh,bqkgh->bkgq", d_out.astype(jnp.float32), out.astype(jnp.float32))
+
+  def k_block(dq, kb):
+    k0 = kb * bk
+    k_blk = jax.lax.dynamic_slice_in_dim(k, k0, bk, 1)
+    v_blk = jax.lax.dynamic_slice_in_dim(v, k0, bk, 1)
+
+    def body(qb, carry):
+      dq, dk, dv = carry
+      q0 = qb * bq
+      q_blk = jax.lax.dynamic_slice_in_dim(q, q0, bq, 1)
+      do_blk = jax.lax.dynamic_slice_in_dim(d_out, q0, bq, 1)
+      lse_blk = jax.lax.dynamic_slice_in_dim(lse, q0, bq, 3)
+      dl_blk = jax.lax.dynamic_slice_in_dim(delta, q0, bq, 3)
+      sc, m = _scores(q_blk, k_blk, mask, q0, k0, bq, bk, s, scale)
+      p = jnp.exp(sc - lse_blk[..., None])
+      dv = dv + jnp.einsum("bkgqs,bqkgh->bskh", p.astype(dt), do_blk,
+                           preferred_element_type=jnp.float32)
+      dp = jnp.einsum("bqkgh,bskh->bkgqs", do_blk, v_blk, preferred_element_type=jnp.float32)
+      # Hidden slots get no score gradient (jnp.where in xla), even in a fully hidden row.
+      ds = jnp.where(m, p * (dp - dl_blk[..., None]), 0.0) * scale
+      dq_blk = jnp.einsum("bkgqs,bskh->bqkgh", ds.astype(dt), k_blk,
+                          preferred_element_type=jnp.float32)
+      dq = jax.lax.dynamic_update_slice_in_dim(
+          dq, jax.lax.dynamic_slice_in_dim(dq, q0, bq, 1) + dq_blk, q0, 1)
+      dk = dk + jnp.einsum("bkgqs,bqkgh->bskh", ds.astype(dt), q_blk,
+                           preferred_element_type=jnp.float32)
+      return dq, dk, dv
+
+    zeros = jnp.zeros((b, bk, kh, h), jnp.float32)
+    dq, dk, dv = jax.lax.fori_loop(_q_block_start(mask, k0, bq), nq, body, (dq, zeros, zeros))
+    return dq, (dk, dv)
+
+  dq, (dks, dvs) = jax.lax.scan(k_block, jnp.zeros(q.shape, jnp.float32), jnp.arange(nk))
+  dk = jnp.moveaxis(dks, 0, 1).reshape(b, sp, kh, h)
+  dv = jnp.moveaxis(dvs, 0, 1).reshape(b, sp, kh, h)
+  zero_mask = jax.tree.map(lambda x: None, mask)
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_mask
+
+
+_chunked_core.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+def chunked_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float,
+                      block: int = DEFAULT_BLOCK):
+  """Blockwise online softmax; equals xla_attention up to float round-off."""
+  l, s = q_BxLxKxGxH.shape[1], k_BxSxKxH.shape[1]
+  bq, bk = min(block, l), min(block, s)
+  lp, sp = -(-l // bq) * bq, -(-s // bk) * bk
+  if mask.dense is not None:
+    mask = mask.replace(dense=_pad_to(_pad_to(mask.dense, 1, lp, False), 2, sp, False))
+  if mask.segment_ids is not None:
+    mask = mask.replace(segment_ids=_pad_to(mask.segment_ids, 1, max(lp, sp)))
+  q = _pad_to(q_BxLxKxGxH, 1, lp)
+  k, v = _pad_to(k_BxSxKxH, 1, sp), _pad_to(v_BxSxKxH, 1, sp)
+  return _chunked_core(q, k, v, mask, s, scale, bq, bk)[:, :l]
+
+
+# --------------------------------------------------------------------------- choice
+def kernel_obstacle(impl: str, mask: AttentionMask, l: int, s: int, head_dim: int, dtype,
+                    plat: str) -> str | None:
+  """Why a fused kernel cannot run this call (None: it can). Only what each kernel takes:
+  a dense mask is never one of them (it would be ignored, silently)."""
+  if mask.dense is not None:
+    return "an explicit per-row mask (e.g. seqmatch one-pass) is not a mask the kernel takes"
+  if not mask.causal:
+    return "a non-causal mask"
+  if impl in ("splash", "flash"):
+    if plat not in ("tpu", "cpu"):
+      return f"{impl} is a TPU kernel and the platform is {plat}"
+    if mask.q_offset is not None:
+      return "a KV-cache call (decode): the TPU kernels take no query offset"
+    if l != s or l % 128 and l > 128:
+      return f"L={l}, S={s}: the kernel needs S == L, a multiple of 128 (or <= 128)"
+  if impl == "cudnn":
+    if plat != "gpu":
+      return f"cudnn needs a CUDA GPU with cuDNN; the platform is {plat}"
+    if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+      return f"cudnn takes bf16/fp16 only, the compute dtype is {jnp.dtype(dtype).name}"
+    if head_dim % 8 or head_dim > 128:
+      return f"cudnn needs head_dim a multiple of 8 up to 128, got {head_dim}"
+    if mask.segment_ids is not None:
+      return "packed segment ids: cudnn has no public segment-id input"
+    if mask.q_offset is not None and l != 1:
+      return "a multi-row KV-cache call: cudnn's causal mask has no query offset"
+  return None
+
+
+def choose(impl: str, mask: AttentionMask, l: int, s: int, head_dim: int, dtype) -> str:
+  """The implementation `impl` resolves to for this call (auto's choice, with its log)."""
+  check_impl(impl)
+  plat = platform()
+  if impl != "auto":
+    why = kernel_obstacle(impl, mask, l, s, head_dim, dtype, plat) if impl not in (
+        "xla", "chunked") else None
+    if why:
+      raise ValueError(f"attention_impl={impl!r} cannot run this call: {why}; use "
+                       f"'chunked', 'xla' or 'auto'")
+    return impl
+  kernel = {"tpu": "splash", "gpu": "cudnn"}.get(plat)
+  fallback = "chunked" if s >= CHUNKED_MIN_KEYS else "xla"
+  if kernel is None:
+    _log_once(f"attention_impl='auto': no fused kernel on {plat}; using {fallback} "
+              f"(chunked from {CHUNKED_MIN_KEYS} keys)")
+    return fallback
+  why = kernel_obstacle(kernel, mask, l, s, head_dim, dtype, plat)
+  if why:
+    _log_once(f"attention_impl='auto': {kernel} not used ({why}); using {fallback}")
+    return fallback
+  return kernel
+
+
+def attend(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, *, impl: str = "auto",
+           block: int = DEFAULT_BLOCK, interpret: bool | None = None):
+  """softmax(q k^T / sqrt(H) + mask) v with grouped kv heads: [B, L, N, H] out.
+
+  interpret: run splash/flash in the Pallas interpreter (default: when the platform is not
+  a TPU, so they are testable on CPU)."""
+  mask = as_mask(mask)
+  b, l, n, h = q_BxLxNxH.shape
+  s, kh = k_BxSxKxH.shape[1], k_BxSxKxH.shape[2]
+  scale = h ** -0.5
+  which = choose(impl, mask, l, s, h, q_BxLxNxH.dtype)
+  from catrans import attention_kernels as kernels   # imports Pallas only when needed
+  if which in ("splash", "flash"):
+    interp = platform() != "tpu" if interpret is None else interpret
+    fn = kernels.splash_attention if which == "splash" else kernels.flash_attention
+    return fn(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale, interpret=interp)
+  if which == "cudnn":
+    return kernels.cudnn_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale)
+  q = q_BxLxNxH.reshape(b, l, kh, n // kh, h)
+  fn = xla_attention if which == "xla" else functools.partial(chunked_attention, block=block)
+  return fn(q, k_BxSxKxH, v_BxSxKxH, mask, scale).reshape(b, l, n, h)
