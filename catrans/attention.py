@@ -105,7 +105,7 @@ def platform() -> str:
   """The platform being compiled for: the ambient mesh's (set by jax.set_mesh, also for an
   AOT compile against TPU topology devices on a CPU host), else the default backend."""
   mesh = jax.sharding.get_abstract_mesh()
-  p = getattr(mesh, "platform", None) if not mesh.empty else None
+  p = None if mesh.empty else getattr(getattr(mesh, "abstract_device", None), "platform", None)
   return p or jax.default_backend()
 
 
@@ -280,8 +280,8 @@ def kernel_obstacle(impl: str, mask: AttentionMask, l: int, s: int, head_dim: in
       return f"{impl} is a TPU kernel and the platform is {plat}"
     if mask.q_offset is not None:
       return "a KV-cache call (decode): the TPU kernels take no query offset"
-    if l != s or l % 128 and l > 128:
-      return f"L={l}, S={s}: the kernel needs S == L, a multiple of 128 (or <= 128)"
+    if l != s or l % 128:
+      return f"L={l}, S={s}: the kernel needs S == L, a multiple of 128"
   if impl == "cudnn":
     if plat != "gpu":
       return f"cudnn needs a CUDA GPU with cuDNN; the platform is {plat}"

@@ -1,5 +1,5 @@
 """The fused attention kernels behind catrans.attention: splash and flash (TPU Pallas) and
-cuDNN (GPU). Each takes q [B, L, N, H], k / v [B, S, K, H] and a structured AttentionMask
+cuDNN (GPU). Each takes q [B, L, N, H], k / v [B, S, K, H] and a structured catrans.attention.AttentionMask
 (catrans.attention.choose has already checked that the kernel can take it) and returns
 [B, L, N, H]."""
 import math
@@ -7,8 +7,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from catrans.attention import AttentionMask
 
 # --------------------------------------------------------------------------- TPU kernels
 def _batch_head_specs(num_q_heads, num_kv_heads):
@@ -40,7 +38,7 @@ def _sharded(fn, q, k, v, seg, num_q_heads, num_kv_heads):
                        out_specs=qs, check_vma=False)(q, k, v, seg)
 
 
-def splash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float,
+def splash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale: float,
                      interpret: bool = False, block: int = 512):
   from jax.experimental.pallas.ops.tpu.splash_attention import (
       splash_attention_kernel as sk, splash_attention_mask as sm)
@@ -66,7 +64,7 @@ def splash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale
   return jnp.swapaxes(out, 1, 2)
 
 
-def flash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float,
+def flash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale: float,
                     interpret: bool = False, block: int = 512):
   from jax.experimental.pallas import tpu as pltpu
   from jax.experimental.pallas.ops.tpu import flash_attention as fa
@@ -94,7 +92,7 @@ def flash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale:
   return jnp.swapaxes(out, 1, 2)
 
 
-def cudnn_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float):
+def cudnn_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale: float):
   kw = {}
   if mask.q_offset is not None:   # one decoded row: it sees the cache up to its own slot
     b = q_BxLxNxH.shape[0]
