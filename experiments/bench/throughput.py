@@ -2,6 +2,7 @@
 of this machine's measured matmul peak (MFU), in one run.
 
   python -m experiments.bench.throughput [--d_model 512 --num_layers 8 --seq_len 512]
+  python -m experiments.bench.throughput --part=long   # L=2048: attention impls (long_context)
 
 Three contenders at the same width, depth, length, batch and tokens:
   plain linen    the straightforward model a user would write (nn.SelfAttention, LayerNorm,
@@ -27,7 +28,7 @@ import optax
 
 from catrans import Transformer
 from experiments import sharding
-from experiments.bench import timing
+from experiments.bench import long_context, timing
 from experiments.configs import default
 from experiments.trainer import Trainer
 
@@ -119,7 +120,15 @@ def main(argv=None):
   p.add_argument("--ema_decay", type=float, default=0.999,
                  help="the trainer's parameter moving average (0 = none)")
   p.add_argument("--peak_size", type=int, default=2048, help="matmul side of the peak probe")
+  p.add_argument("--part", choices=("contenders", "long"), default="contenders",
+                 help="long: chunked vs xla attention at --seq_len (default 2048 there)")
+  long_context.add_flags(p)
   a = p.parse_args(argv)
+  if a.part == "long":
+    if "--seq_len" not in (argv or __import__("sys").argv):
+      a.seq_len = 2048
+    print(timing.machine())
+    return long_context.run(a)
   print(timing.machine())
   tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (a.batch, a.seq_len + 1), 3,
                                          a.vocab), np.int32)
