@@ -296,26 +296,40 @@ def kernel_obstacle(impl: str, mask: AttentionMask, l: int, s: int, head_dim: in
   return None
 
 
+def _impossible(impl: str, mask: AttentionMask, plat: str) -> str | None:
+  """What makes an explicit kernel request an error rather than a logged fallback: a mask
+  the kernel would ignore, or a platform it does not run on. (A call of the wrong shape --
+  the trainer's short init batch, a decode step -- falls back with a log line.)"""
+  if mask.dense is not None:
+    return kernel_obstacle(impl, mask, 128, 128, 128, jnp.bfloat16, plat)
+  why = kernel_obstacle(impl, AttentionMask(), 128, 128, 128, jnp.bfloat16, plat)
+  return why if why and "platform" in why else None
+
+
 def choose(impl: str, mask: AttentionMask, l: int, s: int, head_dim: int, dtype) -> str:
-  """The implementation `impl` resolves to for this call (auto's choice, with its log)."""
+  """The implementation `impl` resolves to for this call, logging (once per reason) when a
+  kernel does not apply and xla / chunked runs instead. Raises for an explicit kernel that
+  cannot honour the mask or does not run on this platform."""
   check_impl(impl)
-  plat = platform()
-  if impl != "auto":
-    why = kernel_obstacle(impl, mask, l, s, head_dim, dtype, plat) if impl not in (
-        "xla", "chunked") else None
-    if why:
-      raise ValueError(f"attention_impl={impl!r} cannot run this call: {why}; use "
-                       f"'chunked', 'xla' or 'auto'")
+  if impl in ("xla", "chunked"):
     return impl
-  kernel = {"tpu": "splash", "gpu": "cudnn"}.get(plat)
+  plat = platform()
   fallback = "chunked" if s >= CHUNKED_MIN_KEYS else "xla"
+  if impl != "auto":
+    fatal = _impossible(impl, mask, plat)
+    if fatal:
+      raise ValueError(f"attention_impl={impl!r} cannot run this call: {fatal}; use "
+                       f"'chunked', 'xla' or 'auto'")
+    kernel = impl
+  else:
+    kernel = {"tpu": "splash", "gpu": "cudnn"}.get(plat)
   if kernel is None:
     _log_once(f"attention_impl='auto': no fused kernel on {plat}; using {fallback} "
               f"(chunked from {CHUNKED_MIN_KEYS} keys)")
     return fallback
   why = kernel_obstacle(kernel, mask, l, s, head_dim, dtype, plat)
   if why:
-    _log_once(f"attention_impl='auto': {kernel} not used ({why}); using {fallback}")
+    _log_once(f"attention_impl={impl!r}: {kernel} not used ({why}); using {fallback}")
     return fallback
   return kernel
 

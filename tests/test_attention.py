@@ -140,6 +140,8 @@ def test_arbitrary_masks_never_reach_a_kernel():
   q, k, v = _qkv(14, 14)
   with pytest.raises(ValueError, match="attention_impl='splash' cannot run this call"):
     attention.attend(q, k, v, dense, impl="splash")
+  # A call of a shape the kernel does not take (a short init batch) falls back, logged.
+  assert attention.choose("splash", attention.AttentionMask(), 14, 14, 8, jnp.float32) == "xla"
 
 
 def test_cudnn_on_cpu_fails_clearly_and_auto_falls_back_with_one_log_line(caplog):

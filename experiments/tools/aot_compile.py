@@ -35,6 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 from experiments import sharding
+from experiments.tools import kernel_costs
 
 log = logging.getLogger("experiments")
 
@@ -95,6 +96,8 @@ class Report:
   hbm_bytes: float
   compile_seconds: float
   out_of_memory: bool = False  # the compiler refused it: temp_bytes is what it asked for
+  kernel_flops: float = 0.0    # analytic splash FLOPs / bytes per device, in flops and
+  kernel_bytes: float = 0.0    # bytes_accessed too (XLA cannot see inside a Pallas call)
 
   @property
   def total_bytes(self) -> int:
@@ -207,7 +210,7 @@ def compile_config(config, devices, *, what=("train", "decode"), decode_batch: i
   XLA's cost analysis counts a while loop's body once, so with scan_layers the FLOPs and
   bytes would be those of one layer. They are taken instead from the same model unrolled at
   1 and 2 layers, extrapolated linearly to L layers; the memory is the real program's."""
-  reports = _compile_config(config, devices, what, decode_batch, workdir)
+  reports, kernel = _compile_config(config, devices, what, decode_batch, workdir)
   layers = int(config.model.num_layers)
   if config.model.get("scan_layers") and layers > 1 and not any(r.out_of_memory
                                                                   for r in reports):
@@ -215,22 +218,27 @@ def compile_config(config, devices, *, what=("train", "decode"), decode_batch: i
     for n in (1, 2):
       c = config.copy_and_resolve_references()
       c.model.update(dict(num_layers=n, scan_layers=False))
-      small.append(_compile_config(c, devices, what, decode_batch, None))
+      small.append(_compile_config(c, devices, what, decode_batch, None)[0])
     for r, one, two in zip(reports, *small):
       r.flops = one.flops + (layers - 1) * (two.flops - one.flops)
       r.bytes_accessed = one.bytes_accessed + (layers - 1) * (two.bytes_accessed
                                                                - one.bytes_accessed)
+  for r in reports:
+    if r.name == "train" and kernel is not None and not r.out_of_memory:
+      r.kernel_flops, r.kernel_bytes = kernel
+      r.flops += r.kernel_flops
+      r.bytes_accessed += r.kernel_bytes
   return reports
 
 
-def _compile_config(config, devices, what, decode_batch, workdir) -> list[Report]:
+def _compile_config(config, devices, what, decode_batch, workdir):
   from experiments.trainer import Trainer
   chip = device_budget(devices)
   workdir = workdir or tempfile.mkdtemp(prefix="compile_")
   trainer = Trainer(config, workdir, devices=devices, progress=False)
   setting = {"mesh": dict(trainer.mesh.shape), "remat": config.model.remat,
              "grad_accum": trainer.accum}
-  reports = []
+  reports, kernel = [], None
   if "train" in what:
     batch = _abstract_batch(trainer)
     model_flops = (trainer.objective.model_config.flops_per_token(trainer.seq_len)
@@ -238,6 +246,7 @@ def _compile_config(config, devices, what, decode_batch, workdir) -> list[Report
     with trainer.context():
       lowered = trainer.jitted_train_step.lower(trainer.abstract_state, batch)
       reports.append(_compile(lowered, "train", setting, model_flops, chip))
+      kernel = kernel_costs.splash_in_step(trainer, lowered, len(devices))
   if "decode" in what:
     step, make_cache = decode_step(trainer.objective)
     b = decode_batch or trainer.batch_size
@@ -253,7 +262,7 @@ def _compile_config(config, devices, what, decode_batch, workdir) -> list[Report
     with trainer.context():
       lowered = jax.jit(step, donate_argnums=(1,)).lower(params, cache, tokens)
       reports.append(_compile(lowered, "decode", dict(setting, batch=b), model_flops, chip))
-  return reports
+  return reports, kernel
 
 
 # --- search ------------------------------------------------------------------------------
@@ -370,6 +379,12 @@ def main(argv):
   print(format_table(reports, chip, len(devices)))
   print("est. step: roofline max(FLOPs / peak, bytes / HBM bandwidth) per device; "
         "collectives over ICI are not modelled, so real steps are slower.")
+  for r in reports:
+    if r.kernel_flops:
+      print(f"{r.name}: FLOPs and bytes include the splash attention kernel counted "
+            f"analytically ({r.kernel_flops / 1e12:.3g} TFLOP, {r.kernel_bytes / GiB:.3g} GiB "
+            f"per device; experiments/tools/kernel_costs.py): XLA's cost analysis does not "
+            f"see inside a Pallas call.")
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump([dict(dataclasses.asdict(r), total_bytes=r.total_bytes, fits=r.fits,
