@@ -95,10 +95,10 @@ def check_impl(impl) -> str:
   return impl
 
 
-def _log_once(msg: str):
+def _log_once(msg: str, level=logging.WARNING):
   if msg not in _logged:
     _logged.add(msg)
-    log.warning("%s", msg)
+    log.log(level, "%s", msg)
 
 
 def platform() -> str:
@@ -324,8 +324,9 @@ def choose(impl: str, mask: AttentionMask, l: int, s: int, head_dim: int, dtype)
   else:
     kernel = {"tpu": "splash", "gpu": "cudnn"}.get(plat)
   if kernel is None:
+    # INFO, not WARNING: on a CPU nothing better exists, so there is nothing to fix.
     _log_once(f"attention_impl='auto': no fused kernel on {plat}; using {fallback} "
-              f"(chunked from {CHUNKED_MIN_KEYS} keys)")
+              f"(chunked from {CHUNKED_MIN_KEYS} keys)", logging.INFO)
     return fallback
   why = kernel_obstacle(kernel, mask, l, s, head_dim, dtype, plat)
   if why:
