@@ -27,8 +27,11 @@ class CATConfig:
   param: str = "full"            # full | factorized
   branch: str = "mlp"            # mlp | block | none
   factor_dim: int = 64
-  # Hidden width of the 'mlp' branch; 0: the trunk's mlp_dim. The branch is CAT's only extra
-  # work per training token, so a narrower one buys a cheaper step (bench_cat --parts b).
+  # Hidden width of the 'mlp' branch; 0: the trunk's d_model. The branch is CAT's only extra
+  # work per training token: at bench_cat's d=128, 4 layers, a branch as wide as the trunk's
+  # mlp_dim (512) made the CAT step 1.16x the MLE step, d_model (128) 1.04x (CPU time, issue
+  # 29). The bits estimates held at the narrower width: MAE vs the exact tails 0.027 / 0.019
+  # (seeds 0 / 1) at 48 against 0.030 / 0.020 at 96 (tests/test_cat_exactness.py's setup).
   branch_mlp_dim: int = 0
   lam: float = 0.15              # weight of the attribute loss (reported best)
   mode: str = "joint"            # joint | finetune | attr_only (trunk frozen)
@@ -108,7 +111,7 @@ class CATModel(nn.Module):
       self.branch = Block(cfg)
     elif cat.branch == "mlp":
       self.branch_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
-      self.branch = SwiGLU(cfg.replace(mlp_dim=cat.branch_mlp_dim or cfg.mlp_dim))
+      self.branch = SwiGLU(cfg.replace(mlp_dim=cat.branch_mlp_dim or cfg.d_model))
     self.out_norm = RMSNorm(cfg.norm_eps, cfg.weight_dtype)
     self.heads = {a.name: AttributeHead(
         vocab_size=cfg.vocab_size, padded_vocab_size=cfg.padded_vocab_size,

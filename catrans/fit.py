@@ -125,7 +125,7 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   tokens or texts + tokenizer: the sequences; max_len (default the model's) cuts them.
   branch / param / factor_dim / branch_mlp_dim: the new branch ('mlp' | 'block' | 'none'),
     head ('full' | 'factorized') and their sizes; default the CATModel's, else 'mlp' /
-    'full' / 64 / the trunk's mlp_dim.
+    'full' / 64 / the trunk's d_model.
   heldout: share held out (deterministic for a seed); epochs / batch_size / learning_rate:
     Adam on the cached features.
   validation: share of the remaining (training) examples held back to choose the epoch (the

@@ -91,7 +91,12 @@ class SwiGLU(nn.Module):
     up_DxF = _param(self, "up", nn.initializers.normal(d ** -0.5), (d, f), ("embed", "mlp"), pdt)
     down_FxD = _param(self, "down", nn.initializers.normal(f ** -0.5), (f, d), ("mlp", "embed"), pdt)
     x = x_BxLxD.astype(dt)
-    h_BxLxF = nn.silu(x @ gate_DxF.astype(dt)) * (x @ up_DxF.astype(dt))
+    # Gate and up as one matmul of width 2F (one pass over x, one dx matmul in the backward
+    # pass instead of two and their sum: 3% of a d=512 train step on CPU, bench/throughput).
+    # Stacked on a new axis rather than concatenated so a sharded 'mlp' axis stays aligned.
+    w_Dx2xF = jnp.stack([gate_DxF, up_DxF], axis=1).astype(dt)
+    gu_BxLx2xF = jnp.einsum("...d,dtf->...tf", x, w_Dx2xF)
+    h_BxLxF = nn.silu(gu_BxLx2xF[..., 0, :]) * gu_BxLx2xF[..., 1, :]
     h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("batch", "length", "mlp"))
     return h_BxLxF @ down_FxD.astype(dt)
 

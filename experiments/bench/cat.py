@@ -264,7 +264,7 @@ def parse_args(argv=None):
   g.add_argument("--vocab", type=int, default=259)
   g.add_argument("--branch", default="mlp", help="attribute branch: mlp | block | none")
   g.add_argument("--branch_mlp_dim", type=int, default=0,
-                 help="hidden width of the mlp branch (0: the trunk's mlp_dim, 4 x d_model)")
+                 help="hidden width of the mlp branch (0: CATConfig's default, the trunk's d_model)")
   g.add_argument("--seq_len", type=int, default=128)
   g.add_argument("--batch", type=int, default=16)
   g.add_argument("--decode_batch", type=int, default=8)
@@ -315,7 +315,7 @@ def main(argv=None):
   if "b" in parts:
     print(f"\n(b) train step, d={a.d_model} layers={a.num_layers} L={a.seq_len} "
           f"batch={a.batch} vocab={a.vocab} branch={a.branch} branch_mlp_dim="
-          f"{a.branch_mlp_dim or 4 * a.d_model} (medians of {a.rounds})")
+          f"{a.branch_mlp_dim or a.d_model} (medians of {a.rounds})")
     print(f"{'head':<12}{'MLE s (min-max)':>24}{'CAT s (min-max)':>24}{'MLE loss':>10}"
           f"{'CAT loss':>10}{'ratio':>8}")
     out["train_step"] = per_head(

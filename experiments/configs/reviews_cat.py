@@ -49,7 +49,8 @@ def get_config(arg: str = "cat"):
   c.optimizer.update(dict(learning_rate=2e-3, warmup_steps=60))
   if run == "cat":
     c.objective = c.objective.__class__(dict(
-        name="cat", param="full", branch="mlp", lam=0.15, mode="joint"))
+        name="cat", param="full", branch="mlp", lam=0.15, mode="joint",
+        branch_mlp_dim=256))  # the mlp_dim width its results were measured at (issue 29)
   elif run == "director":
     d = director_config("label")
     c.objective = c.objective.__class__(dict(

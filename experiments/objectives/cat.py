@@ -2,7 +2,7 @@
 
 config.objective keys: name='cat', attributes (a tuple of dicts with AttributeSpec fields;
 default one categorical attribute per task label), param (full|factorized), branch
-(mlp|block|none), branch_mlp_dim (0: the trunk's mlp_dim), factor_dim, lam (0.15), mode (joint|finetune|attr_only; attr_only trains
+(mlp|block|none), branch_mlp_dim (0: the trunk's d_model), factor_dim, lam (0.15), mode (joint|finetune|attr_only; attr_only trains
 the attribute branch only, the trunk frozen)."""
 import jax
 
