@@ -75,20 +75,35 @@ def figures_line(*names):
   return parse
 
 
+def _read(workdir, path):
+  with open(os.path.join(workdir, path)) as f:
+    return json.load(f)
+
+
 def json_file(path, **keys):
-  """Values at dotted keys ('metrics.heldout.ece') of workdir/path; booleans as 0/1."""
+  """Values at keys of workdir/path: 'metrics.heldout.ece', or a tuple of keys where a key
+  holds a dot ('estimation', '0.25', 'accuracy'); booleans as 0/1; absent keys are left out."""
   def parse(stdout, workdir):
-    with open(os.path.join(workdir, path)) as f:
-      d = json.load(f)
-    out = {}
-    for name, dotted in keys.items():
+    d, out = _read(workdir, path), {}
+    for name, where in keys.items():
       v = d
-      for k in dotted.split("."):
-        v = v[int(k)] if isinstance(v, list) else v.get(k) if isinstance(v, dict) else None
-        if v is None:
-          break
+      for k in (where.split(".") if isinstance(where, str) else where):
+        v = v.get(k) if isinstance(v, dict) else None
       if v is not None:
         out[name] = float(v)
+    return out
+  return parse
+
+
+def table_rows(path, list_key, **picks):
+  """Values from a list of dicts in workdir/path: picks[name] = ({key: value, ...} that
+  selects the one row, the value's key)."""
+  def parse(stdout, workdir):
+    rows, out = _read(workdir, path)[list_key], {}
+    for name, (match, key) in picks.items():
+      found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+      if len(found) == 1 and found[0].get(key) is not None:
+        out[name] = float(found[0][key])
     return out
   return parse
 
@@ -102,6 +117,7 @@ FIT = ("{python} -m experiments.tools.fit_attribute --trunk=smollm2 "
 MARKOV = ("{python} -m experiments.reports.markov_compare --root={workdir} --protocol=finetune "
           "--seeds={seed} --samples=8")
 SEED_LINE = r"seed \d+ {}\s+invalid ([\d.]+)"
+TEXT = {"data": "real text", "mle": "MLE", "bc": "MLE+backspace", "sm": "SM"}
 
 ROWS = [
     Row("main", "Main job (default)",
@@ -207,21 +223,33 @@ ROWS = [
         "300 test reviews, same prompts, same judge)",
         ("{python} -m experiments.reports.smollm2_compare --reviews=/work/runs/reviews "
          "--out={workdir} --limit=600",),
-        json_file("report.json"), {}, "", seeds=(0,), expected_s=1200,
-        not_regenerated="needs the trained reviews runs (/work/runs/reviews, 25 min) and 20 min; "
-                        "its parser is not written yet"),
+        json_file("report.json", **{f"est_{int(f * 100)}": ("estimation", str(f), "accuracy")
+                                    for f in (0.25, 0.5, 0.75, 1.0)},
+                  fit_accuracy="fit.heldout.accuracy"),
+        {**{f"est_{q}": Figure(f"estimate accuracy at {q}%", "{:.2f}") for q in (25, 50, 75, 100)},
+         "fit_accuracy": Figure("fitted head's held-out accuracy", "{:.2f}")},
+        "estimate accuracy at 25/50/75/100%: {est_25} / {est_50} / {est_75} / {est_100} (fitted "
+        "head's held-out accuracy {fit_accuracy}); steering rates not parsed yet", seeds=(0,),
+        expected_s=1200,
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews, 25 min), then 20 min"),
     Row("bench_decode", "KV-cache vs fixed-shape recompute decoding, SmolLM2-135M, 256 new tokens",
         ("{python} -m experiments.bench.decode",),
-        regex(batch1=r"batch\s+1: .*speedup\s+([\d.]+)x", batch16=r"batch\s+16: .*speedup\s+([\d.]+)x"),
+        regex(batch1=r"batch\s+1: .*speedup\s+([\d.]+)x",
+              batch16=r"batch\s+16: .*speedup\s+([\d.]+)x"),
         {"batch1": Figure("batch 1", "{:.1f}x"), "batch16": Figure("batch 16", "{:.1f}x")},
         "{batch1} (batch 1), {batch16} (batch 16)", seeds=(0,), expected_s=600, paper=">= 10x",
         not_regenerated="benchmark: the lead re-measures it on an idle machine"),
     Row("text", "SequenceMatch on text (Shakespeare bytes, 0.45M-parameter model; MLE 2000 steps, "
         "then BC and SM fine-tuned 300 steps from it; 64 test prompts x 2 samples, 96 actions)",
         ("{python} -m experiments.reports.text_seqmatch_report --root={workdir}",),
-        json_file("report.json"), {}, "", seeds=(0,), expected_s=3600,
-        paper="MAUVE SM 0.91 vs MLE 0.85 (openwebtext, Llama2-7b)",
-        not_regenerated="slow (about an hour on 2 cores); its parser is not written yet"),
+        json_file("report.json", **{f"ppl_{m}": ("methods", m, "ppl_ref") for m in TEXT},
+                  **{f"mauve_{m}": ("methods", m, "mauve") for m in list(TEXT)[1:]}),
+        {**{f"ppl_{m}": Figure(f"perplexity {n}", "{:.2f}") for m, n in TEXT.items()},
+         **{f"mauve_{m}": Figure(f"MAUVE {n}", "{:.2f}") for m, n in list(TEXT.items())[1:]}},
+        "perplexity under the reference LM: real text {ppl_data}, MLE {ppl_mle}, MLE+backspace "
+        "{ppl_bc}, SM {ppl_sm}; MAUVE MLE {mauve_mle}, MLE+backspace {mauve_bc}, SM {mauve_sm}",
+        seeds=(0,), expected_s=3600, paper="MAUVE SM 0.91 vs MLE 0.85 (openwebtext, Llama2-7b)",
+        not_regenerated="slow: four trainings, about an hour on 2 cores"),
     Row("fit", "Fit a sentiment head on frozen SmolLM2-135M (400 reviews, 48 tokens, up to 30 "
         "epochs, the epoch picked on a 10% validation split)",
         (FIT,),
@@ -241,17 +269,35 @@ ROWS = [
         "otherwise); chosen epoch {best_epoch}; cached epochs {speedup} faster than re-running "
         "the trunk", expected_s=240, ok_returncodes=(0, 2)),
     Row("steer_sweep", "Steering sweep on reviews (96 generations per cell, top 20)",
-        ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20",),
-        json_file("report.json"), {}, "", seeds=(0,), expected_s=3600,
+        ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20 "
+         "--out={workdir} --seed={seed}",),
+        table_rows("sweep.json", "table", **{
+            f"{m}_g{g}_{k}": ({"method": m, "strength": float(g)}, k)
+            for m in ("weighted", "director") for g in (1, 3, 9)
+            for k in ("success", "perplexity")}),
+        {f"{m}_g{g}_{k}": Figure(f"{m} gamma {g} {k}", "{:.2f}" if k == "success" else "{:.0f}")
+         for m in ("weighted", "director") for g in (1, 3, 9) for k in ("success", "perplexity")},
+        "success / perplexity: CAT weighted gamma 1,3,9: {weighted_g1_success} / "
+        "{weighted_g3_success} / {weighted_g9_success} at {weighted_g1_perplexity} / "
+        "{weighted_g3_perplexity} / {weighted_g9_perplexity}; Director {director_g1_success} / "
+        "{director_g3_success} / {director_g9_success} at {director_g1_perplexity} / "
+        "{director_g3_perplexity} / {director_g9_perplexity}", seeds=(0,), expected_s=3600,
         paper="CAT higher success at similar perplexity (not reproduced here)",
-        not_regenerated="needs the trained reviews runs (/work/runs/reviews); its parser is not "
-                        "written yet"),
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews), then about an hour"),
     Row("backtrack", "Attribute-aware backtracking on reviews (192 generations per row, "
         "max_retries 1)",
-        ("{python} -m experiments.reports.backtrack_eval --root={workdir} --gammas=1,3 "
-         "--thresholds=0.05,0.15 --seeds=2 --max_retries=1",),
-        json_file("report.json"), {}, "", seeds=(0,), expected_s=3600, paper="(new)",
-        not_regenerated="needs the trained reviews runs; its parser is not written yet"),
+        ("{python} -m experiments.reports.backtrack_eval --root=/work/runs/reviews "
+         "--out={workdir} --gammas=1,3 --thresholds=0.05,0.15 --seeds=2 --max_retries=1",),
+        table_rows("backtrack.json", "table", **{
+            f"g1_{t}_{k}": ({"method": "cat_weighted", "strength": 1.0, "threshold": th}, k)
+            for t, th in (("plain", None), ("t015", 0.15))
+            for k in ("target_rate", "perplexity")}),
+        {f"g1_{t}_{k}": Figure(f"gamma 1 {t} {k}", "{:.2f}" if k == "target_rate" else "{:.0f}")
+         for t in ("plain", "t015") for k in ("target_rate", "perplexity")},
+        "weighted gamma 1: {g1_plain_target_rate} -> {g1_t015_target_rate} (threshold 0.15) at "
+        "perplexity {g1_plain_perplexity} -> {g1_t015_perplexity}", seeds=(0,),
+        expected_s=3600, paper="(new)",
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews), then about an hour"),
 ]
 
 BY_ID = {r.id: r for r in ROWS}
