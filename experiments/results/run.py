@@ -85,10 +85,11 @@ def run_row(row: Row, seeds=None, work_root=None, log=print) -> dict:
     raise ValueError(f"row {row.id}: seeds is empty")
   work_root = work_root or os.path.join(tempfile.gettempdir(), "catrans_results")
   started = datetime.datetime.now(datetime.timezone.utc)
+  code = commit()   # before the runs: what the commands ran
   runs = [run_seed(row, s, work_root, log) for s in seeds]
   return {"row": row.id, "title": row.title, "commands": list(row.commands),
           "seeds": seeds, "runs": runs, "summary": summarise(runs), "machine": machine(),
-          "commit": commit(), "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+          "commit": code, "date": started.strftime("%Y-%m-%d %H:%M UTC"),
           "wall_s_per_seed": [r["wall_s"] for r in runs],
           "load_1min": [r["load_before"][0] for r in runs]}
 
