@@ -67,3 +67,21 @@ def test_fast_row_holds_its_intervals(row_id, tmp_path):
   row = registry.BY_ID[row_id]
   result = run.run_row(row, seeds=row.seeds[:1], work_root=str(tmp_path), log=lambda s: None)
   assert run.check(row, result) == []
+
+
+def test_rerun_seeds_replace_their_records_and_finished_seeds_survive(tmp_path):
+  row = registry.Row("echo", "t", ("{python} -c \"print('value', {seed} * 10)\"",),
+                     registry.regex(value=r"value (\d+)"), {"value": registry.Figure("v")},
+                     "{value}", seeds=(0, 1))
+  first = run.run_seed(row, 1, str(tmp_path), log=lambda s: None)
+  # The record a killed runner never wrote, read back from the seed's workdir.
+  recovered = run.recover_seed(row, 1, first["workdir"])
+  assert recovered["figures"] == first["figures"] == {"value": 10.0}
+  assert 0 <= recovered["wall_s"] <= first["wall_s"] + 1
+  stale = {"seed": 0, "figures": {"value": -1.0}, "wall_s": 1.0}
+  partial = []
+  result = run.run_row(row, seeds=[0], work_root=str(tmp_path), log=lambda s: None,
+                       earlier=[stale, recovered], on_seed=partial.append)
+  assert result["seeds"] == [0, 1] and len(partial) == 1
+  assert [r["figures"]["value"] for r in result["runs"]] == [0.0, 10.0]
+  assert result["summary"]["value"] == {"mean": 5.0, "min": 0.0, "max": 10.0, "n": 2}

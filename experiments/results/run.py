@@ -78,20 +78,51 @@ def summarise(runs: list[dict]) -> dict:
   return out
 
 
-def run_row(row: Row, seeds=None, work_root=None, log=print) -> dict:
-  """Every seed of the row (or `seeds`), one after another; the row's JSON as a dict."""
+def recover_seed(row: Row, seed: int, workdir: str) -> dict:
+  """A finished seed's run record from its workdir (the runner stopped before writing it):
+  figures from workdir/stdout.log, wall time from that file's creation and last write."""
+  path = os.path.join(workdir, "stdout.log")
+  with open(path) as f:
+    stdout = f.read()
+  st = os.stat(path)
+  born = getattr(st, "st_birthtime", None)
+  if born is None:   # Linux before Python 3.12: GNU stat reads it (0 where unknown)
+    born = float(subprocess.run(["stat", "-c", "%W", path], capture_output=True,
+                                text=True).stdout.strip() or 0)
+  if not born:
+    raise RunFailed(f"{path}: its creation time is unknown here, so is the seed's wall time")
+  return {"seed": seed, "figures": row.parse(stdout, workdir),
+          "wall_s": round(st.st_mtime - born, 1), "commands": expand(row, seed, workdir),
+          "workdir": workdir, "recovered": "figures parsed from the workdir's stdout.log after "
+          "the runner stopped; wall time from the log's creation and last write"}
+
+
+def row_result(row: Row, runs: list[dict], code: str, started) -> dict:
+  """The row's JSON: the runs in seed order, their summary, where and when."""
+  runs = sorted(runs, key=lambda r: r["seed"])
+  return {"row": row.id, "title": row.title, "commands": list(row.commands),
+          "seeds": [r["seed"] for r in runs], "runs": runs, "summary": summarise(runs),
+          "machine": machine(), "commit": code, "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+          "wall_s_per_seed": [r["wall_s"] for r in runs],
+          "load_1min": [r["load_before"][0] for r in runs if "load_before" in r]}
+
+
+def run_row(row: Row, seeds=None, work_root=None, log=print, earlier=(), on_seed=None) -> dict:
+  """Every seed of the row (or `seeds`), one after another; the row's JSON as a dict.
+  earlier: run records kept beside these (a seed run again replaces its record); on_seed
+  gets the JSON so far after each seed (a runner stopped later keeps the finished seeds)."""
   seeds = list(row.seeds if seeds is None else seeds)
   if not seeds:
     raise ValueError(f"row {row.id}: seeds is empty")
   work_root = work_root or os.path.join(tempfile.gettempdir(), "catrans_results")
   started = datetime.datetime.now(datetime.timezone.utc)
   code = commit()   # before the runs: what the commands ran
-  runs = [run_seed(row, s, work_root, log) for s in seeds]
-  return {"row": row.id, "title": row.title, "commands": list(row.commands),
-          "seeds": seeds, "runs": runs, "summary": summarise(runs), "machine": machine(),
-          "commit": code, "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-          "wall_s_per_seed": [r["wall_s"] for r in runs],
-          "load_1min": [r["load_before"][0] for r in runs]}
+  runs = [r for r in earlier if r["seed"] not in seeds]
+  for s in seeds:
+    runs.append(run_seed(row, s, work_root, log))
+    if on_seed:
+      on_seed(row_result(row, runs, code, started))
+  return row_result(row, runs, code, started)
 
 
 def check(row: Row, result: dict) -> list[str]:

@@ -43,8 +43,11 @@ def spread(fig: registry.Figure, s: dict) -> str:
   return f"{fig.fmt.format(s['mean'])} [{fig.fmt.format(s['min'])}, {fig.fmt.format(s['max'])}]"
 
 
-def minutes(seconds: float) -> str:
-  return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+def duration(low: float, high: float) -> str:
+  """'56-64 s' or '10.9-12.4 min' (one value when they round alike)."""
+  unit, scale, fmt = ("s", 1, "{:.0f}") if high < 90 else ("min", 60, "{:.1f}")
+  a, b = fmt.format(low / scale), fmt.format(high / scale)
+  return f"{a} {unit}" if a == b else f"{a}-{b} {unit}"
 
 
 def regenerated(row: registry.Row, result: dict) -> str:
@@ -58,8 +61,9 @@ def regenerated(row: registry.Row, result: dict) -> str:
   where = result["machine"].removeprefix("machine: ").split("; jax")[0]
   text = (row.template.format(**values)
           + f" (mean [min, max] over seeds {', '.join(map(str, result['seeds']))}; "
-          f"{minutes(min(walls))}-{minutes(max(walls))} per seed on {where}"
-          + (f", 1-min load {min(loads):.1f}-{max(loads):.1f} at the start" if loads else "")
+          f"{duration(min(walls), max(walls))} per seed on {where.replace('; ', ', ')}"
+          + (f", shared: 1-min load {min(loads):.1f}-{max(loads):.1f} at a seed's start"
+             if loads else "")
           + f"; {result['date']}, commit {result['commit'][:10]})")
   checked = [f"{fig.label} {fig.interval()}" for fig in row.figures.values() if fig.interval()]
   if checked:
