@@ -58,13 +58,16 @@ def regenerated(row: registry.Row, result: dict) -> str:
     values[name] = spread(fig, s) if s else "(not reported)"
   walls = result["wall_s_per_seed"]
   loads = result.get("load_1min", [])
+  recovered = [r["seed"] for r in result["runs"] if r.get("recovered")]
   where = result["machine"].removeprefix("machine: ").split("; jax")[0]
   text = (row.template.format(**values)
           + f" (mean [min, max] over seeds {', '.join(map(str, result['seeds']))}; "
           f"{duration(min(walls), max(walls))} per seed on {where.replace('; ', ', ')}"
           + (f", shared: 1-min load {min(loads):.1f}-{max(loads):.1f} at a seed's start"
              if loads else "")
-          + f"; {result['date']}, commit {result['commit'][:10]})")
+          + f"; {result['date']}, commit {result['commit'][:10]}"
+          + (f"; seed {', '.join(map(str, recovered))} read back from its workdir after the "
+             "runner stopped" if recovered else "") + ")")
   checked = [f"{fig.label} {fig.interval()}" for fig in row.figures.values() if fig.interval()]
   if checked:
     text += f"; `--check`: every seed's {', '.join(checked)}"
