@@ -173,12 +173,13 @@ ROWS = [
               sm_a100=SEED_LINE.format("sm_a100"), sm_a10_nbnr=SEED_LINE.format("sm_a10_nbnr")),
         {"mle": Figure("MLE"), "bc": Figure("MLE+backspace"),
          "sm_a1": Figure("SequenceMatch alpha 1"), "sm_a10": Figure("alpha 10"),
-         "sm_a100": Figure("alpha 100"), "sm_a10_nbnr": Figure("alpha 10 nbnr", high=0.2)},
+         "sm_a100": Figure("alpha 100"), "sm_a10_nbnr": Figure("alpha 10 nbnr", high=0.05)},
         "every method 300 steps from the same MLE run, 1600 samples per seed: MLE {mle}, "
         "MLE+backspace {bc}, SequenceMatch alpha 1 {sm_a1}, alpha 10 {sm_a10}, alpha 100 "
         "{sm_a100}; alpha 10 with `reward_backspace=false,regularize_noise=false` (second "
         "command) {sm_a10_nbnr}", expected_s=900, paper="SM fewer",
-        not_regenerated="1-2 min per training, 7 trainings per seed"),
+        not_regenerated="not rerun yet: 7 trainings of 1-2 min per seed on an idle 2-core CPU, "
+                        "4-5x longer on the shared machine of this session"),
     Row("bench_cat_a", "CAT vs Monte Carlo N=64, time to estimate every prefix",
         ("{python} -m experiments.bench.cat --parts a",),
         regex(speedup=r"ratio Monte Carlo / CAT time[^:]*: ([\d,]+)x",
