@@ -55,7 +55,11 @@ def regenerated(row: registry.Row, result: dict) -> str:
   values = {}
   for name, fig in row.figures.items():
     s = result["summary"].get(name)
-    values[name] = spread(fig, s) if s else "(not reported)"
+    if fig.per_seed:
+      values[name] = " / ".join(fig.fmt.format(r["figures"][name]) if name in r["figures"]
+                                else "-" for r in result["runs"])
+    else:
+      values[name] = spread(fig, s) if s else "(not reported)"
   walls = result["wall_s_per_seed"]
   loads = result.get("load_1min", [])
   recovered = [r["seed"] for r in result["runs"] if r.get("recovered")]
