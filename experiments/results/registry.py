@@ -125,8 +125,8 @@ ROWS = [
         (TRAIN + " --config.seed={seed} --config.train.progress=false",),
         regex(eval_loss=r"eval loss\s+([\d.]+)", unigram=r"unigram baseline ([\d.]+)",
               train_loss=r"train loss\s+([\d.]+)"),
-        {"eval_loss": Figure("eval loss", "{:.3f}", 0.9, 1.4),
-         "unigram": Figure("unigram", "{:.3f}", 2.1, 2.3),
+        {"eval_loss": Figure("eval loss", "{:.3f}", 1.0, 1.3),
+         "unigram": Figure("unigram", "{:.3f}", 2.19, 2.21),
          "train_loss": Figure("train loss", "{:.3f}")},
         "eval loss {eval_loss} nats/token vs unigram {unigram} (train loss {train_loss}; "
         "600 steps)", expected_s=180),

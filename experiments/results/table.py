@@ -37,17 +37,22 @@ def load(row_id: str, data_dir: str = DATA):
 
 
 def spread(fig: registry.Figure, s: dict) -> str:
-  """'mean [min, max]' in the figure's format, or the one value of a single seed."""
-  if s["n"] == 1:
-    return fig.fmt.format(s["mean"])
-  return f"{fig.fmt.format(s['mean'])} [{fig.fmt.format(s['min'])}, {fig.fmt.format(s['max'])}]"
+  """'mean [min, max]' in the figure's format, or one value where every seed rounds alike."""
+  low, high = fig.fmt.format(s["min"]), fig.fmt.format(s["max"])
+  if s["n"] == 1 or low == high:
+    return fig.fmt.format(s["mean"]) + (f" (all {s['n']} seeds)" if s["n"] > 1 else "")
+  return f"{fig.fmt.format(s['mean'])} [{low}, {high}]"
 
 
-def duration(low: float, high: float) -> str:
-  """'56-64 s' or '10.9-12.4 min' (one value when they round alike)."""
-  unit, scale, fmt = ("s", 1, "{:.0f}") if high < 90 else ("min", 60, "{:.1f}")
+def duration(low: float, high: float, unit: str | None = None) -> str:
+  """'56-64 s' or '10.9-12.4 min' (one value when they round alike); unit '' : plain
+  numbers to one decimal."""
+  if unit is None:
+    unit, scale, fmt = ("s", 1, "{:.0f}") if high < 90 else ("min", 60, "{:.1f}")
+  else:
+    scale, fmt = 1, "{:.1f}"
   a, b = fmt.format(low / scale), fmt.format(high / scale)
-  return f"{a} {unit}" if a == b else f"{a}-{b} {unit}"
+  return (f"{a} {unit}" if a == b else f"{a}-{b} {unit}").strip()
 
 
 def regenerated(row: registry.Row, result: dict) -> str:
@@ -67,11 +72,12 @@ def regenerated(row: registry.Row, result: dict) -> str:
   text = (row.template.format(**values)
           + f" (mean [min, max] over seeds {', '.join(map(str, result['seeds']))}; "
           f"{duration(min(walls), max(walls))} per seed on {where.replace('; ', ', ')}"
-          + (f", shared: 1-min load {min(loads):.1f}-{max(loads):.1f} at a seed's start"
+          + (f", shared: 1-min load {duration(min(loads), max(loads), '')} at a seed's start"
              if loads else "")
           + f"; {result['date']}, commit {result['commit'][:10]}"
-          + (f"; seed {', '.join(map(str, recovered))} read back from its workdir after the "
-             "runner stopped" if recovered else "") + ")")
+          + (f"; seed{'s' if len(recovered) > 1 else ''} {', '.join(map(str, recovered))} "
+             "read back from the workdir after the runner stopped, load not recorded"
+             if recovered else "") + ")")
   checked = [f"{fig.label} {fig.interval()}" for fig in row.figures.values() if fig.interval()]
   if checked:
     text += f"; `--check`: every seed's {', '.join(checked)}"
