@@ -28,6 +28,6 @@ os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 FAST_COMPILE_FLAGS = _FAST_COMPILE
 # For the few execution-bound loops (hundreds of training steps of one program): per-program
 # compiler options that turn XLA's optimisations back on, e.g. jax.jit(f,
-# compiler_options=OPTIMIZED). The 400-step CAT fixture of test_cat_exactness runs ~2x faster.
+# compiler_options=OPTIMIZED). The 400-step CAT of experiments/reports/cat_exactness.py runs ~2x faster.
 OPTIMIZED = {"xla_backend_optimization_level": 3, "xla_llvm_disable_expensive_passes": False,
              "xla_cpu_use_fusion_emitters": True}

@@ -49,7 +49,7 @@ def _init(model, tokens_BxL, seed):
 # --- (a) estimation: CAT one pass vs Monte Carlo ---------------------------------------------
 def train_bits_cat(length, steps, *, d_model=48, num_layers=2, batch=128, seed=0,
                    branch_mlp_dim=0, num_train=4000):
-  """A small factorized CAT trained on the bits task (as in tests/test_cat_exactness.py).
+  """A small factorized CAT trained on the bits task (as in experiments/reports/cat_exactness.py).
   Returns (task, model, params, seconds spent training, final loss)."""
   task = get_task("bits", ml_collections.ConfigDict(dict(length=length, num_train=num_train,
                                                          num_test=500, seed=seed)))

@@ -1,5 +1,5 @@
 """CAT on random bits with an exact attribute (majority): the estimates can be checked
-against binomial tails (tests/test_cat_exactness.py does it in-process).
+against binomial tails (experiments/reports/cat_exactness.py does it in-process).
 
   python -m experiments.train --config=experiments/configs/bits_cat.py[:tiny] --workdir=DIR
 """

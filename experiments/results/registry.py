@@ -1,0 +1,307 @@
+"""The README's Results rows: what to run for each, and how to read its figures.
+
+A row is a `Row`: its commands (templates with {python}, {seed} and {workdir}: one fresh
+workdir per seed), its seeds, its figures (each with a label, a format and the interval that
+`runner --check` holds it to) and a parser that turns one seed's run (stdout, workdir) into
+{figure: value}. The README cell is rendered from the row's JSON in data/ (render.py); the
+hand-written text of rows not regenerated yet lives in notes.md. Adding a row: one `Row(...)`
+in ROWS, reusing a parser below, and a `## id` section in notes.md if it keeps any text."""
+import dataclasses
+import json
+import os
+import re
+from typing import Callable, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+  label: str                  # how the README names it
+  fmt: str = "{:.3f}"
+  low: Optional[float] = None   # the interval --check holds every seed's value to (None: open)
+  high: Optional[float] = None
+  per_seed: bool = False      # the README lists every seed's value ('0 / 0 / 1'), no mean
+
+  def interval(self) -> str:
+    if self.low is None and self.high is None:
+      return ""
+    if self.low is None:
+      return f"<= {self.fmt.format(self.high)}"
+    if self.high is None:
+      return f">= {self.fmt.format(self.low)}"
+    return f"in [{self.fmt.format(self.low)}, {self.fmt.format(self.high)}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  id: str
+  title: str                  # the README's 'experiment' cell
+  commands: tuple             # templates; {python} {seed} {workdir}
+  parse: Callable[[str, str], dict]   # (stdout of all commands, workdir) -> {figure: value}
+  figures: dict               # name -> Figure, in the order the README cell lists them
+  template: str               # the cell's regenerated sentence, {name} = 'mean [min, max]'
+  seeds: tuple = (0, 1, 2)
+  expected_s: float = 60.0    # one seed on a 2-core CPU
+  ok_returncodes: tuple = (0,)
+  paper: str = "-"
+  not_regenerated: str = ""   # why, while no JSON exists (slow, GPU, needs another run)
+
+  @property
+  def fast(self) -> bool:
+    """Under a minute per seed: the default test suite reruns it with --check."""
+    return self.expected_s < 60
+
+
+# --- parsers: each returns a function (stdout, workdir) -> {figure: float} --------------------
+
+def regex(**patterns):
+  """The last match of each pattern's first group in stdout, as a float ('1,088' -> 1088)."""
+  def parse(stdout, workdir):
+    out = {}
+    for name, pattern in patterns.items():
+      found = re.findall(pattern, stdout)
+      if found:
+        out[name] = float(str(found[-1]).replace(",", ""))
+    return out
+  return parse
+
+
+def figures_line(*names):
+  """The JSON after 'figures: ' on the last such stdout line (reports that print one)."""
+  def parse(stdout, workdir):
+    lines = [l for l in stdout.splitlines() if l.startswith("figures: ")]
+    if not lines:
+      return {}
+    d = json.loads(lines[-1][len("figures: "):])
+    return {n: float(d[n]) for n in names if d.get(n) is not None}
+  return parse
+
+
+def _read(workdir, path):
+  with open(os.path.join(workdir, path)) as f:
+    return json.load(f)
+
+
+def json_file(path, **keys):
+  """Values at keys of workdir/path: 'metrics.heldout.ece', or a tuple of keys where a key
+  holds a dot ('estimation', '0.25', 'accuracy'); booleans as 0/1; absent keys are left out."""
+  def parse(stdout, workdir):
+    d, out = _read(workdir, path), {}
+    for name, where in keys.items():
+      v = d
+      for k in (where.split(".") if isinstance(where, str) else where):
+        v = v.get(k) if isinstance(v, dict) else None
+      if v is not None:
+        out[name] = float(v)
+    return out
+  return parse
+
+
+def table_rows(path, list_key, **picks):
+  """Values from a list of dicts in workdir/path: picks[name] = ({key: value, ...} that
+  selects the one row, the value's key)."""
+  def parse(stdout, workdir):
+    rows, out = _read(workdir, path)[list_key], {}
+    for name, (match, key) in picks.items():
+      found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+      if len(found) == 1 and found[0].get(key) is not None:
+        out[name] = float(found[0][key])
+    return out
+  return parse
+
+
+# --- the rows, in the README's order ---------------------------------------------------------
+
+TRAIN = "{python} -m experiments.train --config=experiments/configs/default.py --workdir={workdir}"
+FIT = ("{python} -m experiments.tools.fit_attribute --trunk=smollm2 "
+       "--data=task:rotten_tomatoes:train --limit=400 --max_len=48 --epochs=30 --batch_size=32 "
+       "--param=factorized --name=fresh --class_names=rotten,fresh --out={workdir} --seed={seed}")
+MARKOV = ("{python} -m experiments.reports.markov_compare --root={workdir} --protocol=finetune "
+          "--seeds={seed} --samples=8")
+SEED_LINE = r"seed \d+ {}\s+invalid ([\d.]+)"
+TEXT = {"data": "real text", "mle": "MLE", "bc": "MLE+backspace", "sm": "SM"}
+
+ROWS = [
+    Row("main", "Main job (default)",
+        (TRAIN + " --config.seed={seed} --config.train.progress=false",),
+        regex(eval_loss=r"eval loss\s+([\d.]+)", unigram=r"unigram baseline ([\d.]+)",
+              train_loss=r"train loss\s+([\d.]+)"),
+        {"eval_loss": Figure("eval loss", "{:.3f}", 1.0, 1.3),
+         "unigram": Figure("unigram", "{:.3f}", 2.19, 2.21),
+         "train_loss": Figure("train loss", "{:.3f}")},
+        "eval loss {eval_loss} nats/token vs unigram {unigram} (train loss {train_loss}; "
+        "600 steps)", expected_s=180),
+    Row("bits", "CAT estimates vs exact (bits, n=9, majority)",
+        ("{python} -m experiments.reports.cat_exactness --seed={seed}",),
+        figures_line("q_mae", "q_mae_worst", "sign_agreement", "credit_corr"),
+        {"q_mae": Figure("q_t MAE", "{:.3f}", 0.0, 0.06),
+         "q_mae_worst": Figure("worst position", "{:.3f}", 0.0, 0.12),
+         "sign_agreement": Figure("credit sign agreement", "{:.3f}", 0.95, 1.0),
+         "credit_corr": Figure("credit correlation", "{:.3f}", 0.9, 1.0)},
+        "q_t MAE {q_mae} (worst position {q_mae_worst}; answering 0.5 scores about 0.35); "
+        "credit sign agreement {sign_agreement}, correlation with the exact advantage "
+        "{credit_corr}", expected_s=35),
+    Row("keytodoor", "Key-to-Door win rate (10K random trajectories, 1000 episodes per seed)",
+        ("{python} -m experiments.reports.keytodoor_compare --root={workdir} --seeds={seed}",),
+        regex(cat=r"cat  seed \d+: win rate ([\d.]+)", bc=r"bc   seed \d+: win rate ([\d.]+)",
+              pbc=r"pbc  seed \d+: win rate ([\d.]+)",
+              dt=r"dt   seed \d+: win rate ([\d.]+)"),
+        {"cat": Figure("CAT", "{:.3f}", 0.95, 1.0), "bc": Figure("BC"), "pbc": Figure("%BC"),
+         "dt": Figure("DT")},
+        "CAT (lam 10, 3000 steps, td_mix 0.7) {cat}, BC {bc}, %BC {pbc}, DT {dt}",
+        expected_s=3 * 3600,
+        paper="CAT 0.999, BC 0.016, %BC 0.951, DT 0.946",
+        not_regenerated="slow: four trainings per seed, CAT's of 3000 steps, about 3 h per "
+                        "seed on 2 cores"),
+    Row("arithmetic", "Arithmetic accuracy (2-digit; 200 test questions, greedy with erased "
+        "tokens banned)",
+        ("{python} -m experiments.reports.arithmetic_compare --root={workdir} --protocol=finetune"
+         " --seeds={seed} --methods=mle,sm,bc --noise=0.1,0.25 --sm_flags=reward_backspace=false,"
+         "regularize_noise=false --sm_tag=nbnr",),
+        regex(start=r"seed \d+ start\s+accuracy ([\d.]+)", mle=r"seed \d+ mle\s+accuracy ([\d.]+)",
+              sm_p01=r"seed \d+ sm_nbnr_p0.1\s+accuracy ([\d.]+)",
+              sm_p025=r"seed \d+ sm_nbnr_p0.25\s+accuracy ([\d.]+)"),
+        {"start": Figure("start"), "mle": Figure("MLE"),
+         "sm_p01": Figure("SequenceMatch p 0.1"), "sm_p025": Figure("SequenceMatch p 0.25")},
+        "start {start}, MLE {mle}, SequenceMatch p 0.1 {sm_p01}, p 0.25 {sm_p025}",
+        expected_s=3600, paper="SM above MLE",
+        not_regenerated="slow: six runs of 8-13 min per seed on 2 cores"),
+    Row("markov", "Markov chain: sequences with an invalid transition",
+        (MARKOV + " --methods=mle,bc,sm --alphas=1,10,100",
+         MARKOV + " --methods=sm --alphas=10 --sm_flags=reward_backspace=false,"
+         "regularize_noise=false --sm_tag=nbnr"),
+        regex(mle=SEED_LINE.format("mle"), bc=SEED_LINE.format("bc"),
+              sm_a1=SEED_LINE.format("sm_a1"), sm_a10=SEED_LINE.format("sm_a10"),
+              sm_a100=SEED_LINE.format("sm_a100"), sm_a10_nbnr=SEED_LINE.format("sm_a10_nbnr")),
+        {"mle": Figure("MLE"), "bc": Figure("MLE+backspace"),
+         "sm_a1": Figure("SequenceMatch alpha 1"), "sm_a10": Figure("alpha 10"),
+         "sm_a100": Figure("alpha 100"), "sm_a10_nbnr": Figure("alpha 10 nbnr", high=0.05)},
+        "every method 300 steps from the same MLE run, 1600 samples per seed: MLE {mle}, "
+        "MLE+backspace {bc}, SequenceMatch alpha 1 {sm_a1}, alpha 10 {sm_a10}, alpha 100 "
+        "{sm_a100}; alpha 10 with `reward_backspace=false,regularize_noise=false` (second "
+        "command) {sm_a10_nbnr}", expected_s=900, paper="SM fewer",
+        not_regenerated="not rerun yet: 7 trainings of 1-2 min per seed on an idle 2-core CPU, "
+                        "4-5x longer on the shared machine of this session"),
+    Row("bench_cat_a", "CAT vs Monte Carlo N=64, time to estimate every prefix",
+        ("{python} -m experiments.bench.cat --parts a",),
+        regex(speedup=r"ratio Monte Carlo / CAT time[^:]*: ([\d,]+)x",
+              cat_mae=r"(?m)^CAT one pass.*?([\d.]+)$"),
+        {"speedup": Figure("Monte Carlo / CAT time", "{:,.0f}x"),
+         "cat_mae": Figure("CAT MAE vs exact", "{:.3f}")},
+        "{speedup} faster, CAT MAE {cat_mae}", seeds=(0,), expected_s=300,
+        paper=">= 1000x at equal or lower error",
+        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+    Row("bench_cat_b", "CAT train step / MLE step",
+        ("{python} -m experiments.bench.cat --parts b",),
+        regex(full=r"ratio CAT / MLE step time: full ([\d.]+)x",
+              factorized=r"ratio CAT / MLE step time:.*factorized ([\d.]+)x"),
+        {"full": Figure("full", "{:.2f}x"), "factorized": Figure("factorized", "{:.2f}x")},
+        "{full} (full), {factorized} (factorized)", seeds=(0,), expected_s=300,
+        paper="<= 1.10x", not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+    Row("bench_cat_c", "Steered / plain decoding",
+        ("{python} -m experiments.bench.cat --parts c",),
+        regex(full=r"ratio steered / plain decoding time: full ([\d.]+)x",
+              factorized=r"ratio steered / plain decoding time:.*factorized ([\d.]+)x"),
+        {"full": Figure("full", "{:.2f}x"), "factorized": Figure("factorized", "{:.2f}x")},
+        "{full} (full), {factorized} (factorized)", seeds=(0,), expected_s=300,
+        paper="<= 1.3x", not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+    Row("bench_seqmatch", "SequenceMatch step / MLE step",
+        ("{python} -m experiments.bench.seqmatch",),
+        regex(rollouts=r"rollouts\s+in step ([\d.]+)x", one_pass=r"forward: ([\d.]+)x"),
+        {"rollouts": Figure("with in-step rollouts", "{:.2f}x"),
+         "one_pass": Figure("one-pass mask", "{:.3f}x")},
+        "{rollouts} with in-step rollouts; one-pass mask {one_pass}", seeds=(0,),
+        expected_s=300, paper="<= 2x; <= 1.1x",
+        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+    Row("bench_throughput", "Trainer throughput",
+        ("{python} -m experiments.bench.throughput",),
+        regex(trainer=r"ratio trainer / plain tokens/s: ([\d.]+)x",
+              trunk=r"ratio catrans trunk / plain tokens/s: ([\d.]+)x"),
+        {"trainer": Figure("trainer / plain linen tokens/s", "{:.2f}x"),
+         "trunk": Figure("catrans trunk / plain linen", "{:.2f}x")},
+        "tokens/s of the trainer step / a plain linen model {trainer} (catrans trunk alone "
+        "{trunk})", seeds=(0,), expected_s=300,
+        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+    Row("smollm2_compare", "SmolLM2-135M + fitted CAT head vs the from-scratch reviews CAT (same "
+        "300 test reviews, same prompts, same judge)",
+        ("{python} -m experiments.reports.smollm2_compare --reviews=/work/runs/reviews "
+         "--out={workdir} --limit=600",),
+        json_file("report.json", **{f"est_{int(f * 100)}": ("estimation", str(f), "accuracy")
+                                    for f in (0.25, 0.5, 0.75, 1.0)},
+                  fit_accuracy="fit.heldout.accuracy"),
+        {**{f"est_{q}": Figure(f"estimate accuracy at {q}%", "{:.2f}") for q in (25, 50, 75, 100)},
+         "fit_accuracy": Figure("fitted head's held-out accuracy", "{:.2f}")},
+        "estimate accuracy at 25/50/75/100%: {est_25} / {est_50} / {est_75} / {est_100} (fitted "
+        "head's held-out accuracy {fit_accuracy}); steering rates not parsed yet", seeds=(0,),
+        expected_s=1200,
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews, 25 min), then 20 min"),
+    Row("bench_decode", "KV-cache vs fixed-shape recompute decoding, SmolLM2-135M, 256 new tokens",
+        ("{python} -m experiments.bench.decode",),
+        regex(batch1=r"batch\s+1: .*speedup\s+([\d.]+)x",
+              batch16=r"batch\s+16: .*speedup\s+([\d.]+)x"),
+        {"batch1": Figure("batch 1", "{:.1f}x"), "batch16": Figure("batch 16", "{:.1f}x")},
+        "{batch1} (batch 1), {batch16} (batch 16)", seeds=(0,), expected_s=600, paper=">= 10x",
+        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+    Row("text", "SequenceMatch on text (Shakespeare bytes, 0.45M-parameter model; MLE 2000 steps, "
+        "then BC and SM fine-tuned 300 steps from it; 64 test prompts x 2 samples, 96 actions)",
+        ("{python} -m experiments.reports.text_seqmatch_report --root={workdir}",),
+        json_file("report.json", **{f"ppl_{m}": ("methods", m, "ppl_ref") for m in TEXT},
+                  **{f"mauve_{m}": ("methods", m, "mauve") for m in list(TEXT)[1:]}),
+        {**{f"ppl_{m}": Figure(f"perplexity {n}", "{:.2f}") for m, n in TEXT.items()},
+         **{f"mauve_{m}": Figure(f"MAUVE {n}", "{:.2f}") for m, n in list(TEXT.items())[1:]}},
+        "perplexity under the reference LM: real text {ppl_data}, MLE {ppl_mle}, MLE+backspace "
+        "{ppl_bc}, SM {ppl_sm}; MAUVE MLE {mauve_mle}, MLE+backspace {mauve_bc}, SM {mauve_sm}",
+        seeds=(0,), expected_s=3600, paper="MAUVE SM 0.91 vs MLE 0.85 (openwebtext, Llama2-7b)",
+        not_regenerated="slow: four trainings, about an hour on 2 cores"),
+    Row("fit", "Fit a sentiment head on frozen SmolLM2-135M (400 reviews, 48 tokens, up to 30 "
+        "epochs, the epoch picked on a 10% validation split)",
+        (FIT,),
+        json_file("fit.json", accuracy="metrics.heldout.accuracy", ece="metrics.heldout.ece",
+                  log_loss="metrics.heldout.log_loss",
+                  log_loss_prior="metrics.heldout.log_loss_prior",
+                  beats_prior="metrics.heldout.beats_prior", best_epoch="metrics.best_epoch",
+                  speedup="timing.speedup_per_epoch"),
+        {"accuracy": Figure("held-out accuracy", "{:.3f}", 0.5, 0.85),
+         "ece": Figure("ECE", "{:.3f}", 0.0, 0.35),
+         "log_loss": Figure("log loss"), "log_loss_prior": Figure("constant prior's log loss"),
+         "beats_prior": Figure("beats the prior", "{:.0f}", per_seed=True),
+         "best_epoch": Figure("chosen epoch", "{:.0f}", per_seed=True),
+         "speedup": Figure("cached / trunk epoch speed-up", "{:.1f}x")},
+        "--seed picks the 400 texts and the split (80 held out): held-out accuracy {accuracy}, "
+        "ECE {ece}, log loss {log_loss} against the constant prior's {log_loss_prior}; per "
+        "seed, the head beats the prior (1) or the CLI reports `failed` and exits 2 (0): "
+        "{beats_prior}, at the epoch the validation loss chose: {best_epoch}; cached epochs "
+        "{speedup} faster than re-running the trunk", expected_s=240, ok_returncodes=(0, 2)),
+    Row("steer_sweep", "Steering sweep on reviews (96 generations per cell, top 20)",
+        ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20 "
+         "--out={workdir} --seed={seed}",),
+        table_rows("sweep.json", "table", **{
+            f"{m}_g{g}_{k}": ({"method": m, "strength": float(g)}, k)
+            for m in ("weighted", "director") for g in (1, 3, 9)
+            for k in ("success", "perplexity")}),
+        {f"{m}_g{g}_{k}": Figure(f"{m} gamma {g} {k}", "{:.2f}" if k == "success" else "{:.0f}")
+         for m in ("weighted", "director") for g in (1, 3, 9) for k in ("success", "perplexity")},
+        "success / perplexity: CAT weighted gamma 1,3,9: {weighted_g1_success} / "
+        "{weighted_g3_success} / {weighted_g9_success} at {weighted_g1_perplexity} / "
+        "{weighted_g3_perplexity} / {weighted_g9_perplexity}; Director {director_g1_success} / "
+        "{director_g3_success} / {director_g9_success} at {director_g1_perplexity} / "
+        "{director_g3_perplexity} / {director_g9_perplexity}", seeds=(0,), expected_s=3600,
+        paper="CAT higher success at similar perplexity (not reproduced here)",
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews), then about an hour"),
+    Row("backtrack", "Attribute-aware backtracking on reviews (192 generations per row, "
+        "max_retries 1)",
+        ("{python} -m experiments.reports.backtrack_eval --root=/work/runs/reviews "
+         "--out={workdir} --gammas=1,3 --thresholds=0.05,0.15 --seeds=2 --max_retries=1",),
+        table_rows("backtrack.json", "table", **{
+            f"g1_{t}_{k}": ({"method": "cat_weighted", "strength": 1.0, "threshold": th}, k)
+            for t, th in (("plain", None), ("t015", 0.15))
+            for k in ("target_rate", "perplexity")}),
+        {f"g1_{t}_{k}": Figure(f"gamma 1 {t} {k}", "{:.2f}" if k == "target_rate" else "{:.0f}")
+         for t in ("plain", "t015") for k in ("target_rate", "perplexity")},
+        "weighted gamma 1: {g1_plain_target_rate} -> {g1_t015_target_rate} (threshold 0.15) at "
+        "perplexity {g1_plain_perplexity} -> {g1_t015_perplexity}", seeds=(0,),
+        expected_s=3600, paper="(new)",
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews), then about an hour"),
+]
+
+BY_ID = {r.id: r for r in ROWS}
+assert len(BY_ID) == len(ROWS), "row ids must be unique"
