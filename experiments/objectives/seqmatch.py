@@ -40,10 +40,11 @@ DEFAULTS = dict(loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=
                 reward_backspace=True, regularize_noise=True, horizon=0)
 
 
-def catrans_model_fn(model, cfg):
-  """The seqmatch model-function protocol for a catrans Transformer."""
+def catrans_model_fn(model, cfg, params_fn=lambda p: p):
+  """The seqmatch model-function protocol for a catrans Transformer; params_fn maps the
+  trained tree to the one the model applies (Objective.model_params: LoRA merging)."""
   def apply_fn(params, tokens, positions, mask, cache=None):
-    out = model.apply({"params": params}, tokens, positions, mask, cache=cache)
+    out = model.apply({"params": params_fn(params)}, tokens, positions, mask, cache=cache)
     return out.logits, out.cache
 
   def init_cache_fn(batch_size, cache_len):
@@ -68,6 +69,7 @@ def rows_to_sequences(batch):
 class SequenceMatch(Objective):
   # Its action sequences (noise, backspaces) and rollout prompts are laid out on seq_len.
   supports_length_buckets = False
+  supports_lora = True
 
   def __init__(self, config, task):
     opts = dict(DEFAULTS)
@@ -83,7 +85,8 @@ class SequenceMatch(Objective):
     config.model.vocab_size = self.vocab.num_actions
     super().__init__(config, task)
     self.n_items = int(self.opts.max_items or config.data.seq_len + 1)
-    self.apply_fn, self.init_cache_fn = catrans_model_fn(self.model, self.model_config)
+    self.apply_fn, self.init_cache_fn = catrans_model_fn(self.model, self.model_config,
+                                                         self.model_params)
     self.eos_id = task.tokenizer.eos_id
     self._ground_truth = None
     if self.opts.noise not in seqmatch.noise.KINDS:
