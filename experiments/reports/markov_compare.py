@@ -82,6 +82,9 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
       "sequences": len(rows),
       "invalid_share": len(bad) / len(rows),
       "first_invalid_mean": float(np.mean([r["first_invalid"] for r in bad])) if bad else None,
+      # invalid only at the end (dyck: brackets left open; never for the chain)
+      "invalid_at_end_share": float(np.mean([r["first_invalid"] == len(r["text"]) > 0
+                                             for r in rows])),
       "loglik_per_valid_transition": sum(r["loglik"] for r in rows) / max(valid_transitions, 1),
       "mean_transitions": float(np.mean([r["transitions"] for r in rows])),
       "backspace_rate": backspaces / max(actions, 1),
