@@ -17,7 +17,14 @@ alternating round by round, medians with their min-max spread:
                 build_one_pass + forward (its closed form, and the step-by-step scan), vs a plain
                 causal forward over the same [B, N] rows.
 
-All SM steps are at step > bc_steps, so the mixture loss (not BC) is what is timed."""
+All SM steps are at step > bc_steps, so the mixture loss (not BC) is what is timed.
+
+  python -m experiments.bench.seqmatch --part=smollm2 [--rounds 3 --every 8]
+
+times SmolLM2-135M fine-tuned with LoRA (configs/smollm2_finetune.py 'sm,lora' against an
+MLE run of the same adapters, rows and batch), as trained: each contender is one cycle of m
+real Trainer steps (host noise augmentation, the compiled step with its optimizer update; for
+SequenceMatch one replay-buffer refresh per cycle), so the ratio is the amortised cost."""
 import argparse
 import functools
 
@@ -77,7 +84,11 @@ def main(argv=None):
   ap.add_argument("--rollouts", type=int, default=0, help="0 = the config's (8)")
   ap.add_argument("--every", default="1,4,16", help="rollout refresh intervals m")
   ap.add_argument("--rounds", type=int, default=5)
+  ap.add_argument("--part", default="small", choices=("small", "smollm2"),
+                  help="small: the arithmetic model (above); smollm2: 135M + LoRA")
   a = ap.parse_args(argv)
+  if a.part == "smollm2":
+    return smollm2_lora(a)
 
   c = make_config(a)
   task = get_task(c.task.name, c.task)
@@ -181,6 +192,59 @@ def main(argv=None):
         f"{fwd_times[2] / fwd_times[0]:.3f}x; goal <= 1.1x)")
   return dict(times=times, losses={k: float(v) for k, v in losses.items()}, amortised=amort,
               forward=dict(zip(names, fwd_times)))
+
+
+def smollm2_lora(a):
+  """SM / MLE train-step cost of SmolLM2-135M with LoRA adapters (module doc)."""
+  import tempfile
+
+  from catrans import lora
+  from experiments.configs import smollm2_finetune
+  from experiments.trainer import Trainer
+  every = int(a.every.split(",")[-1])
+  configs = {}
+  mle = smollm2_finetune.get_config("mle,lora")
+  mle.objective = ml_collections.ConfigDict({"name": "mle"})   # plain CE on [B, seq_len]
+  configs["MLE"] = mle
+  sm = smollm2_finetune.get_config("sm,lora")
+  sm.objective.update(dict(bc_steps=0, rollout_every=every))   # the mixture loss throughout
+  configs["SM"] = sm
+  if a.batch:
+    for c in configs.values():
+      c.data.global_batch_size = a.batch
+  thunks, info = {}, {}
+  tmp = tempfile.mkdtemp(prefix="bench_smlora_")
+  for name, c in configs.items():
+    c.train.progress = False
+    t = Trainer(c, f"{tmp}/{name}", progress=False)
+    it = pipeline.make_train_iterator(t.task, "train", global_batch_size=t.batch_size,
+                                      seq_len=t.seq_len, seed=0, read_threads=1)
+    batches = [next(it) for _ in range(every)]
+    holder = {"state": t.init_state(), "step": 0}
+    n_lora = lora.num_params(holder["state"].params)
+
+    def cycle(t=t, batches=batches, holder=holder):
+      for b in batches:     # one buffer refresh per cycle: state.step runs k*m .. k*m + m-1
+        holder["state"], m = t.train_step(holder["state"], b, holder["step"])
+        holder["step"] += 1
+      return m["loss"]
+    thunks[name] = cycle
+    info[name] = (t.objective.lora_rank, t.num_params, t.seq_len, n_lora)
+  timed = timing.compare(thunks, a.rounds)
+  per_step = {k: v["median"] / every for k, v in timed.items()}
+  print(timing.machine())
+  rank, n_params, seq_len, n_lora = info["SM"]
+  print(f"SmolLM2-135M ({n_params:,} parameters, {n_lora:,} of them trained), LoRA rank "
+        f"{rank} on every attention and MLP projection; batch {sm.data.global_batch_size} x {seq_len} "
+        f"tokens; SM: N = {sm.objective.max_items} action slots, {sm.objective.rollouts} "
+        f"rollouts of up to {sm.objective.rollout_max_actions} actions refreshed every "
+        f"{every} steps; medians of {a.rounds} rounds of {every}-step cycles")
+  print(f"{'train step':<12}{'seconds per step, median (min-max)':>38}")
+  for name in timed:
+    print(f"{name:<12}{timing.spread(timed[name], 1.0 / every):>38}")
+  ratio = per_step["SM"] / per_step["MLE"]
+  print(f"ratio SM / MLE step (135M + LoRA, rollouts every {every}): {ratio:.2f}x (goal <= 2x)")
+  return dict(per_step=per_step, ratio=ratio, every=every)
 
 
 if __name__ == "__main__":

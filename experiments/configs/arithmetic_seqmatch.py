@@ -34,7 +34,7 @@ def get_config(arg: str = "sm"):
       name="seqmatch", loss="sm", divergence="chi2", gamma=0.998, alpha=1.0, bc_steps=900,
       beta=0.5, p_noise=0.1, noise="ground_truth", max_items=64, rollouts=8,
       rollout_prompt_len=40, rollout_max_actions=12, rollout_temperature=1.0,
-      rollout_every=1, reward_backspace=True, regularize_noise=True, horizon=0))
+      rollout_every=1, reward_backspace=True, regularize_noise=True, horizon=0, model_share=0.5))
   c.data.update(dict(seq_len=56, global_batch_size=32))
   c.train.update(dict(steps=1500, eval_every=500, checkpoint_every=300))
   if method == "mle":

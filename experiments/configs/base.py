@@ -17,7 +17,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=0, d_model=128, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=512,
       max_len=128, tie_embeddings=True, dtype="float32", param_dtype="float32",
-      remat="none", scan_layers=False))
+      remat="none", scan_layers=False,
+      # > 0: LoRA adapters of this rank on the kernels whose path matches lora_targets
+      # ('' = every attention and MLP projection), the rest frozen (catrans.lora).
+      lora_rank=0, lora_alpha=16.0, lora_targets=""))
   c.objective = ml_collections.ConfigDict({"name": "mle"})
   # Mesh axis sizes; -1 = all remaining devices. data x fsdp shard the batch, fsdp also the
   # weights, tensor the heads / MLP / vocabulary.

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from catrans import lora
 from catrans.config import ModelConfig
 
 RUN_PREFIX = "run:"
@@ -27,11 +28,23 @@ class Objective:
   trunk_path: tuple[str, ...] = ()
   # Whether batches may arrive cut to a shorter width (data.length_buckets).
   supports_length_buckets: bool = True
+  # Whether the loss applies the model through `model_params` (so LoRA adapters take part).
+  supports_lora: bool = False
 
   def __init__(self, config, task):
     self.config = config
     self.task = task
     model = dict(config.model)
+    # model.lora_rank > 0: LoRA adapters on the kernels matching model.lora_targets, the
+    # rest of the trunk frozen (catrans.lora); not ModelConfig fields.
+    self.lora_rank = model.pop("lora_rank", 0) or 0
+    self.lora_alpha = float(model.pop("lora_alpha", 16.0))
+    self.lora_targets = model.pop("lora_targets", "") or lora.DEFAULT_TARGETS
+    if self.lora_rank and not self.supports_lora:
+      raise ValueError(f"model.lora_rank={self.lora_rank}: objective "
+                       f"{config.objective.name!r} does not apply LoRA adapters")
+    if self.lora_rank:
+      lora.check_args(self.lora_rank, self.lora_alpha, self.lora_targets)
     model.setdefault("vocab_size", task.tokenizer.vocab_size)
     if model.get("vocab_size") in (None, 0):
       model["vocab_size"] = task.tokenizer.vocab_size
@@ -80,6 +93,8 @@ class Objective:
     padding) fills its leading block; the remaining rows keep their fresh init."""
     def put(path, dst):
       keys = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
+      if keys[:1] == (lora.LORA_KEY,):   # adapters start fresh (B = 0: the trunk unchanged)
+        return dst
       if keys[:len(self.trunk_path)] != self.trunk_path:
         return dst
       src = _lookup(trunk, keys[len(self.trunk_path):])
@@ -103,13 +118,28 @@ class Objective:
             "positions": jnp.zeros((batch_size, seq_len), jnp.int32)}
 
   def init_params(self, rng: jax.Array) -> Any:
-    """Boxed (nn.Partitioned) parameters: the trainer reads their logical axis names."""
+    """Boxed (nn.Partitioned) parameters: the trainer reads their logical axis names. With
+    model.lora_rank, plus the (replicated) adapters under 'lora'."""
     b = self.dummy_batch(1, min(8, self.model_config.max_len))
-    return self.model.init(rng, b["inputs"], b["positions"])["params"]
+    params = self.model.init(rng, b["inputs"], b["positions"])["params"]
+    if not self.lora_rank:
+      return params
+    adapters = lora.init(nn.meta.unbox(params), jax.random.fold_in(rng, 0x10AA),
+                         rank=self.lora_rank, targets=self.lora_targets)
+    boxed = jax.tree.map(lambda x: nn.Partitioned(x, names=(None, None)), adapters)
+    return dict(params, **{lora.LORA_KEY: boxed})
+
+  def model_params(self, params) -> Any:
+    """The param tree the model applies: the LoRA-merged kernels (base frozen) when
+    model.lora_rank > 0, else params itself."""
+    if not self.lora_rank:
+      return params
+    return lora.merge(params, alpha=self.lora_alpha)
 
   def trainable_mask(self, params) -> Any | None:
-    """A pytree of bools like params (True = trained) or None for all trainable."""
-    return None
+    """A pytree of bools like params (True = trained) or None for all trainable. With LoRA
+    only the adapters train (and only they get optimizer state)."""
+    return lora.trainable_mask(params) if self.lora_rank else None
 
   def prepare_batch(self, local_batch: dict, step: int) -> dict:
     """Host-side (numpy) transformation of this process's rows before they go to devices,

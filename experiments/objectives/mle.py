@@ -15,12 +15,13 @@ def token_cross_entropy(logits_BxLxV, targets_BxL, weights_BxL):
 
 
 class MLE(Objective):
+  supports_lora = True
 
   def make_model(self):
     return Transformer(self.model_config)
 
   def loss(self, params, batch, rng, step):
-    out = self.model.apply({"params": params}, batch["inputs"], batch["positions"],
+    out = self.model.apply({"params": self.model_params(params)}, batch["inputs"], batch["positions"],
                            segment_ids_BxL=batch.get("segment_ids"))
     ce, weight, acc = token_cross_entropy(out.logits, batch["targets"], batch["weights"])
     return ce, {"loss": ce, "ce": ce, "accuracy": acc, "weight": weight}

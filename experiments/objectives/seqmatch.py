@@ -18,6 +18,8 @@ config.objective keys (all optional except name):
   max_items     N, the padded action-sequence length (seq_len + room for noise pairs)
   rollouts      rollouts per step (prompts from the first rows' data prefixes); 0 = none
   rollout_prompt_len, rollout_max_actions, rollout_temperature
+  model_share   weight of the rollouts in E_mix when a batch has any (0.5: the mixture
+                occupancy (rho_data + rho_model) / 2)
   rollout_every m: 1 = fresh rollouts inside every step; m > 1 = a replay buffer of the
                 `rollouts` sequences, regenerated from the current policy every m steps
                 (generation cost / m; the rows are up to m - 1 updates stale) and carried
@@ -37,13 +39,14 @@ from experiments.objectives.base import Objective
 DEFAULTS = dict(loss="sm", divergence="chi2", gamma=0.998, alpha=0.01, bc_steps=100, beta=0.1,
                 p_noise=0.1, noise="random", max_items=0, rollouts=0, rollout_prompt_len=40,
                 rollout_max_actions=12, rollout_temperature=1.0, rollout_every=1,
-                reward_backspace=True, regularize_noise=True, horizon=0)
+                reward_backspace=True, regularize_noise=True, horizon=0, model_share=0.5)
 
 
-def catrans_model_fn(model, cfg):
-  """The seqmatch model-function protocol for a catrans Transformer."""
+def catrans_model_fn(model, cfg, params_fn=lambda p: p):
+  """The seqmatch model-function protocol for a catrans Transformer; params_fn maps the
+  trained tree to the one the model applies (Objective.model_params: LoRA merging)."""
   def apply_fn(params, tokens, positions, mask, cache=None):
-    out = model.apply({"params": params}, tokens, positions, mask, cache=cache)
+    out = model.apply({"params": params_fn(params)}, tokens, positions, mask, cache=cache)
     return out.logits, out.cache
 
   def init_cache_fn(batch_size, cache_len):
@@ -68,6 +71,7 @@ def rows_to_sequences(batch):
 class SequenceMatch(Objective):
   # Its action sequences (noise, backspaces) and rollout prompts are laid out on seq_len.
   supports_length_buckets = False
+  supports_lora = True
 
   def __init__(self, config, task):
     opts = dict(DEFAULTS)
@@ -83,7 +87,8 @@ class SequenceMatch(Objective):
     config.model.vocab_size = self.vocab.num_actions
     super().__init__(config, task)
     self.n_items = int(self.opts.max_items or config.data.seq_len + 1)
-    self.apply_fn, self.init_cache_fn = catrans_model_fn(self.model, self.model_config)
+    self.apply_fn, self.init_cache_fn = catrans_model_fn(self.model, self.model_config,
+                                                         self.model_params)
     self.eos_id = task.tokenizer.eos_id
     self._ground_truth = None
     if self.opts.noise not in seqmatch.noise.KINDS:
@@ -241,7 +246,7 @@ class SequenceMatch(Objective):
         alpha=self.opts.alpha, divergence=self.opts.divergence,
         reward_backspace=bool(self.opts.reward_backspace),
         regularize_noise=bool(self.opts.regularize_noise),
-        horizon=int(self.opts.horizon) or None)
+        horizon=int(self.opts.horizon) or None, model_share=float(self.opts.model_share))
     total = seqmatch.combined_loss(step, sm, bc, bc_steps=int(self.opts.bc_steps),
                                    beta=float(self.opts.beta))
     metrics.update(sm_metrics)

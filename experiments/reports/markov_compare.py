@@ -2,6 +2,10 @@
 
   python -m experiments.reports.markov_compare --root=DIR [--methods=mle,bc,sm] [--samples=4]
       [--protocol=scratch|finetune] [--seeds=0,1,2] [--alphas=1,10] [--noise=0.02,0.1]
+      [--task=markov|dyck]
+
+--task=dyck runs the same study on balanced brackets (experiments/tasks/dyck.py, configs
+markov_seqmatch.py:METHOD,dyck), scored by its exact checker (no likelihood: that column is 0).
 
 Trains configs/markov_seqmatch.py:METHOD in DIR/METHOD (finished runs are skipped, killed
 ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
@@ -34,13 +38,21 @@ import numpy as np
 import seqmatch
 from experiments.compare_runs import run_logged, seed_root, spread, variants
 from experiments.runs import load_trainer
-from experiments.tasks import markov
+from experiments.tasks import dyck, markov
+
+
+def scorer(task_config):
+  """text -> markov.score-style dict, exact for the run's task (markov chain or dyck)."""
+  if task_config.name == "dyck":
+    return dyck.checker_of(task_config)
+  p = markov.chain_of(task_config)
+  return lambda text: markov.score(p, text)
 
 
 def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
-  """Generations from every test prompt, scored under the chain of the run's task."""
+  """Generations from every test prompt, scored exactly under the run's task."""
   obj, tok = trainer.objective, trainer.task.tokenizer
-  p = markov.chain_of(trainer.config.task)
+  score = scorer(trainer.config.task)
   length = int(trainer.config.task.get("length", markov.DEFAULTS["length"]))
   prompts = [[tok.bos_id] + tok.encode(ex["prompt"]) for ex in trainer.task.source("test")]
   prompts = [x for x in prompts for _ in range(samples)]
@@ -62,7 +74,7 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
       acts = g.actions[i, :g.num_actions[i]]
       backspaces += int((acts == obj.vocab.backspace_id).sum())
       actions += int(g.num_actions[i])
-      rows.append(dict(markov.score(p, text), text=text))
+      rows.append(dict(score(text), text=text))
   bad = [r for r in rows if r["first_invalid"] >= 0]
   valid_transitions = sum(r["first_invalid"] - 1 if r["first_invalid"] >= 0
                           else r["transitions"] for r in rows)
@@ -70,6 +82,9 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
       "sequences": len(rows),
       "invalid_share": len(bad) / len(rows),
       "first_invalid_mean": float(np.mean([r["first_invalid"] for r in bad])) if bad else None,
+      # invalid only at the end (dyck: brackets left open; never for the chain)
+      "invalid_at_end_share": float(np.mean([r["first_invalid"] == len(r["text"]) > 0
+                                             for r in rows])),
       "loglik_per_valid_transition": sum(r["loglik"] for r in rows) / max(valid_transitions, 1),
       "mean_transitions": float(np.mean([r["transitions"] for r in rows])),
       "backspace_rate": backspaces / max(actions, 1),
@@ -94,6 +109,8 @@ def _train(workdir, variant, extra):
 
 def chain_reference(config, num=2000, seed=5):
   """Log-likelihood per transition of the chain's own samples (its entropy rate, negated)."""
+  if config.name != "markov":
+    return 0.0
   p = markov.chain_of(config)
   length = int(config.get("length", markov.DEFAULTS["length"]))
   s = markov.sample_states(p, num, length, np.random.default_rng(seed))
@@ -116,11 +133,12 @@ def main(argv=None):
   ap.add_argument("--sm_flags", default="",
                   help="objective KEY=VALUE,... for every sm variant (e.g. reward_backspace=false)")
   ap.add_argument("--sm_tag", default="", help="suffix of the sm variants' names")
+  ap.add_argument("--task", default="markov", choices=("markov", "dyck"))
   a = ap.parse_args(argv)
   os.makedirs(a.root, exist_ok=True)
   seeds = [int(x) for x in a.seeds.split(",")]
   results, trainer = {}, None
-  tiny = ",tiny" if a.tiny else ""
+  tiny = (",tiny" if a.tiny else "") + ("" if a.task == "markov" else f",{a.task}")
   for seed in seeds:
     root = seed_root(a.root, seed, seeds)
     seed_arg = [f"--config.seed={seed}"]
@@ -149,7 +167,7 @@ def main(argv=None):
 
 def _report(root, results, ref, seeds=(0,)):
   """results: name -> one evaluation per seed (in `seeds` order)."""
-  lines = ["# Compounding error on a known Markov chain", "",
+  lines = ["# Compounding error on a known task (Markov chain or brackets)", "",
            f"True chain's own samples: log-likelihood {ref:.3f} per transition.",
            f"Seeds {', '.join(map(str, seeds))}; with several, a cell is the mean [min, max] "
            "over seeds.", "",

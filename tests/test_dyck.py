@@ -1,0 +1,63 @@
+"""The bracket task (experiments/tasks/dyck.py): its checker against hand-made texts, its
+samples, and its ground-truth noise (always a character the grammar forbids right there)."""
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import markov_seqmatch
+from experiments.tasks import dyck, get_task
+
+
+@pytest.mark.parametrize("text, first_invalid, depth", [
+    ("", -1, 0), ("()", -1, 0), ("([]{()})[]", -1, 0),
+    ("(]", 1, 1),            # a close of the wrong kind
+    ("())", 2, 0),           # a close at depth 0
+    (")", 0, 0),
+    ("([)]", 2, 2),          # crossing: ')' while '[' is innermost
+    ("(()", 3, 1),           # ends with one bracket open: invalid at the end
+    ("((((((((()))))))))", 8, 9),   # a 9th level (max_depth 8)
+    ("(a)", 1, 1),           # not a bracket
+    ("<>", 0, 0),            # a 4th kind, not among the task's 3
+])
+def test_checker_on_hand_made_texts(text, first_invalid, depth):
+  r = dyck.score(text, kinds=3, max_depth=8)
+  assert r["first_invalid"] == first_invalid
+  assert r["final_depth"] == depth
+  assert r["transitions"] == max(len(text) - 1, 0)
+
+
+def test_checker_follows_its_kinds_and_depth():
+  assert dyck.score("{}", kinds=2)["first_invalid"] == 0
+  assert dyck.score("<>", kinds=4)["first_invalid"] == -1
+  assert dyck.score("((()))", max_depth=2)["first_invalid"] == 2
+
+
+def test_samples_are_valid_balanced_and_use_every_depth():
+  rng = np.random.default_rng(0)
+  texts = dyck.sample(300, 40, 3, 8, 0.5, rng)
+  assert all(len(t) == 40 and dyck.score(t)["first_invalid"] == -1 for t in texts)
+  depth = [max(np.cumsum([1 if c in dyck.OPEN else -1 for c in t])) for t in texts]
+  assert max(depth) == 8 and min(depth) >= 1
+  assert set("".join(texts)) == set("()[]{}")
+
+
+def test_ground_truth_noise_is_forbidden_where_it_is_inserted():
+  c = ml_collections.ConfigDict(dict(name="dyck", num_train=50, num_test=10))
+  task = get_task("dyck", c)
+  rng = np.random.default_rng(1)
+  for ex in list(task.source("train"))[:50]:
+    assert ex["prompt"] + ex["answer"] == ex["text"]
+    cut = int(rng.integers(0, len(ex["answer"])))
+    prefix = ex["answer"][:cut]
+    noise = dyck.ground_truth_noise(ex["prompt"], prefix, rng)
+    assert noise in dyck.CLOSE[:3]
+    assert dyck.score(ex["prompt"] + prefix + noise)["first_invalid"] == 1 + cut
+
+
+def test_config_runs_the_dyck_task_and_refuses_bad_options():
+  c = markov_seqmatch.get_config("sm,ft,dyck")
+  assert c.task.name == "dyck" and c.objective.noise == "ground_truth"
+  with pytest.raises(ValueError, match="even"):
+    dyck.make_task(ml_collections.ConfigDict(dict(length=7)))
+  with pytest.raises(ValueError, match="kinds"):
+    dyck.make_task(ml_collections.ConfigDict(dict(kinds=5)))
