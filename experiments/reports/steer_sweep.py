@@ -40,12 +40,17 @@ from catrans.baselines import PrefixClassifier
 from catrans.fit import cache_features, fit_attribute
 from experiments import figures, tiny_lm
 from experiments.reviews import data as rdata
+from experiments.reviews import equal_ppl
 from experiments.reviews.estimation import timed
 from experiments.reviews.steering import distinct_n_units, make_decoder, new_token_nll
 from experiments.runs import until_eos
 
 log = logging.getLogger("experiments")
 METHODS = ("weighted", "satisficing", "greedy_attr", "director", "fudge")
+# SPEC section 2 (reported): Amazon reviews, a 3-star prefix steered to 1 / 5 stars.
+PAPER = {"weighted": {"success": (0.64, 0.77), "perplexity": (45.9, 44.0)},
+         "director": {"success": (0.58, 0.65), "perplexity": (46.8, 48.2)}}
+CURVES = ("weighted", "director", "fudge")
 QUICK_N = 9
 
 
@@ -61,6 +66,9 @@ class Setup:
   class_names: tuple
   unsteered: tuple          # unsteered decoders to include
   info: dict                # what was trained / fitted, for the report
+  judge_name: str = "judge"
+  # More judges beside `judge`, same signature (reviews: an independent lexicon judge).
+  extra_judges: dict = dataclasses.field(default_factory=dict)
 
 
 # --- quick: everything trained here on urn bits ----------------------------------------------
@@ -126,7 +134,7 @@ def quick_setup(workdir: str, seed: int) -> Setup:
                {"cat": cat.params, "director": director.params, "lm": lm_params,
                 "clf": clf_params}, tok, width=4 + n + 1, max_new_tokens=n + 1,
                prompts=prompts, judge=judge, class_names=("below", "reached"),
-               unsteered=("unsteered_lm",), info=info)
+               unsteered=("unsteered_lm",), info=info, judge_name="exact")
 
 
 def _fit_summary(r) -> dict:
@@ -135,14 +143,20 @@ def _fit_summary(r) -> dict:
 
 
 # --- the reviews runs ----------------------------------------------------------------------------
-def reviews_setup(workdir: str, tiny: bool, seed: int) -> Setup:
+def reviews_setup(workdir: str, tiny: bool, seed: int, cat_workdir: str | None = None,
+                  lexicon: bool = True) -> Setup:
   from experiments.configs.reviews_cat import RUNS
+  from experiments.reviews import judges
   from experiments.reviews.runs import FULL, TINY, load_run, steering_prompts
-  from experiments.reviews.steering import judge_and_fluency
+  from experiments.reviews.steering import judge_and_fluency, text_judge_fn
   sizes = TINY if tiny else FULL
   trainers, params = {}, {}
   for run in RUNS:
     trainers[run], params[run] = load_run(workdir, run, tiny)
+  if cat_workdir:     # another CAT run (e.g. a head tuned by reviews_head_diag), same tokenizer
+    from experiments.runs import load_trainer
+    trainers["cat"] = load_trainer(cat_workdir)
+    params["cat"] = trainers["cat"].trained_params()
   models = {k: t.objective.model for k, t in trainers.items()}
   task, tok = trainers["cat"].task, trainers["cat"].task.tokenizer
   width = int(trainers["cat"].config.data.seq_len)
@@ -158,22 +172,36 @@ def reviews_setup(workdir: str, tiny: bool, seed: int) -> Setup:
                              lens, new, target, width=width, eos_id=tok.eos_id,
                              pad_id=tok.pad_id)[0]
 
+  # Each judge's own accuracy on the labelled test reviews (the judge run never saw them).
+  heldout = rdata.test_reviews(task, 10 ** 9, seed)
+  texts, labels = [r["text"] for r in heldout], [int(r["label"]) for r in heldout]
+  quality = {"judge": judges.judge_quality(
+      judges.ClassifierJudge(models["judge"], params["judge"], tok, width=width), texts, labels)}
+  extra = {}
+  if lexicon:
+    vader = judges.LexiconJudge("vader")
+    quality["vader"] = judges.judge_quality(vader, texts, labels)
+    extra["vader"] = text_judge_fn(vader, tok, width=width, eos_id=tok.eos_id,
+                                   pad_id=tok.pad_id)
   info = {"task": "Rotten Tomatoes reviews (experiments/configs/reviews_cat.py"
                   + (", tiny)" if tiny else ")"),
-          "runs": {r: trainers[r].workdir for r in RUNS}}
+          "runs": {r: trainers[r].workdir for r in RUNS}, "judge_quality": quality}
   return Setup(models, params, tok, width=width, max_new_tokens=sizes.max_new_tokens,
                prompts=prompts, judge=judge, class_names=("rotten", "fresh"),
-               unsteered=("unsteered_cat", "unsteered_lm"), info=info)
+               unsteered=("unsteered_cat", "unsteered_lm"), info=info, extra_judges=extra)
 
 
 # --- the sweep ---------------------------------------------------------------------------------
-def grid(methods, gammas, thresholds, unsteered) -> list[tuple[str, float | None]]:
+def grid(methods, gammas, thresholds, unsteered,
+         strengths: dict | None = None) -> list[tuple[str, float | None]]:
+  """The cells; strengths: method -> its own gammas (default `gammas`), so that the methods'
+  perplexities can be made to overlap."""
   out = [(u, None) for u in unsteered]
   for m in methods:
     if m not in METHODS:
       raise ValueError(f"unknown method {m!r}; choose from {METHODS}")
     if m in ("weighted", "director", "fudge"):
-      out += [(m, float(g)) for g in gammas]
+      out += [(m, float(g)) for g in (strengths or {}).get(m) or gammas]
     elif m == "satisficing":
       out += [(m, float(t)) for t in thresholds]
     else:
@@ -181,7 +209,7 @@ def grid(methods, gammas, thresholds, unsteered) -> list[tuple[str, float | None
   return out
 
 
-def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
+def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0, seed: int = 0) -> list[dict]:
   tok, lm = setup.tokenizer, setup.models["lm"]
   rows = []
   for target in targets:
@@ -194,6 +222,8 @@ def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
                             pad_id=tok.pad_id, top_k=top_k)
       new, sec = timed(decode, p, lens, target, jax.random.fold_in(rng, 1000 * target + ci))
       p_t = np.asarray(setup.judge(p, lens, new, target), np.float64)
+      p_extra = {j: np.asarray(fn(p, lens, new, target), np.float64)
+                 for j, fn in setup.extra_judges.items()}
       nll, cnt = (np.asarray(a) for a in new_token_nll(
           lm, setup.params["lm"], p, lens, new, width=setup.width, eos_id=tok.eos_id,
           pad_id=tok.pad_id))
@@ -209,26 +239,58 @@ def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
                      "perplexity": math.exp(nll[sel].sum() / max(cnt[sel].sum(), 1)),
                      "distinct_1": distinct_n_units(g, 1), "distinct_2": distinct_n_units(g, 2),
                      "n": int(sel.sum()), "seconds_incl_compile": sec,
-                     "example": tok.decode(g[0])})
+                     "example": tok.decode(g[0]), "seed": seed,
+                     # per generation, for bootstrap intervals and equal-perplexity curves
+                     "hits": {setup.judge_name: (p_t[sel] > 0.5).astype(int).tolist(),
+                              **{j: (v[sel] > 0.5).astype(int).tolist()
+                                 for j, v in p_extra.items()}},
+                     "gen_nll": nll[sel].tolist(), "gen_tokens": cnt[sel].tolist(),
+                     **{f"success_{j}": float(np.mean(v[sel] > 0.5))
+                        for j, v in p_extra.items()}})
       log.info("%s@%s -> %s: success %.2f in %.1f s", method, strength,
                setup.class_names[target], float(np.mean(p_t > 0.5)), sec)
   return rows
 
 
-def table(rows: list[dict]) -> list[dict]:
-  """One row per (method, strength): success averaged over targets and prompt sets,
-  perplexity pooled over all their new tokens, distinct-n averaged."""
+def cells_of(rows: list[dict]) -> dict:
+  """(method, strength) -> every generation's hits per judge, NLL and token count, pooled over
+  targets, prompt sets and seeds (equal_ppl's cells)."""
+  cells = {}
+  for r in rows:
+    c = cells.setdefault((r["method"], r["strength"]), {"hits": {}, "nll": [], "tokens": []})
+    for j, h in r["hits"].items():
+      c["hits"].setdefault(j, []).extend(h)
+    c["nll"] += r["gen_nll"]
+    c["tokens"] += r["gen_tokens"]
+  return cells
+
+
+def table(rows: list[dict], replicates: int = 1000) -> list[dict]:
+  """One row per (method, strength): success averaged over targets and prompt sets (and
+  seeds), perplexity pooled over all their new tokens, distinct-n averaged; with 95% bootstrap
+  intervals over generations for success (every judge) and perplexity."""
   out = []
+  cells = cells_of(rows)
+  judges = list(rows[0]["hits"]) if rows else []
+  boot = {j: equal_ppl.bootstrap_cells(cells, j, replicates=replicates) for j in judges}
+  pct = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
   for key in dict.fromkeys((r["method"], r["strength"]) for r in rows):
     rs = [r for r in rows if (r["method"], r["strength"]) == key]
-    mean = lambda k: (float(np.mean([r[k] for r in rs if r[k] is not None]))
-                      if any(r[k] is not None for r in rs) else None)
-    out.append({"method": key[0], "strength": key[1], "success": mean("success"),
+    mean = lambda k: (float(np.mean([r[k] for r in rs if r.get(k) is not None]))
+                      if any(r.get(k) is not None for r in rs) else None)
+    ci = {}
+    for i, j in enumerate(judges):
+      name = "success" if i == 0 else f"success_{j}"
+      ci[name] = mean(name)
+      ci[f"{name}_ci"] = pct(boot[j][key][0])
+    if judges:
+      ci["perplexity_ci"] = pct(boot[judges[0]][key][1])
+    out.append({"method": key[0], "strength": key[1], **ci,
                 "judge_p_target": mean("judge_p_target"),
                 "perplexity": math.exp(sum(r["nll_sum"] for r in rs)
                                        / max(sum(r["tokens"] for r in rs), 1)),
                 "distinct_1": mean("distinct_1"), "distinct_2": mean("distinct_2"),
-                "n": sum(r["n"] for r in rs),
+                "n": sum(r["n"] for r in rs), "seeds": sorted({r.get("seed", 0) for r in rs}),
                 "seconds_incl_compile": sum(r["seconds_incl_compile"] for r in rs)})
   return out
 
@@ -261,11 +323,28 @@ def markdown(report: dict) -> str:
            "Success: share of generations the judge gives the target class (mean over targets "
            f"{', '.join(report['targets'])} and prompt sets); perplexity of the new tokens under "
            "the unsteered LM (pooled); distinct-n over generated token ids.", "",
-           "| method | strength | success | judge P(target) | perplexity | distinct-1 | "
-           "distinct-2 | n | decode s (incl. compile) |", "|---|---|---|---|---|---|---|---|---|"]
+           f"Seeds (sampling): {report['seeds']}; [a, b]: 95% bootstrap interval over "
+           "generations.", ""]
+  extra = report.get("extra_judges", [])
+  quality = report["info"].get("judge_quality", {})
+  for j, q in quality.items():
+    lines.append(f"- judge `{j}` ({'independent: never trained on these reviews' if q['independent'] else 'trained here on the reviews train split'}): "
+                 f"on {q['reviews']} labelled test reviews accuracy {q['accuracy']:.3f}, AUC "
+                 f"{fmt(q['auc'])}, ties (P exactly 0.5, counted wrong) {q['ties']:.3f}")
+  ci = lambda r, k: (f" [{r[k + '_ci'][0]:.2f}, {r[k + '_ci'][1]:.2f}]"
+                     if r.get(k + "_ci") else "")
+  lines += ["", "| method | strength | success (" + report["judge_name"] + ") | "
+            + "".join(f"success ({j}) | " for j in extra)
+            + "judge P(target) | perplexity | distinct-1 | distinct-2 | n | "
+            "decode s (incl. compile) |", "|---|---|---|" + "---|" * len(extra)
+            + "---|---|---|---|---|---|"]
   for r in report["table"]:
-    lines.append(f"| {r['method']} | {fmt(r['strength'], 'g')} | {fmt(r['success'], '.2f')} | "
-                 f"{fmt(r['judge_p_target'])} | {fmt(r['perplexity'], '.2f')} | "
+    lines.append(f"| {r['method']} | {fmt(r['strength'], 'g')} | "
+                 f"{fmt(r['success'], '.2f')}{ci(r, 'success')} | "
+                 + "".join(f"{fmt(r.get('success_' + j), '.2f')}{ci(r, 'success_' + j)} | "
+                           for j in extra)
+                 + f"{fmt(r['judge_p_target'])} | {fmt(r['perplexity'], '.2f')}"
+                 f"{ci(r, 'perplexity')} | "
                  f"{fmt(r['distinct_1'])} | {fmt(r['distinct_2'])} | {r['n']} | "
                  f"{r['seconds_incl_compile']:.1f} |")
   lines += ["", "fudge, satisficing and greedy_attr choose among the LM's top-20 candidates, "
@@ -281,6 +360,7 @@ def markdown(report: dict) -> str:
     lines.append(f"- Director gamma {p['director_gamma']:g}: success {p['director_success']:.2f} "
                  f"at ppl {p['director_perplexity']:.2f}; CAT gamma {p['cat_gamma']:g}: "
                  f"{p['cat_success']:.2f} at ppl {p['cat_perplexity']:.2f}")
+  lines += equal_ppl_lines(report.get("equal_perplexity"))
   lines += ["", "## Diagnosis", ""]
   for t, d in report["diagnosis"]["targets"].items():
     lines.append(f"- target {t}: the base model's own samples are the target with mean "
@@ -290,6 +370,38 @@ def markdown(report: dict) -> str:
     lines.append(f"- vocabulary: {m}")
   lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in report["plots"]), ""]
   return "\n".join(lines)
+
+
+def equal_ppl_lines(eq) -> list[str]:
+  if not eq:
+    return []
+  lines = ["", "## Equal perplexity: CAT vs Director vs FUDGE", "",
+           "Success interpolated in log-perplexity between the strengths that bracket each "
+           "shared perplexity (none outside a method's measured range); ranges: "
+           + ", ".join(f"{m} {lo:.1f}-{hi:.1f}" for m, (lo, hi) in eq["ranges"].items()) + "."]
+  if not eq["points"]:
+    return lines + ["", "**The methods' perplexity ranges do not overlap: no shared point.** "
+                    "Choose strengths (--cat_gammas / --director_gammas / --fudge_gammas) so "
+                    "that they do."]
+  for judge, res in eq["judges"].items():
+    methods = list(res["by_method"])
+    lines += ["", f"Judge `{judge}`:", "", "| perplexity | " + " | ".join(methods)
+              + " | " + " | ".join(f"P(CAT > {m})" for m in res["p_cat_higher"]) + " |",
+              "|---|" + "---|" * (len(methods) + len(res["p_cat_higher"]))]
+    for i, p in enumerate(eq["points"]):
+      cell = lambda v: ("-" if v["success"] is None else f"{v['success']:.2f}"
+                        + (f" [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v["ci"] else ""))
+      lines.append(f"| {p:.1f} | " + " | ".join(cell(res["by_method"][m][i]) for m in methods)
+                   + " | " + " | ".join("-" if w[i] is None else f"{w[i]:.2f}"
+                                        for w in res["p_cat_higher"].values()) + " |")
+  lines += ["", "The paper (Amazon reviews, 3-star prefix to 1 / 5 stars, nanoGPT-style models "
+            "of 7M-1B parameters; SPEC section 2, reported): CAT "
+            + "/".join(f"{v:.2f}" for v in PAPER["weighted"]["success"]) + " at perplexity "
+            + "/".join(f"{v:g}" for v in PAPER["weighted"]["perplexity"]) + ", Director "
+            + "/".join(f"{v:.2f}" for v in PAPER["director"]["success"]) + " at "
+            + "/".join(f"{v:g}" for v in PAPER["director"]["perplexity"])
+            + ": CAT ahead by 0.06 / 0.12 at about equal perplexity."]
+  return lines
 
 
 def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) -> dict:
@@ -315,7 +427,8 @@ def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) ->
 def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bool = False,
           methods=METHODS, gammas=None, thresholds=None, targets=None, seed: int = 0,
           rare_threshold: float = 0.05, diagnosis_samples: int = 128, top_k: int = 0,
-          command: str = "") -> dict:
+          command: str = "", seeds=None, strengths: dict | None = None,
+          cat_workdir: str | None = None, shared_points: int = 3) -> dict:
   start = time.perf_counter()
   workdir = os.path.abspath(workdir)
   out = os.path.abspath(out or workdir)
@@ -324,17 +437,33 @@ def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bo
   gammas = gammas or ((1.0, 4.0) if quick else (1.0, 3.0, 9.0))
   thresholds = thresholds or ((0.8,) if quick else (0.6, 0.8, 0.95))
   targets = tuple(targets or ((1,) if quick else (1, 0)))
-  setup = quick_setup(out, seed) if quick else reviews_setup(workdir, tiny, seed)
+  seeds = tuple(seeds or (seed,))
+  setup = (quick_setup(out, seed) if quick else
+           reviews_setup(workdir, tiny, seed, cat_workdir=cat_workdir))
   rng = jax.random.PRNGKey(seed)
   diag = diagnosis(setup, targets, jax.random.fold_in(rng, 7), rare_threshold,
                    diagnosis_samples)
-  cells = grid(methods, gammas, thresholds, setup.unsteered)
-  rows = run_sweep(setup, cells, targets, jax.random.fold_in(rng, 1), top_k)
+  cells = grid(methods, gammas, thresholds, setup.unsteered, strengths)
+  rows = []
+  for s in seeds:   # sampling seeds: the models are the same, the generations differ
+    rows += run_sweep(setup, cells, targets, jax.random.fold_in(jax.random.PRNGKey(s), 1),
+                      top_k, seed=s)
   tab = table(rows)
+  judge_names = [setup.judge_name, *setup.extra_judges]
+  curves = {m: [c[1] for c in cells if c[0] == m] for m in CURVES}
+  curves = {m: v for m, v in curves.items() if len(v) >= 2}
+  eq = (equal_ppl.compare(cells_of(rows), curves, judge_names, num_points=shared_points)
+        if len(curves) >= 2 else None)
   plots = ["success_vs_perplexity.png", "success_vs_distinct.png"]
   figures.tradeoff(os.path.join(out, plots[0]), tab, "perplexity", log_x=True,
                    xlabel="perplexity of the new tokens under the unsteered LM (lower: more "
                           "fluent)", title="Attribute success vs fluency (labels: strength)")
+  for j in setup.extra_judges:
+    plots.append(f"success_vs_perplexity_{j}.png")
+    figures.tradeoff(os.path.join(out, plots[-1]), tab, "perplexity", f"success_{j}",
+                     log_x=True, ylabel=f"attribute success (judge: {j})",
+                     xlabel="perplexity of the new tokens under the unsteered LM",
+                     title=f"Success judged by {j} vs fluency (labels: strength)")
   figures.tradeoff(os.path.join(out, plots[1]), tab, "distinct_2",
                    xlabel="distinct-2 over generated tokens (higher: more diverse)",
                    title="Attribute success vs diversity (labels: strength)")
@@ -345,7 +474,8 @@ def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bo
             "targets": [setup.class_names[t] for t in targets],
             "grid": [list(c) for c in cells], "info": setup.info, "diagnosis": diag,
             "rows": rows, "table": tab, "cat_vs_director": cat_vs_director(tab),
-            "plots": plots}
+            "plots": plots, "seeds": list(seeds), "judge_name": setup.judge_name,
+            "extra_judges": list(setup.extra_judges), "equal_perplexity": eq}
   report["wall_time_s"] = time.perf_counter() - start
   with open(os.path.join(out, "sweep.json"), "w") as f:
     json.dump(report, f, indent=1)
@@ -375,6 +505,13 @@ def main(argv=None):
                   help="weighted / director / unsteered_cat sample among their top_k scores "
                        "(0: all); FUDGE, satisficing and greedy_attr use the LM's top 20")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--seeds", default="", help="sampling seeds, e.g. 0,1,2 (default: --seed)")
+  for m in ("cat", "director", "fudge"):
+    ap.add_argument(f"--{m}_gammas", default="", help=f"{m}'s own strengths (default --gammas)")
+  ap.add_argument("--cat_workdir", default="",
+                  help="use this CAT run instead of WORKDIR/cat (reviews; same tokenizer)")
+  ap.add_argument("--shared_points", type=int, default=3,
+                  help="perplexities at which the methods are compared")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout, force=True,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -384,6 +521,11 @@ def main(argv=None):
                gammas=_floats(a.gammas), thresholds=_floats(a.thresholds),
                targets=tuple(int(t) for t in a.targets.split(",")) if a.targets else None,
                seed=a.seed, rare_threshold=a.rare_threshold, top_k=a.top_k,
+               seeds=tuple(int(x) for x in a.seeds.split(",")) if a.seeds else None,
+               strengths={"weighted": _floats(a.cat_gammas),
+                          "director": _floats(a.director_gammas),
+                          "fudge": _floats(a.fudge_gammas)},
+               cat_workdir=a.cat_workdir or None, shared_points=a.shared_points,
                command="python -m experiments.reports.steer_sweep " + " ".join(
                    sys.argv[1:] if argv is None else argv))
 
