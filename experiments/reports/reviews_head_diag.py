@@ -166,6 +166,7 @@ def main(argv=None):
   log.setLevel(logging.INFO)
   start = time.perf_counter()
   root = os.path.abspath(a.root)
+  os.makedirs(root, exist_ok=True)
   variants = [parse_variant(s) for s in a.variants.split(",") if s]
   path = os.path.join(root, "diag.json")
   report = {"variants": {}}
@@ -187,20 +188,24 @@ def main(argv=None):
                                 "train_s": train_s, "eval": ev}
     log.info("%s: q acc@100 %.3f log-loss %.3f", name, ev["q"]["1.0"]["accuracy"],
              ev["q"]["1.0"]["log_loss"])
+    md = write(report, path, reviews, start, argv)   # after every variant: nothing is lost
+  print(md)
+  return report
+
+
+def write(report, path, reviews, start, argv) -> str:
   labels = np.array([int(r["label"]) for r in reviews])
   share = float(labels.mean())
   report.update(command="python -m experiments.reports.reviews_head_diag " + " ".join(
       sys.argv[1:] if argv is None else argv), reviews=len(reviews), fresh_share=share,
       constant_log_loss=-(share * math.log(share) + (1 - share) * math.log(1 - share)),
       wall_time_s=time.perf_counter() - start)
-  os.makedirs(root, exist_ok=True)
   with open(path, "w") as f:
     json.dump(report, f, indent=1)
   md = markdown(report)
-  with open(os.path.join(root, "diag.md"), "w") as f:
+  with open(os.path.join(os.path.dirname(path), "diag.md"), "w") as f:
     f.write(md)
-  print(md)
-  return report
+  return md
 
 
 if __name__ == "__main__":

@@ -5,11 +5,16 @@ strengths, with the diagnosis to read first.
       [--gammas=1,3,9] [--thresholds=0.6,0.8,0.95]
       [--methods=weighted,satisficing,greedy_attr,director,fudge]
   python -m experiments.reports.steer_sweep --workdir=DIR --quick   # self-contained, < 1 min CPU
+  # equal-perplexity comparison (issue 25): own strengths per method, sampling seeds
+  python -m experiments.reports.steer_sweep --workdir=DIR --top_k=20 --seeds=0,1,2
+      --methods=weighted,director,fudge --cat_gammas=.. --director_gammas=.. --fudge_gammas=..
 
 Default: the reviews runs of experiments/configs/reviews_cat.py under DIR (cat, lm, director,
 clf, judge; trained first when missing, as experiments.reports.reviews_report does,
 ',tiny' with --tiny); prompts are neutral openings and openings of reviews of the other class;
-targets fresh and rotten; success = the separate 'judge' classifier says the target.
+targets fresh and rotten; success = the separate 'judge' classifier says the target, and
+beside it the independent VADER lexicon (never trained on these reviews), each judge's own
+accuracy / AUC on the labelled test reviews in the report.
 --quick: Polya-urn bits (experiments/tiny_lm): a tiny LM trained here, CAT and Director heads
 fitted on its frozen trunk (catrans.fit), FUDGE's classifier a linear probe on the same
 trunk; success = the exact attribute (count of ones >= majority); numbers are a smoke test.
@@ -17,30 +22,28 @@ trunk; success = the exact attribute (count of ones >= majority); numbers are a 
 Methods: weighted (CAT, gamma), satisficing (CAT, threshold), greedy_attr (CAT), director
 (gamma), fudge (gamma), and unsteered sampling. Fluency: perplexity of the new tokens under
 the unsteered LM; diversity: distinct-1/2 over the generated token ids.
-Writes OUT/sweep.json, OUT/sweep.md, OUT/success_vs_perplexity.png,
+Every success and perplexity carries a 95% bootstrap interval over generations; CAT,
+Director and FUDGE (each with >= 2 strengths) are compared at shared perplexities
+(experiments/reviews/equal_ppl.py), next to the paper's figures.
+Writes OUT/sweep.json, OUT/sweep.md, OUT/success_vs_perplexity[_vader].png,
 OUT/success_vs_distinct.png (and with --quick OUT/reliability_cat.png); OUT defaults to DIR."""
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from catrans import diagnose
-from catrans.attributes import AttributeSpec
-from catrans.baselines import PrefixClassifier
-from catrans.fit import cache_features, fit_attribute
-from experiments import figures, tiny_lm
+from experiments import figures
 from experiments.reviews import data as rdata
 from experiments.reviews import equal_ppl
+from experiments.reviews.sweep_setup import Setup, quick_setup, reviews_setup
 from experiments.reviews.estimation import timed
 from experiments.reviews.steering import distinct_n_units, make_decoder, new_token_nll
 from experiments.runs import until_eos
@@ -51,144 +54,6 @@ METHODS = ("weighted", "satisficing", "greedy_attr", "director", "fudge")
 PAPER = {"weighted": {"success": (0.64, 0.77), "perplexity": (45.9, 44.0)},
          "director": {"success": (0.58, 0.65), "perplexity": (46.8, 48.2)}}
 CURVES = ("weighted", "director", "fudge")
-QUICK_N = 9
-
-
-@dataclasses.dataclass
-class Setup:
-  models: dict              # 'cat', 'director', 'lm', 'clf' (+ 'judge' for reviews)
-  params: dict
-  tokenizer: object
-  width: int                # tokens the judge and the LM read (prompt + generation)
-  max_new_tokens: int
-  prompts: dict             # target -> (list of prompt id lists, list of prompt-set names)
-  judge: Callable           # (prompts_BxP, lens_B, new_BxT, target) -> P(target) [B]
-  class_names: tuple
-  unsteered: tuple          # unsteered decoders to include
-  info: dict                # what was trained / fitted, for the report
-  judge_name: str = "judge"
-  # More judges beside `judge`, same signature (reviews: an independent lexicon judge).
-  extra_judges: dict = dataclasses.field(default_factory=dict)
-
-
-# --- quick: everything trained here on urn bits ----------------------------------------------
-def fit_linear_probe(lm, lm_params, tokens_NxL, labels_N, *, epochs: int = 20, seed: int = 0):
-  """A PrefixClassifier sharing the LM's frozen trunk: its Dense layer trained on the cached
-  trunk features at every position (FUDGE's guide, cheap)."""
-  batch = {"inputs": tokens_NxL[:, :-1]}
-  weights = (tokens_NxL[:, 1:] != 0).astype(np.float32)
-  hidden = cache_features(lm, lm_params, batch["inputs"])
-  clf = PrefixClassifier(lm.cfg, num_classes=2)
-  dense = clf.init(jax.random.PRNGKey(seed), jnp.asarray(tokens_NxL[:1, :-1]))["params"]
-  dense = {"classify": dense["classify"]}
-  tx = optax.adam(1e-2)
-  y = jnp.asarray(labels_N)
-
-  def loss_fn(p, h, y, w):
-    logits = h @ p["classify"]["kernel"] + p["classify"]["bias"]
-    ce = optax.softmax_cross_entropy_with_integer_labels(
-        logits, jnp.broadcast_to(y[:, None], logits.shape[:2]))
-    return (ce * w).sum() / w.sum()
-
-  @jax.jit
-  def train(p):
-    def step(carry, _):
-      p, opt = carry
-      g = jax.grad(loss_fn)(p, hidden, y, jnp.asarray(weights))
-      updates, opt = tx.update(g, opt, p)
-      return (optax.apply_updates(p, updates), opt), None
-    return jax.lax.scan(step, (p, tx.init(p)), None, length=epochs * 10)[0][0]
-
-  return clf, dict(train(dense), trunk=lm_params)
-
-
-def quick_setup(workdir: str, seed: int) -> Setup:
-  n, maj = QUICK_N, QUICK_N // 2 + 1
-  tok = tiny_lm.TOKENIZER
-  t0 = time.perf_counter()
-  lm, lm_params, lm_ce = tiny_lm.train_lm(n, steps=150, seed=seed)
-  b, toks = tiny_lm.bit_sequences(2000, n, seed + 1)
-  y = tiny_lm.labels(b, maj)
-  fit_kw = dict(tokens=list(toks), epochs=20, learning_rate=1e-2, seed=seed)
-  cat = fit_attribute(lm, lm_params, AttributeSpec("label"), y, **fit_kw)
-  director = fit_attribute(lm, lm_params, AttributeSpec("label", kind="binary",
-                                                        binary_style="sigmoid"), y,
-                           measure_speedup=False, **fit_kw)
-  clf, clf_params = fit_linear_probe(lm, lm_params, toks, y, seed=seed)
-  figures.reliability_diagram(os.path.join(workdir, "reliability_cat.png"),
-                              cat.reliability_prefixes, "CAT head on the frozen bits LM, "
-                              "held-out q_t at every prefix")
-
-  def judge(prompts, lens, new, target):
-    seq, _, _ = rdata.join(prompts, lens, new, eos_id=tok.eos_id, pad_id=tok.pad_id)
-    reached = tiny_lm.count_ones(np.asarray(seq)) >= maj
-    return (reached if target == 1 else ~reached).astype(np.float32)
-
-  zeros_or_ones = lambda t: [tok.bos_id] + tok.encode(str(1 - t) * 3)
-  prompts = {t: ([[tok.bos_id]] * 32 + [zeros_or_ones(t)] * 32,
-                 ["neutral"] * 32 + ["opposite"] * 32) for t in (0, 1)}
-  info = {"task": f"Polya-urn bits, length {n}, attribute: count of ones >= {maj}",
-          "lm_train_ce": lm_ce, "setup_s": time.perf_counter() - t0,
-          "fit_cat": _fit_summary(cat), "fit_director": _fit_summary(director)}
-  return Setup({"cat": cat.model, "director": director.model, "lm": lm, "clf": clf},
-               {"cat": cat.params, "director": director.params, "lm": lm_params,
-                "clf": clf_params}, tok, width=4 + n + 1, max_new_tokens=n + 1,
-               prompts=prompts, judge=judge, class_names=("below", "reached"),
-               unsteered=("unsteered_lm",), info=info, judge_name="exact")
-
-
-def _fit_summary(r) -> dict:
-  return {"heldout": r.metrics["heldout"], "prior_at_start": r.metrics["prior_at_start"],
-          "timing": r.timing}
-
-
-# --- the reviews runs ----------------------------------------------------------------------------
-def reviews_setup(workdir: str, tiny: bool, seed: int, cat_workdir: str | None = None,
-                  lexicon: bool = True) -> Setup:
-  from experiments.configs.reviews_cat import RUNS
-  from experiments.reviews import judges
-  from experiments.reviews.runs import FULL, TINY, load_run, steering_prompts
-  from experiments.reviews.steering import judge_and_fluency, text_judge_fn
-  sizes = TINY if tiny else FULL
-  trainers, params = {}, {}
-  for run in RUNS:
-    trainers[run], params[run] = load_run(workdir, run, tiny)
-  if cat_workdir:     # another CAT run (e.g. a head tuned by reviews_head_diag), same tokenizer
-    from experiments.runs import load_trainer
-    trainers["cat"] = load_trainer(cat_workdir)
-    params["cat"] = trainers["cat"].trained_params()
-  models = {k: t.objective.model for k, t in trainers.items()}
-  task, tok = trainers["cat"].task, trainers["cat"].task.tokenizer
-  width = int(trainers["cat"].config.data.seq_len)
-  others = rdata.test_reviews(task, 10 ** 9, seed + 1)
-  by_class = {c: [r for r in others if int(r["label"]) == c] for c in (0, 1)}
-  prompts = {}
-  for t in (0, 1):
-    texts, sets = steering_prompts(tok, by_class, t, sizes)
-    prompts[t] = ([[tok.bos_id] + tok.encode(x) for x in texts], sets)
-
-  def judge(p, lens, new, target):
-    return judge_and_fluency(models["judge"], params["judge"], models["lm"], params["lm"], p,
-                             lens, new, target, width=width, eos_id=tok.eos_id,
-                             pad_id=tok.pad_id)[0]
-
-  # Each judge's own accuracy on the labelled test reviews (the judge run never saw them).
-  heldout = rdata.test_reviews(task, 10 ** 9, seed)
-  texts, labels = [r["text"] for r in heldout], [int(r["label"]) for r in heldout]
-  quality = {"judge": judges.judge_quality(
-      judges.ClassifierJudge(models["judge"], params["judge"], tok, width=width), texts, labels)}
-  extra = {}
-  if lexicon:
-    vader = judges.LexiconJudge("vader")
-    quality["vader"] = judges.judge_quality(vader, texts, labels)
-    extra["vader"] = text_judge_fn(vader, tok, width=width, eos_id=tok.eos_id,
-                                   pad_id=tok.pad_id)
-  info = {"task": "Rotten Tomatoes reviews (experiments/configs/reviews_cat.py"
-                  + (", tiny)" if tiny else ")"),
-          "runs": {r: trainers[r].workdir for r in RUNS}, "judge_quality": quality}
-  return Setup(models, params, tok, width=width, max_new_tokens=sizes.max_new_tokens,
-               prompts=prompts, judge=judge, class_names=("rotten", "fresh"),
-               unsteered=("unsteered_cat", "unsteered_lm"), info=info, extra_judges=extra)
 
 
 # --- the sweep ---------------------------------------------------------------------------------
@@ -380,7 +245,8 @@ def equal_ppl_lines(eq) -> list[str]:
            "shared perplexity (none outside a method's measured range); ranges: "
            + ", ".join(f"{m} {lo:.1f}-{hi:.1f}" for m, (lo, hi) in eq["ranges"].items()) + "."]
   if not eq["points"]:
-    return lines + ["", "**The methods' perplexity ranges do not overlap: no shared point.** "
+    return lines + ["", "**CAT's and Director's perplexity ranges do not overlap: no shared "
+                    "point.** "
                     "Choose strengths (--cat_gammas / --director_gammas / --fudge_gammas) so "
                     "that they do."]
   for judge, res in eq["judges"].items():

@@ -66,16 +66,20 @@ def shared_points(ranges: dict, num: int = 3) -> list[float]:
 
 
 def compare(cells: dict, methods: dict, judges, *, num_points: int = 3,
-            replicates: int = 1000, seed: int = 0) -> dict:
+            replicates: int = 1000, seed: int = 0,
+            anchors=("weighted", "director")) -> dict:
   """Success of each method at shared perplexities, per judge, with 95% bootstrap intervals,
   and for every pair with 'weighted' the bootstrap share of replicates where CAT is higher.
-  cells: (method, strength) -> cell (see bootstrap_cells); methods: method -> [strengths]."""
+  cells: (method, strength) -> cell (see bootstrap_cells); methods: method -> [strengths].
+  The points are spread over the range the `anchors` share (all methods when fewer than two
+  anchors are present); another method has a value only where its own range reaches."""
   point_stats = {k: cell_stats(c["hits"][judges[0]], c["nll"], c["tokens"])
                  for k, c in cells.items()}
   ranges = {m: (min(point_stats[(m, s)]["perplexity"] for s in ss),
                 max(point_stats[(m, s)]["perplexity"] for s in ss))
             for m, ss in methods.items() if ss}
-  pts = shared_points(ranges, num_points)
+  anchored = {m: r for m, r in ranges.items() if m in anchors}
+  pts = shared_points(anchored if len(anchored) >= 2 else ranges, num_points)
   out = {"ranges": ranges, "points": pts, "judges": {}}
   for judge in judges:
     boot = bootstrap_cells(cells, judge, replicates=replicates, seed=seed)
