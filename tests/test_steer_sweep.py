@@ -26,6 +26,12 @@ def test_grid_covers_every_method_and_strength(report):
     assert json.load(f)["table"] == r["table"]
   md = (root / "sweep.md").read_text()
   assert "| weighted | 4 |" in md and "| fudge | 1 |" in md and "## Diagnosis" in md
+  assert "## Equal perplexity" in md and "CAT 0.64/0.77" in md
+  eq = r["equal_perplexity"]
+  assert set(eq["ranges"]) == {"weighted", "director", "fudge"} and set(eq["judges"]) == {"exact"}
+  for t in r["table"]:   # bootstrap intervals hold the point estimate
+    lo, hi = t["success_ci"]
+    assert lo - 1e-9 <= t["success"] <= hi + 1e-9
   for name in r["plots"]:
     assert os.path.getsize(root / name) > 5000, name
   assert set(r["plots"]) == {"success_vs_perplexity.png", "success_vs_distinct.png",

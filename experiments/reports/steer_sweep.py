@@ -245,11 +245,10 @@ def equal_ppl_lines(eq) -> list[str]:
            "shared perplexity (none outside a method's measured range); ranges: "
            + ", ".join(f"{m} {lo:.1f}-{hi:.1f}" for m, (lo, hi) in eq["ranges"].items()) + "."]
   if not eq["points"]:
-    return lines + ["", "**CAT's and Director's perplexity ranges do not overlap: no shared "
-                    "point.** "
-                    "Choose strengths (--cat_gammas / --director_gammas / --fudge_gammas) so "
-                    "that they do."]
-  for judge, res in eq["judges"].items():
+    lines += ["", "**CAT's and Director's perplexity ranges do not overlap: no shared point.** "
+              "Choose strengths (--cat_gammas / --director_gammas / --fudge_gammas) so that "
+              "they do."]
+  for judge, res in eq["judges"].items() if eq["points"] else ():
     methods = list(res["by_method"])
     lines += ["", f"Judge `{judge}`:", "", "| perplexity | " + " | ".join(methods)
               + " | " + " | ".join(f"P(CAT > {m})" for m in res["p_cat_higher"]) + " |",
