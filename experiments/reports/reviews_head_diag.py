@@ -13,8 +13,10 @@ split with --reviews=0) and every fraction 25/50/75/100% of it:
   value  V(s) = sum_v p(v | s) P(fresh | s, v), the same prefix one token earlier averaged over
          the token head's candidates (common rows dominate), so q vs value isolates the rows
          of the tokens actually read;
-with accuracy, log-loss, ECE (10 bins, top label) and AUC; and q's accuracy at 25-75% split
-by how often the token read occurred as a next token in the training split (rare: < 20).
+with accuracy, log-loss, ECE (10 bins, top label) and AUC; q's accuracy at 25-75% split
+by how often the token read occurred as a next token in the training split (rare: < 20); and
+linear probes (logistic regression fitted on the train split) of the trunk's hidden state at
+the last token and averaged over the review: is the label in the features at all?
 Writes DIR/diag.json and DIR/diag.md."""
 import argparse
 import json
@@ -46,6 +48,12 @@ VARIANTS = {
     "lam1_td05": {"objective.lam": 1.0, "objective.td_mix": 0.5},
     "lam1_lr5e-3": {"objective.lam": 1.0, "optimizer.learning_rate": 5e-3},
     "lam1_lr1e-3": {"objective.lam": 1.0, "optimizer.learning_rate": 1e-3},
+    # The paper's "Attribute Head + Block": the branch has its own attention, trained by the
+    # attribute loss alone, so it can gather the review's sentiment over positions itself.
+    "block": {"objective.branch": "block"},
+    "block_lam1": {"objective.branch": "block", "objective.lam": 1.0},
+    "block_factorized": {"objective.branch": "block", "objective.param": "factorized"},
+    "block_td05": {"objective.branch": "block", "objective.td_mix": 0.5},
 }
 
 
@@ -100,7 +108,35 @@ def train_counts(task, tok, vocab_size: int) -> np.ndarray:
   return counts
 
 
-def evaluate(trainer, params, reviews, counts) -> dict:
+def hidden_features(model, params, tokens_NxW, n_N):
+  """(trunk hidden at each review's last token, mean over its tokens) [N, D] each."""
+  last, mean = [], []
+  for s in range(0, len(tokens_NxW), 256):
+    t = jnp.asarray(tokens_NxW[s:s + 256])
+    h = np.asarray(model.apply({"params": params}, t).hidden, np.float64)
+    n = n_N[s:s + 256]
+    last.append(h[np.arange(len(n)), n])
+    m = (np.arange(h.shape[1])[None] <= n[:, None])[..., None]
+    mean.append((h * m).sum(1) / m.sum(1))
+  return np.concatenate(last), np.concatenate(mean)
+
+
+def logistic_probe(x_train, y_train, x_test, y_test, l2: float = 1e-2, iters: int = 30):
+  """Test metrics of an L2 logistic regression (Newton's method) on standardised features:
+  how much of the label a linear read-out of the features holds."""
+  mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+  xa = np.hstack([(x_train - mu) / sd, np.ones((len(x_train), 1))])
+  xb = np.hstack([(x_test - mu) / sd, np.ones((len(x_test), 1))])
+  w = np.zeros(xa.shape[1])
+  for _ in range(iters):
+    p = 1 / (1 + np.exp(-xa @ w))
+    grad = xa.T @ (p - y_train) / len(xa) + l2 * w
+    hess = (xa * (p * (1 - p))[:, None]).T @ xa / len(xa) + l2 * np.eye(len(w))
+    w -= np.linalg.solve(hess, grad)
+  return binary_metrics(1 / (1 + np.exp(-xb @ w)), y_test)
+
+
+def evaluate(trainer, params, reviews, counts, train_reviews=None) -> dict:
   tok, width = trainer.task.tokenizer, int(trainer.config.data.seq_len)
   model = trainer.objective.model
   labels = np.array([int(r["label"]) for r in reviews])
@@ -113,6 +149,13 @@ def evaluate(trainer, params, reviews, counts) -> dict:
     v_all.append(np.asarray(est.value))
   q_all, v_all = np.concatenate(q_all), np.concatenate(v_all)
   out = {"q": {}, "value": {}, "rare_split": {}}
+  if train_reviews:   # is the label in the trunk's features at all? (linear probes)
+    t_tok, t_n = data.encode_reviews(tok, [r["text"] for r in train_reviews], width)
+    t_y = np.array([int(r["label"]) for r in train_reviews])
+    tr, te = hidden_features(model, params, t_tok, t_n), hidden_features(model, params,
+                                                                           tokens, n)
+    out["probe_last"] = logistic_probe(tr[0], t_y, te[0], labels)
+    out["probe_mean"] = logistic_probe(tr[1], t_y, te[1], labels)
   for i, f in enumerate(FRACTIONS):
     e = ends[:, i]
     q = q_all[np.arange(len(e)), e]
@@ -137,8 +180,9 @@ def markdown(report: dict) -> str:
            "q: CAT's estimate at the token read; value: V(s) one token earlier (averaged over "
            "candidates). acc / log-loss / ECE / AUC at 100% of the review; acc at 25/50/75%.", "",
            "| variant | overrides | steps | train s | q acc@100 | q logloss | q ECE | q AUC | "
-           "value acc@100 | value logloss | q acc@25/50/75 | q acc rare / common @50 |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "value acc@100 | value logloss | q acc@25/50/75 | q acc rare / common @50 | "
+           "probe acc last / mean |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in report["variants"].items():
     q, v = r["eval"]["q"], r["eval"]["value"]
     rs = r["eval"]["rare_split"].get("0.5", {})
@@ -149,7 +193,9 @@ def markdown(report: dict) -> str:
         f"{fmt(q['1.0']['auc'])} | {v['1.0']['accuracy']:.3f} | {v['1.0']['log_loss']:.3f} | "
         + "/".join(f"{q[str(f)]['accuracy']:.2f}" for f in FRACTIONS[:-1])
         + f" | {fmt(rs.get('acc_rare'))} / {fmt(rs.get('acc_common'))} "
-          f"({rs.get('rare_share', 0):.0%} rare) |")
+          f"({rs.get('rare_share', 0):.0%} rare) | "
+        + (f"{r['eval']['probe_last']['accuracy']:.3f} / {r['eval']['probe_mean']['accuracy']:.3f}"
+           if "probe_last" in r["eval"] else "-") + " |")
   return "\n".join(lines + [""])
 
 
@@ -183,7 +229,8 @@ def main(argv=None):
       tok = trainer.task.tokenizer
       counts = train_counts(trainer.task, tok, trainer.objective.model.cfg.vocab_size)
       reviews = data.test_reviews(trainer.task, a.reviews or 10 ** 9, 0)
-    ev = evaluate(trainer, params, reviews, counts)
+      train_reviews = [r for r in trainer.task.source("train") if int(r["label"]) in (0, 1)]
+    ev = evaluate(trainer, params, reviews, counts, train_reviews)
     report["variants"][name] = {"overrides": overrides, "steps": trainer.steps,
                                 "train_s": train_s, "eval": ev}
     log.info("%s: q acc@100 %.3f log-loss %.3f", name, ev["q"]["1.0"]["accuracy"],
