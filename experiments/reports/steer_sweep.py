@@ -193,7 +193,9 @@ def markdown(report: dict) -> str:
   extra = report.get("extra_judges", [])
   quality = report["info"].get("judge_quality", {})
   for j, q in quality.items():
-    lines.append(f"- judge `{j}` ({'independent: never trained on these reviews' if q['independent'] else 'trained here on the reviews train split'}): "
+    origin = ("independent: never trained on these reviews" if q["independent"]
+              else "trained here on the reviews train split")
+    lines.append(f"- judge `{j}` ({origin}): "
                  f"on {q['reviews']} labelled test reviews accuracy {q['accuracy']:.3f}, AUC "
                  f"{fmt(q['auc'])}, ties (P exactly 0.5, counted wrong) {q['ties']:.3f}")
   ci = lambda r, k: (f" [{r[k + '_ci'][0]:.2f}, {r[k + '_ci'][1]:.2f}]"
@@ -225,7 +227,7 @@ def markdown(report: dict) -> str:
     lines.append(f"- Director gamma {p['director_gamma']:g}: success {p['director_success']:.2f} "
                  f"at ppl {p['director_perplexity']:.2f}; CAT gamma {p['cat_gamma']:g}: "
                  f"{p['cat_success']:.2f} at ppl {p['cat_perplexity']:.2f}")
-  lines += equal_ppl_lines(report.get("equal_perplexity"))
+  lines += equal_ppl.markdown_lines(report.get("equal_perplexity"), PAPER)
   lines += ["", "## Diagnosis", ""]
   for t, d in report["diagnosis"]["targets"].items():
     lines.append(f"- target {t}: the base model's own samples are the target with mean "
@@ -235,38 +237,6 @@ def markdown(report: dict) -> str:
     lines.append(f"- vocabulary: {m}")
   lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in report["plots"]), ""]
   return "\n".join(lines)
-
-
-def equal_ppl_lines(eq) -> list[str]:
-  if not eq:
-    return []
-  lines = ["", "## Equal perplexity: CAT vs Director vs FUDGE", "",
-           "Success interpolated in log-perplexity between the strengths that bracket each "
-           "shared perplexity (none outside a method's measured range); ranges: "
-           + ", ".join(f"{m} {lo:.1f}-{hi:.1f}" for m, (lo, hi) in eq["ranges"].items()) + "."]
-  if not eq["points"]:
-    lines += ["", "**CAT's and Director's perplexity ranges do not overlap: no shared point.** "
-              "Choose strengths (--cat_gammas / --director_gammas / --fudge_gammas) so that "
-              "they do."]
-  for judge, res in eq["judges"].items() if eq["points"] else ():
-    methods = list(res["by_method"])
-    lines += ["", f"Judge `{judge}`:", "", "| perplexity | " + " | ".join(methods)
-              + " | " + " | ".join(f"P(CAT > {m})" for m in res["p_cat_higher"]) + " |",
-              "|---|" + "---|" * (len(methods) + len(res["p_cat_higher"]))]
-    for i, p in enumerate(eq["points"]):
-      cell = lambda v: ("-" if v["success"] is None else f"{v['success']:.2f}"
-                        + (f" [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v["ci"] else ""))
-      lines.append(f"| {p:.1f} | " + " | ".join(cell(res["by_method"][m][i]) for m in methods)
-                   + " | " + " | ".join("-" if w[i] is None else f"{w[i]:.2f}"
-                                        for w in res["p_cat_higher"].values()) + " |")
-  lines += ["", "The paper (Amazon reviews, 3-star prefix to 1 / 5 stars, nanoGPT-style models "
-            "of 7M-1B parameters; SPEC section 2, reported): CAT "
-            + "/".join(f"{v:.2f}" for v in PAPER["weighted"]["success"]) + " at perplexity "
-            + "/".join(f"{v:g}" for v in PAPER["weighted"]["perplexity"]) + ", Director "
-            + "/".join(f"{v:.2f}" for v in PAPER["director"]["success"]) + " at "
-            + "/".join(f"{v:g}" for v in PAPER["director"]["perplexity"])
-            + ": CAT ahead by 0.06 / 0.12 at about equal perplexity."]
-  return lines
 
 
 def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) -> dict:

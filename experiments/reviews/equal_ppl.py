@@ -115,3 +115,37 @@ def _num(v):
 def _ci(x):
   x = np.asarray(x)[~np.isnan(x)]
   return None if x.size < 10 else [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
+
+
+def markdown_lines(eq, paper: dict) -> list[str]:
+  """The report's section: a table per judge, and the paper's figures (paper: method ->
+  {'success': (1-star, 5-star), 'perplexity': (...)})."""
+  if not eq:
+    return []
+  lines = ["", "## Equal perplexity: CAT vs Director vs FUDGE", "",
+           "Success interpolated in log-perplexity between the strengths that bracket each "
+           "shared perplexity (none outside a method's measured range); ranges: "
+           + ", ".join(f"{m} {lo:.1f}-{hi:.1f}" for m, (lo, hi) in eq["ranges"].items()) + "."]
+  if not eq["points"]:
+    lines += ["", "**CAT's and Director's perplexity ranges do not overlap: no shared point.** "
+              "Choose strengths (--cat_gammas / --director_gammas / --fudge_gammas) so that "
+              "they do."]
+  for judge, res in eq["judges"].items() if eq["points"] else ():
+    methods = list(res["by_method"])
+    lines += ["", f"Judge `{judge}`:", "", "| perplexity | " + " | ".join(methods)
+              + " | " + " | ".join(f"P(CAT > {m})" for m in res["p_cat_higher"]) + " |",
+              "|---|" + "---|" * (len(methods) + len(res["p_cat_higher"]))]
+    for i, p in enumerate(eq["points"]):
+      cell = lambda v: ("-" if v["success"] is None else f"{v['success']:.2f}"
+                        + (f" [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v["ci"] else ""))
+      lines.append(f"| {p:.1f} | " + " | ".join(cell(res["by_method"][m][i]) for m in methods)
+                   + " | " + " | ".join("-" if w[i] is None else f"{w[i]:.2f}"
+                                        for w in res["p_cat_higher"].values()) + " |")
+  lines += ["", "The paper (Amazon reviews, 3-star prefix to 1 / 5 stars, nanoGPT-style models "
+            "of 7M-1B parameters; SPEC section 2, reported): CAT "
+            + "/".join(f"{v:.2f}" for v in paper["weighted"]["success"]) + " at perplexity "
+            + "/".join(f"{v:g}" for v in paper["weighted"]["perplexity"]) + ", Director "
+            + "/".join(f"{v:.2f}" for v in paper["director"]["success"]) + " at "
+            + "/".join(f"{v:g}" for v in paper["director"]["perplexity"])
+            + ": CAT ahead by 0.06 / 0.12 at about equal perplexity."]
+  return lines
