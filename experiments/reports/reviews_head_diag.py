@@ -84,7 +84,8 @@ def variant_config(overrides: dict, steps: int, tiny: bool):
     target = c[node]
     for p in path[:-1]:
       target = target[p]
-    if path[-1] not in target:
+    # objective keys may be new (e.g. td_mix): CATConfig.from_dict rejects unknown ones.
+    if path[-1] not in target and node != "objective":
       raise ValueError(f"unknown config key {key!r}")
     target[path[-1]] = value
   return c
