@@ -36,11 +36,13 @@ setuptools.setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient==0.11.0",
                 "nbformat==5.11.1", "ipykernel==7.4.0", "gguf==0.19.0",
-                "tokenizers==0.23.3"],
+                "tokenizers==0.23.3", "vaderSentiment==3.3.2"],
         "pretrained": ["gguf==0.19.0", "tokenizers==0.23.3"],
         "tpu": ["jax[tpu]==0.10.2"],
         # MAUVE for the text reports (faiss-cpu and scikit-learn come with it).
         "text-metrics": ["mauve-text==0.4.0"],
         "gpu": ["jax[cuda12]==0.10.2"],
+        # Independent sentiment judges for steering (lexicon in the wheel; no download).
+        "judges": ["vaderSentiment==3.3.2"],
     },
 )

@@ -36,7 +36,7 @@ def reliability_diagram(path, reliability: dict, title: str = "held-out reliabil
 
 
 def tradeoff(path, table: list[dict], x: str, y: str = "success", *, xlabel: str, title: str,
-             log_x: bool = False):
+             log_x: bool = False, ylabel: str = "attribute success (judge: target class)"):
   """One line per method through its strengths (labelled), single points for methods without
   a strength; rows with x or y None are left out."""
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -49,6 +49,10 @@ def tradeoff(path, table: list[dict], x: str, y: str = "success", *, xlabel: str
     xs, ys = [r[x] for r in rows], [r[y] for r in rows]
     ax.plot(xs, ys, marker="o", linestyle="-" if len(rows) > 1 else "none", color=f"C{i}",
             label=m)
+    if all(r.get(f"{y}_ci") for r in rows):   # bootstrap intervals, where the table has them
+      lo, hi = (np.array([r[f"{y}_ci"][j] for r in rows]) for j in (0, 1))
+      ax.errorbar(xs, ys, yerr=[np.subtract(ys, lo), np.subtract(hi, ys)], fmt="none",
+                  ecolor=f"C{i}", alpha=0.5, capsize=2)
     for r, xv, yv in zip(rows, xs, ys):
       if r["strength"] is not None and len(rows) > 1:
         ax.annotate(f"{r['strength']:g}", (xv, yv), textcoords="offset points", xytext=(4, 3),
@@ -60,7 +64,7 @@ def tradeoff(path, table: list[dict], x: str, y: str = "success", *, xlabel: str
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
         lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
   ax.set_xlabel(xlabel)
-  ax.set_ylabel("attribute success (judge: target class)")
+  ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)

@@ -99,6 +99,7 @@ def test_steering_rows(report):
   for r in s["rows"]:
     assert r["target"] in ("fresh", "rotten") and r["prompt_set"] in ("neutral", "opposite")
     assert 0.0 <= r["target_rate"] <= 1.0 and 0.0 <= r["judge_p_target"] <= 1.0
+    assert 0.0 <= r["target_rate_vader"] <= 1.0
     assert math.isfinite(r["perplexity"]) and r["perplexity"] > 1.0
     for k in ("distinct_1", "distinct_2"):
       assert r[k] is None or 0.0 < r[k] <= 1.0
@@ -124,5 +125,8 @@ def test_perplexity_credit_and_files(report_dir, report):
   for name in report["plots"]:
     assert os.path.getsize(report_dir / name) > 1000
   md = (report_dir / "report.md").read_text()
-  assert "wall time" in md and "## 2. Steering" in md
+  assert "wall time" in md and "## 2. Steering" in md and "vader (opposite)" in md
+  q = report["judge_quality"]
+  assert q["vader"]["independent"] and not q["judge"]["independent"]
+  assert q["vader"]["reviews"] == q["judge"]["reviews"] == report["perplexity"]["lm"]["reviews"]
   assert report["wall_time_s"] > report["train_time_s"] > 0

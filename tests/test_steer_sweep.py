@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from experiments.reports import steer_sweep
@@ -25,6 +26,12 @@ def test_grid_covers_every_method_and_strength(report):
     assert json.load(f)["table"] == r["table"]
   md = (root / "sweep.md").read_text()
   assert "| weighted | 4 |" in md and "| fudge | 1 |" in md and "## Diagnosis" in md
+  assert "## Equal perplexity" in md and "CAT 0.64/0.77" in md
+  eq = r["equal_perplexity"]
+  assert set(eq["ranges"]) == {"weighted", "director", "fudge"} and set(eq["judges"]) == {"exact"}
+  for t in r["table"]:   # bootstrap intervals hold the point estimate
+    lo, hi = t["success_ci"]
+    assert lo - 1e-9 <= t["success"] <= hi + 1e-9
   for name in r["plots"]:
     assert os.path.getsize(root / name) > 5000, name
   assert set(r["plots"]) == {"success_vs_perplexity.png", "success_vs_distinct.png",
@@ -58,3 +65,36 @@ def test_diagnosis_in_the_report(report):
 def test_unknown_method_is_named():
   with pytest.raises(ValueError, match="unknown method 'ctrl'"):
     steer_sweep.grid(("ctrl",), (1.0,), (0.8,), ())
+
+
+def test_equal_perplexity_interpolates_in_log_perplexity():
+  from experiments.reviews import equal_ppl
+  # Success 0.2 at ppl 10, 0.8 at ppl 1000: at ppl 100 (halfway in log) exactly 0.5.
+  out = equal_ppl.interpolate([0.8, 0.2], [1000.0, 10.0], [100.0, 5.0, 2000.0])
+  assert out[0] == pytest.approx(0.5) and np.isnan(out[1]) and np.isnan(out[2])
+  assert equal_ppl.shared_points({"a": (10, 20), "b": (30, 40)}) == []
+  pts = equal_ppl.shared_points({"a": (10, 100), "b": (20, 400)}, 3)
+  assert len(pts) == 3 and 20 < pts[0] < pts[1] < pts[2] < 100
+
+
+def test_equal_perplexity_compare_with_deterministic_cells():
+  """Every generation of a cell has the same NLL, so each cell sits at an exact perplexity
+  under any resample, and the shared point (one, geometric middle) is exactly halfway."""
+  from experiments.reviews import equal_ppl
+
+  def cell(success, ppl, n=20):
+    hits = [1] * round(success * n) + [0] * (n - round(success * n))
+    return {"hits": {"j": hits}, "nll": [math.log(ppl)] * n, "tokens": [1] * n}
+
+  hit_cat = {("weighted", 1.0): cell(0.5, 10), ("weighted", 2.0): cell(1.0, 100)}
+  hit_dir = {("director", 1.0): cell(0.0, 10), ("director", 2.0): cell(0.5, 100)}
+  cmp = equal_ppl.compare({**hit_cat, **hit_dir}, {"weighted": [1.0, 2.0],
+                                                   "director": [1.0, 2.0]}, ["j"],
+                          num_points=1, replicates=50)
+  (p,) = cmp["points"]
+  assert p == pytest.approx(math.sqrt(10 * 100))
+  res = cmp["judges"]["j"]
+  # Halfway between the strengths: the mean of the two successes.
+  assert res["by_method"]["weighted"][0]["success"] == pytest.approx(0.75)
+  assert res["by_method"]["director"][0]["success"] == pytest.approx(0.25)
+  assert res["p_cat_higher"]["director"][0] > 0.9

@@ -11,8 +11,9 @@ and writes DIR/report.md, DIR/report.json and DIR/*.png:
     and N=64, on a subset), with accuracy, log-loss and wall time.
  2. Steering towards fresh and rotten from neutral openings and from openings of reviews of
     the other class: CAT weighted (several gamma), CAT satisficing, Director, FUDGE, and
-    unsteered sampling; judged by 'judge' (never the steering model), with the plain LM's
-    perplexity of the new tokens and distinct-1/2.
+    unsteered sampling; judged by 'judge' (never the steering model) and by the VADER
+    lexicon (never trained on these reviews), each judge's own accuracy on labelled test
+    reviews beside it, with the plain LM's perplexity of the new tokens and distinct-1/2.
  3. Perplexity (and bits per byte) of CAT and the plain LM on the test reviews.
  4. Plots, including the per-token credit of one review.
 --tiny uses the ',tiny' configs and small subsets (a smoke test; numbers meaningless)."""
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from catrans.inference import estimate
 from experiments.configs.reviews_cat import RUNS
-from experiments.reviews import data, estimation, plots, steering
+from experiments.reviews import data, estimation, judges, plots, steering
 from experiments.reviews.runs import (CLASS_NAMES, FRACTIONS, FULL, TINY, load_run,
                                       steering_prompts)
 from experiments.runs import decode_new
@@ -107,6 +108,8 @@ def run_steering(models, params, tok, reviews_by_class, *, width, sizes, rng) ->
                               max_new_tokens=sizes.max_new_tokens, eos_id=tok.eos_id,
                               pad_id=tok.pad_id)
   rows, samples, timing = [], {}, {}
+  vader = steering.text_judge_fn(judges.LexiconJudge("vader"), tok, width=width,
+                                 eos_id=tok.eos_id, pad_id=tok.pad_id)
   prompt_sets = {t: steering_prompts(tok, reviews_by_class, t, sizes) for t in (1, 0)}
   ids = {t: [[tok.bos_id] + tok.encode(x) for x in texts]
          for t, (texts, _) in prompt_sets.items()}
@@ -125,20 +128,22 @@ def run_steering(models, params, tok, reviews_by_class, *, width, sizes, rng) ->
       p_t, nll, cnt = jax.device_get(steering.judge_and_fluency(
           models["judge"], params["judge"], models["lm"], params["lm"], prompts, lens, new,
           target, width=width, eos_id=tok.eos_id, pad_id=tok.pad_id))
+      p_vader = vader(prompts, lens, new, target)
       generated = [decode_new(tok, row) for row in np.asarray(new)]
       for prompt_set in ("neutral", "opposite"):
         sel = sets == prompt_set
         rows.append(dict(method=m.name, strength=m.strength, target=CLASS_NAMES[target],
                          prompt_set=prompt_set,
                          **steering.summarize(p_t[sel], nll[sel], cnt[sel],
-                                              [g for g, s in zip(generated, sel) if s])))
+                                              [g for g, s in zip(generated, sel) if s]),
+                         target_rate_vader=float(np.mean(p_vader[sel] > 0.5))))
       samples.setdefault(key, []).extend(
           {"target": CLASS_NAMES[target], "prompt": texts[i], "generated": generated[i],
            "judge_p_target": float(p_t[i])} for i in (0, len(texts) - 1))
       log.info("steering: %s -> %s in %.1f s: target rate %.2f", key, CLASS_NAMES[target],
                sec, float(np.mean(p_t > 0.5)))
   return {"rows": rows, "samples": samples, "seconds_incl_compile": timing,
-          "judge": "judge", "perplexity_model": "lm",
+          "judge": "judge", "independent_judge": "vader", "perplexity_model": "lm",
           "rows_per_condition": {"neutral": sizes.openings * sizes.samples_per_opening,
                                  "opposite": sizes.opposite_prompts},
           "max_new_tokens": sizes.max_new_tokens}
@@ -202,12 +207,18 @@ def write_markdown(path, report: dict):
             f"openings and {s['rows_per_condition']['opposite']} openings of reviews of the "
             f"other class per target; {s['max_new_tokens']} new tokens at most, temperature 1. "
             "Target rate: the 'judge' classifier (trained apart from every steering model) "
-            "reads prompt + generation and says P(target) > 0.5. Perplexity: the plain LM on "
+            "reads prompt + generation and says P(target) > 0.5; 'vader' is the same rate by the "
+            "VADER lexicon (vaderSentiment, never trained on these reviews; ties count as "
+            "neither class). Judges' own accuracy on the labelled test reviews: "
+            + "; ".join(f"{k} {q['accuracy']:.3f} (AUC {q['auc']:.3f})"
+                        for k, q in report["judge_quality"].items()) + ". "
+            "Perplexity: the plain LM on "
             "the new tokens (EOS included) given the prompt. Averaged over both targets (per-target rows in "
             "report.json).", "",
-            "| method | gamma | target rate (neutral) | target rate (opposite) | perplexity | "
-            "distinct-1 | distinct-2 | decode time (2 targets, incl. compile) |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| method | gamma | target rate (neutral) | target rate (opposite) | vader (neutral) | "
+            "vader (opposite) | perplexity | distinct-1 | distinct-2 | "
+            "decode time (2 targets, incl. compile) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
   keys = []
   for r in s["rows"]:
     k = (r["method"], r["strength"])
@@ -218,10 +229,12 @@ def write_markdown(path, report: dict):
     def mean(key, rows=rs):
       vals = [r[key] for r in rows if r[key] is not None]
       return float(np.mean(vals)) if vals else float("nan")
-    rate = lambda ps: float(np.mean([r["target_rate"] for r in rs if r["prompt_set"] == ps]))
+    rate = lambda ps, k="target_rate": float(np.mean([r[k] for r in rs
+                                                       if r["prompt_set"] == ps]))
     t = s["seconds_incl_compile"][method + ("" if g is None else f"@{g:g}")]
     lines.append(f"| {method} | {'' if g is None else f'{g:g}'} | {rate('neutral'):.2f} | "
-                 f"{rate('opposite'):.2f} | {mean('perplexity'):.2f} | "
+                 f"{rate('opposite'):.2f} | {rate('neutral', 'target_rate_vader'):.2f} | "
+                 f"{rate('opposite', 'target_rate_vader'):.2f} | {mean('perplexity'):.2f} | "
                  f"{mean('distinct_1'):.3f} | {mean('distinct_2'):.3f} | {t:.1f} s |")
   lines += ["", "Samples (first neutral and last opposite prompt of each target):", ""]
   for key, ss in s["samples"].items():
@@ -280,6 +293,11 @@ def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = 
   by_class = {c: [r for r in others if int(r["label"]) == c] for c in (0, 1)}
   steer = run_steering(models, params, tok, by_class, width=width, sizes=sizes,
                        rng=jax.random.fold_in(rng, 2))
+  heldout = data.test_reviews(task, sizes.ppl_reviews or 10 ** 9, seed)
+  texts, labels = [r["text"] for r in heldout], [int(r["label"]) for r in heldout]
+  quality = {"judge": judges.judge_quality(judges.ClassifierJudge(
+                 models["judge"], params["judge"], tok, width=width), texts, labels),
+             "vader": judges.judge_quality(judges.LexiconJudge("vader"), texts, labels)}
   log.info("3/4 perplexity")
   ppl_texts = [r["text"] for r in data.test_reviews(task, sizes.ppl_reviews or 10 ** 9, seed)]
   ppl = {run: estimation.perplexity_on(models[run], params[run], tok, ppl_texts, width=width)
@@ -297,6 +315,7 @@ def make_report(root: str, *, tiny: bool = False, seed: int = 0, command: str = 
                          "parameters": trainers[r].num_params} for r in RUNS},
             "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
             "estimation": est, "steering": steer, "perplexity": ppl, "credit": credit,
+            "judge_quality": quality,
             "plots": pngs, "train_time_s": train_time}
   report["wall_time_s"] = time.perf_counter() - start
   with open(os.path.join(root, "report.json"), "w") as f:

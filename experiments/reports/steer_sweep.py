@@ -5,11 +5,16 @@ strengths, with the diagnosis to read first.
       [--gammas=1,3,9] [--thresholds=0.6,0.8,0.95]
       [--methods=weighted,satisficing,greedy_attr,director,fudge]
   python -m experiments.reports.steer_sweep --workdir=DIR --quick   # self-contained, < 1 min CPU
+  # equal-perplexity comparison (issue 25): own strengths per method, sampling seeds
+  python -m experiments.reports.steer_sweep --workdir=DIR --top_k=20 --seeds=0,1,2
+      --methods=weighted,director,fudge --cat_gammas=.. --director_gammas=.. --fudge_gammas=..
 
 Default: the reviews runs of experiments/configs/reviews_cat.py under DIR (cat, lm, director,
 clf, judge; trained first when missing, as experiments.reports.reviews_report does,
 ',tiny' with --tiny); prompts are neutral openings and openings of reviews of the other class;
-targets fresh and rotten; success = the separate 'judge' classifier says the target.
+targets fresh and rotten; success = the separate 'judge' classifier says the target, and
+beside it the independent VADER lexicon (never trained on these reviews), each judge's own
+accuracy / AUC on the labelled test reviews in the report.
 --quick: Polya-urn bits (experiments/tiny_lm): a tiny LM trained here, CAT and Director heads
 fitted on its frozen trunk (catrans.fit), FUDGE's classifier a linear probe on the same
 trunk; success = the exact attribute (count of ones >= majority); numbers are a smoke test.
@@ -17,163 +22,51 @@ trunk; success = the exact attribute (count of ones >= majority); numbers are a 
 Methods: weighted (CAT, gamma), satisficing (CAT, threshold), greedy_attr (CAT), director
 (gamma), fudge (gamma), and unsteered sampling. Fluency: perplexity of the new tokens under
 the unsteered LM; diversity: distinct-1/2 over the generated token ids.
-Writes OUT/sweep.json, OUT/sweep.md, OUT/success_vs_perplexity.png,
+Every success and perplexity carries a 95% bootstrap interval over generations; CAT,
+Director and FUDGE (each with >= 2 strengths) are compared at shared perplexities
+(experiments/reviews/equal_ppl.py), next to the paper's figures.
+Writes OUT/sweep.json, OUT/sweep.md, OUT/success_vs_perplexity[_vader].png,
 OUT/success_vs_distinct.png (and with --quick OUT/reliability_cat.png); OUT defaults to DIR."""
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from catrans import diagnose
-from catrans.attributes import AttributeSpec
-from catrans.baselines import PrefixClassifier
-from catrans.fit import cache_features, fit_attribute
-from experiments import figures, tiny_lm
+from experiments import figures
 from experiments.reviews import data as rdata
+from experiments.reviews import equal_ppl
+from experiments.reviews.sweep_setup import Setup, quick_setup, reviews_setup
 from experiments.reviews.estimation import timed
 from experiments.reviews.steering import distinct_n_units, make_decoder, new_token_nll
 from experiments.runs import until_eos
 
 log = logging.getLogger("experiments")
 METHODS = ("weighted", "satisficing", "greedy_attr", "director", "fudge")
-QUICK_N = 9
-
-
-@dataclasses.dataclass
-class Setup:
-  models: dict              # 'cat', 'director', 'lm', 'clf' (+ 'judge' for reviews)
-  params: dict
-  tokenizer: object
-  width: int                # tokens the judge and the LM read (prompt + generation)
-  max_new_tokens: int
-  prompts: dict             # target -> (list of prompt id lists, list of prompt-set names)
-  judge: Callable           # (prompts_BxP, lens_B, new_BxT, target) -> P(target) [B]
-  class_names: tuple
-  unsteered: tuple          # unsteered decoders to include
-  info: dict                # what was trained / fitted, for the report
-
-
-# --- quick: everything trained here on urn bits ----------------------------------------------
-def fit_linear_probe(lm, lm_params, tokens_NxL, labels_N, *, epochs: int = 20, seed: int = 0):
-  """A PrefixClassifier sharing the LM's frozen trunk: its Dense layer trained on the cached
-  trunk features at every position (FUDGE's guide, cheap)."""
-  batch = {"inputs": tokens_NxL[:, :-1]}
-  weights = (tokens_NxL[:, 1:] != 0).astype(np.float32)
-  hidden = cache_features(lm, lm_params, batch["inputs"])
-  clf = PrefixClassifier(lm.cfg, num_classes=2)
-  dense = clf.init(jax.random.PRNGKey(seed), jnp.asarray(tokens_NxL[:1, :-1]))["params"]
-  dense = {"classify": dense["classify"]}
-  tx = optax.adam(1e-2)
-  y = jnp.asarray(labels_N)
-
-  def loss_fn(p, h, y, w):
-    logits = h @ p["classify"]["kernel"] + p["classify"]["bias"]
-    ce = optax.softmax_cross_entropy_with_integer_labels(
-        logits, jnp.broadcast_to(y[:, None], logits.shape[:2]))
-    return (ce * w).sum() / w.sum()
-
-  @jax.jit
-  def train(p):
-    def step(carry, _):
-      p, opt = carry
-      g = jax.grad(loss_fn)(p, hidden, y, jnp.asarray(weights))
-      updates, opt = tx.update(g, opt, p)
-      return (optax.apply_updates(p, updates), opt), None
-    return jax.lax.scan(step, (p, tx.init(p)), None, length=epochs * 10)[0][0]
-
-  return clf, dict(train(dense), trunk=lm_params)
-
-
-def quick_setup(workdir: str, seed: int) -> Setup:
-  n, maj = QUICK_N, QUICK_N // 2 + 1
-  tok = tiny_lm.TOKENIZER
-  t0 = time.perf_counter()
-  lm, lm_params, lm_ce = tiny_lm.train_lm(n, steps=150, seed=seed)
-  b, toks = tiny_lm.bit_sequences(2000, n, seed + 1)
-  y = tiny_lm.labels(b, maj)
-  fit_kw = dict(tokens=list(toks), epochs=20, learning_rate=1e-2, seed=seed)
-  cat = fit_attribute(lm, lm_params, AttributeSpec("label"), y, **fit_kw)
-  director = fit_attribute(lm, lm_params, AttributeSpec("label", kind="binary",
-                                                        binary_style="sigmoid"), y,
-                           measure_speedup=False, **fit_kw)
-  clf, clf_params = fit_linear_probe(lm, lm_params, toks, y, seed=seed)
-  figures.reliability_diagram(os.path.join(workdir, "reliability_cat.png"),
-                              cat.reliability_prefixes, "CAT head on the frozen bits LM, "
-                              "held-out q_t at every prefix")
-
-  def judge(prompts, lens, new, target):
-    seq, _, _ = rdata.join(prompts, lens, new, eos_id=tok.eos_id, pad_id=tok.pad_id)
-    reached = tiny_lm.count_ones(np.asarray(seq)) >= maj
-    return (reached if target == 1 else ~reached).astype(np.float32)
-
-  zeros_or_ones = lambda t: [tok.bos_id] + tok.encode(str(1 - t) * 3)
-  prompts = {t: ([[tok.bos_id]] * 32 + [zeros_or_ones(t)] * 32,
-                 ["neutral"] * 32 + ["opposite"] * 32) for t in (0, 1)}
-  info = {"task": f"Polya-urn bits, length {n}, attribute: count of ones >= {maj}",
-          "lm_train_ce": lm_ce, "setup_s": time.perf_counter() - t0,
-          "fit_cat": _fit_summary(cat), "fit_director": _fit_summary(director)}
-  return Setup({"cat": cat.model, "director": director.model, "lm": lm, "clf": clf},
-               {"cat": cat.params, "director": director.params, "lm": lm_params,
-                "clf": clf_params}, tok, width=4 + n + 1, max_new_tokens=n + 1,
-               prompts=prompts, judge=judge, class_names=("below", "reached"),
-               unsteered=("unsteered_lm",), info=info)
-
-
-def _fit_summary(r) -> dict:
-  return {"heldout": r.metrics["heldout"], "prior_at_start": r.metrics["prior_at_start"],
-          "timing": r.timing}
-
-
-# --- the reviews runs ----------------------------------------------------------------------------
-def reviews_setup(workdir: str, tiny: bool, seed: int) -> Setup:
-  from experiments.configs.reviews_cat import RUNS
-  from experiments.reviews.runs import FULL, TINY, load_run, steering_prompts
-  from experiments.reviews.steering import judge_and_fluency
-  sizes = TINY if tiny else FULL
-  trainers, params = {}, {}
-  for run in RUNS:
-    trainers[run], params[run] = load_run(workdir, run, tiny)
-  models = {k: t.objective.model for k, t in trainers.items()}
-  task, tok = trainers["cat"].task, trainers["cat"].task.tokenizer
-  width = int(trainers["cat"].config.data.seq_len)
-  others = rdata.test_reviews(task, 10 ** 9, seed + 1)
-  by_class = {c: [r for r in others if int(r["label"]) == c] for c in (0, 1)}
-  prompts = {}
-  for t in (0, 1):
-    texts, sets = steering_prompts(tok, by_class, t, sizes)
-    prompts[t] = ([[tok.bos_id] + tok.encode(x) for x in texts], sets)
-
-  def judge(p, lens, new, target):
-    return judge_and_fluency(models["judge"], params["judge"], models["lm"], params["lm"], p,
-                             lens, new, target, width=width, eos_id=tok.eos_id,
-                             pad_id=tok.pad_id)[0]
-
-  info = {"task": "Rotten Tomatoes reviews (experiments/configs/reviews_cat.py"
-                  + (", tiny)" if tiny else ")"),
-          "runs": {r: trainers[r].workdir for r in RUNS}}
-  return Setup(models, params, tok, width=width, max_new_tokens=sizes.max_new_tokens,
-               prompts=prompts, judge=judge, class_names=("rotten", "fresh"),
-               unsteered=("unsteered_cat", "unsteered_lm"), info=info)
+# SPEC section 2 (reported): Amazon reviews, a 3-star prefix steered to 1 / 5 stars.
+PAPER = {"weighted": {"success": (0.64, 0.77), "perplexity": (45.9, 44.0)},
+         "director": {"success": (0.58, 0.65), "perplexity": (46.8, 48.2)}}
+CURVES = ("weighted", "director", "fudge")
 
 
 # --- the sweep ---------------------------------------------------------------------------------
-def grid(methods, gammas, thresholds, unsteered) -> list[tuple[str, float | None]]:
+def grid(methods, gammas, thresholds, unsteered,
+         strengths: dict | None = None) -> list[tuple[str, float | None]]:
+  """The cells; strengths: method -> its own gammas (default `gammas`), so that the methods'
+  perplexities can be made to overlap."""
   out = [(u, None) for u in unsteered]
   for m in methods:
     if m not in METHODS:
       raise ValueError(f"unknown method {m!r}; choose from {METHODS}")
     if m in ("weighted", "director", "fudge"):
-      out += [(m, float(g)) for g in gammas]
+      out += [(m, float(g)) for g in (strengths or {}).get(m) or gammas]
     elif m == "satisficing":
       out += [(m, float(t)) for t in thresholds]
     else:
@@ -181,7 +74,7 @@ def grid(methods, gammas, thresholds, unsteered) -> list[tuple[str, float | None
   return out
 
 
-def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
+def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0, seed: int = 0) -> list[dict]:
   tok, lm = setup.tokenizer, setup.models["lm"]
   rows = []
   for target in targets:
@@ -194,6 +87,8 @@ def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
                             pad_id=tok.pad_id, top_k=top_k)
       new, sec = timed(decode, p, lens, target, jax.random.fold_in(rng, 1000 * target + ci))
       p_t = np.asarray(setup.judge(p, lens, new, target), np.float64)
+      p_extra = {j: np.asarray(fn(p, lens, new, target), np.float64)
+                 for j, fn in setup.extra_judges.items()}
       nll, cnt = (np.asarray(a) for a in new_token_nll(
           lm, setup.params["lm"], p, lens, new, width=setup.width, eos_id=tok.eos_id,
           pad_id=tok.pad_id))
@@ -209,26 +104,58 @@ def run_sweep(setup: Setup, cells, targets, rng, top_k: int = 0) -> list[dict]:
                      "perplexity": math.exp(nll[sel].sum() / max(cnt[sel].sum(), 1)),
                      "distinct_1": distinct_n_units(g, 1), "distinct_2": distinct_n_units(g, 2),
                      "n": int(sel.sum()), "seconds_incl_compile": sec,
-                     "example": tok.decode(g[0])})
+                     "example": tok.decode(g[0]), "seed": seed,
+                     # per generation, for bootstrap intervals and equal-perplexity curves
+                     "hits": {setup.judge_name: (p_t[sel] > 0.5).astype(int).tolist(),
+                              **{j: (v[sel] > 0.5).astype(int).tolist()
+                                 for j, v in p_extra.items()}},
+                     "gen_nll": nll[sel].tolist(), "gen_tokens": cnt[sel].tolist(),
+                     **{f"success_{j}": float(np.mean(v[sel] > 0.5))
+                        for j, v in p_extra.items()}})
       log.info("%s@%s -> %s: success %.2f in %.1f s", method, strength,
                setup.class_names[target], float(np.mean(p_t > 0.5)), sec)
   return rows
 
 
-def table(rows: list[dict]) -> list[dict]:
-  """One row per (method, strength): success averaged over targets and prompt sets,
-  perplexity pooled over all their new tokens, distinct-n averaged."""
+def cells_of(rows: list[dict]) -> dict:
+  """(method, strength) -> every generation's hits per judge, NLL and token count, pooled over
+  targets, prompt sets and seeds (equal_ppl's cells)."""
+  cells = {}
+  for r in rows:
+    c = cells.setdefault((r["method"], r["strength"]), {"hits": {}, "nll": [], "tokens": []})
+    for j, h in r["hits"].items():
+      c["hits"].setdefault(j, []).extend(h)
+    c["nll"] += r["gen_nll"]
+    c["tokens"] += r["gen_tokens"]
+  return cells
+
+
+def table(rows: list[dict], replicates: int = 1000) -> list[dict]:
+  """One row per (method, strength): success averaged over targets and prompt sets (and
+  seeds), perplexity pooled over all their new tokens, distinct-n averaged; with 95% bootstrap
+  intervals over generations for success (every judge) and perplexity."""
   out = []
+  cells = cells_of(rows)
+  judges = list(rows[0]["hits"]) if rows else []
+  boot = {j: equal_ppl.bootstrap_cells(cells, j, replicates=replicates) for j in judges}
+  pct = lambda x: [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
   for key in dict.fromkeys((r["method"], r["strength"]) for r in rows):
     rs = [r for r in rows if (r["method"], r["strength"]) == key]
-    mean = lambda k: (float(np.mean([r[k] for r in rs if r[k] is not None]))
-                      if any(r[k] is not None for r in rs) else None)
-    out.append({"method": key[0], "strength": key[1], "success": mean("success"),
+    mean = lambda k: (float(np.mean([r[k] for r in rs if r.get(k) is not None]))
+                      if any(r.get(k) is not None for r in rs) else None)
+    ci = {}
+    for i, j in enumerate(judges):
+      name = "success" if i == 0 else f"success_{j}"
+      ci[name] = mean(name)
+      ci[f"{name}_ci"] = pct(boot[j][key][0])
+    if judges:
+      ci["perplexity_ci"] = pct(boot[judges[0]][key][1])
+    out.append({"method": key[0], "strength": key[1], **ci,
                 "judge_p_target": mean("judge_p_target"),
                 "perplexity": math.exp(sum(r["nll_sum"] for r in rs)
                                        / max(sum(r["tokens"] for r in rs), 1)),
                 "distinct_1": mean("distinct_1"), "distinct_2": mean("distinct_2"),
-                "n": sum(r["n"] for r in rs),
+                "n": sum(r["n"] for r in rs), "seeds": sorted({r.get("seed", 0) for r in rs}),
                 "seconds_incl_compile": sum(r["seconds_incl_compile"] for r in rs)})
   return out
 
@@ -261,11 +188,30 @@ def markdown(report: dict) -> str:
            "Success: share of generations the judge gives the target class (mean over targets "
            f"{', '.join(report['targets'])} and prompt sets); perplexity of the new tokens under "
            "the unsteered LM (pooled); distinct-n over generated token ids.", "",
-           "| method | strength | success | judge P(target) | perplexity | distinct-1 | "
-           "distinct-2 | n | decode s (incl. compile) |", "|---|---|---|---|---|---|---|---|---|"]
+           f"Seeds (sampling): {report['seeds']}; [a, b]: 95% bootstrap interval over "
+           "generations.", ""]
+  extra = report.get("extra_judges", [])
+  quality = report["info"].get("judge_quality", {})
+  for j, q in quality.items():
+    origin = ("independent: never trained on these reviews" if q["independent"]
+              else "trained here on the reviews train split")
+    lines.append(f"- judge `{j}` ({origin}): "
+                 f"on {q['reviews']} labelled test reviews accuracy {q['accuracy']:.3f}, AUC "
+                 f"{fmt(q['auc'])}, ties (P exactly 0.5, counted wrong) {q['ties']:.3f}")
+  ci = lambda r, k: (f" [{r[k + '_ci'][0]:.2f}, {r[k + '_ci'][1]:.2f}]"
+                     if r.get(k + "_ci") else "")
+  lines += ["", "| method | strength | success (" + report["judge_name"] + ") | "
+            + "".join(f"success ({j}) | " for j in extra)
+            + "judge P(target) | perplexity | distinct-1 | distinct-2 | n | "
+            "decode s (incl. compile) |", "|---|---|---|" + "---|" * len(extra)
+            + "---|---|---|---|---|---|"]
   for r in report["table"]:
-    lines.append(f"| {r['method']} | {fmt(r['strength'], 'g')} | {fmt(r['success'], '.2f')} | "
-                 f"{fmt(r['judge_p_target'])} | {fmt(r['perplexity'], '.2f')} | "
+    lines.append(f"| {r['method']} | {fmt(r['strength'], 'g')} | "
+                 f"{fmt(r['success'], '.2f')}{ci(r, 'success')} | "
+                 + "".join(f"{fmt(r.get('success_' + j), '.2f')}{ci(r, 'success_' + j)} | "
+                           for j in extra)
+                 + f"{fmt(r['judge_p_target'])} | {fmt(r['perplexity'], '.2f')}"
+                 f"{ci(r, 'perplexity')} | "
                  f"{fmt(r['distinct_1'])} | {fmt(r['distinct_2'])} | {r['n']} | "
                  f"{r['seconds_incl_compile']:.1f} |")
   lines += ["", "fudge, satisficing and greedy_attr choose among the LM's top-20 candidates, "
@@ -281,6 +227,7 @@ def markdown(report: dict) -> str:
     lines.append(f"- Director gamma {p['director_gamma']:g}: success {p['director_success']:.2f} "
                  f"at ppl {p['director_perplexity']:.2f}; CAT gamma {p['cat_gamma']:g}: "
                  f"{p['cat_success']:.2f} at ppl {p['cat_perplexity']:.2f}")
+  lines += equal_ppl.markdown_lines(report.get("equal_perplexity"), PAPER)
   lines += ["", "## Diagnosis", ""]
   for t, d in report["diagnosis"]["targets"].items():
     lines.append(f"- target {t}: the base model's own samples are the target with mean "
@@ -315,7 +262,8 @@ def diagnosis(setup: Setup, targets, rng, threshold: float, num_samples: int) ->
 def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bool = False,
           methods=METHODS, gammas=None, thresholds=None, targets=None, seed: int = 0,
           rare_threshold: float = 0.05, diagnosis_samples: int = 128, top_k: int = 0,
-          command: str = "") -> dict:
+          command: str = "", seeds=None, strengths: dict | None = None,
+          cat_workdir: str | None = None, shared_points: int = 3) -> dict:
   start = time.perf_counter()
   workdir = os.path.abspath(workdir)
   out = os.path.abspath(out or workdir)
@@ -324,17 +272,33 @@ def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bo
   gammas = gammas or ((1.0, 4.0) if quick else (1.0, 3.0, 9.0))
   thresholds = thresholds or ((0.8,) if quick else (0.6, 0.8, 0.95))
   targets = tuple(targets or ((1,) if quick else (1, 0)))
-  setup = quick_setup(out, seed) if quick else reviews_setup(workdir, tiny, seed)
+  seeds = tuple(seeds or (seed,))
+  setup = (quick_setup(out, seed) if quick else
+           reviews_setup(workdir, tiny, seed, cat_workdir=cat_workdir))
   rng = jax.random.PRNGKey(seed)
   diag = diagnosis(setup, targets, jax.random.fold_in(rng, 7), rare_threshold,
                    diagnosis_samples)
-  cells = grid(methods, gammas, thresholds, setup.unsteered)
-  rows = run_sweep(setup, cells, targets, jax.random.fold_in(rng, 1), top_k)
+  cells = grid(methods, gammas, thresholds, setup.unsteered, strengths)
+  rows = []
+  for s in seeds:   # sampling seeds: the models are the same, the generations differ
+    rows += run_sweep(setup, cells, targets, jax.random.fold_in(jax.random.PRNGKey(s), 1),
+                      top_k, seed=s)
   tab = table(rows)
+  judge_names = [setup.judge_name, *setup.extra_judges]
+  curves = {m: [c[1] for c in cells if c[0] == m] for m in CURVES}
+  curves = {m: v for m, v in curves.items() if len(v) >= 2}
+  eq = (equal_ppl.compare(cells_of(rows), curves, judge_names, num_points=shared_points)
+        if len(curves) >= 2 else None)
   plots = ["success_vs_perplexity.png", "success_vs_distinct.png"]
   figures.tradeoff(os.path.join(out, plots[0]), tab, "perplexity", log_x=True,
                    xlabel="perplexity of the new tokens under the unsteered LM (lower: more "
                           "fluent)", title="Attribute success vs fluency (labels: strength)")
+  for j in setup.extra_judges:
+    plots.append(f"success_vs_perplexity_{j}.png")
+    figures.tradeoff(os.path.join(out, plots[-1]), tab, "perplexity", f"success_{j}",
+                     log_x=True, ylabel=f"attribute success (judge: {j})",
+                     xlabel="perplexity of the new tokens under the unsteered LM",
+                     title=f"Success judged by {j} vs fluency (labels: strength)")
   figures.tradeoff(os.path.join(out, plots[1]), tab, "distinct_2",
                    xlabel="distinct-2 over generated tokens (higher: more diverse)",
                    title="Attribute success vs diversity (labels: strength)")
@@ -345,7 +309,8 @@ def sweep(workdir: str, *, out: str | None = None, quick: bool = False, tiny: bo
             "targets": [setup.class_names[t] for t in targets],
             "grid": [list(c) for c in cells], "info": setup.info, "diagnosis": diag,
             "rows": rows, "table": tab, "cat_vs_director": cat_vs_director(tab),
-            "plots": plots}
+            "plots": plots, "seeds": list(seeds), "judge_name": setup.judge_name,
+            "extra_judges": list(setup.extra_judges), "equal_perplexity": eq}
   report["wall_time_s"] = time.perf_counter() - start
   with open(os.path.join(out, "sweep.json"), "w") as f:
     json.dump(report, f, indent=1)
@@ -375,6 +340,13 @@ def main(argv=None):
                   help="weighted / director / unsteered_cat sample among their top_k scores "
                        "(0: all); FUDGE, satisficing and greedy_attr use the LM's top 20")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--seeds", default="", help="sampling seeds, e.g. 0,1,2 (default: --seed)")
+  for m in ("cat", "director", "fudge"):
+    ap.add_argument(f"--{m}_gammas", default="", help=f"{m}'s own strengths (default --gammas)")
+  ap.add_argument("--cat_workdir", default="",
+                  help="use this CAT run instead of WORKDIR/cat (reviews; same tokenizer)")
+  ap.add_argument("--shared_points", type=int, default=3,
+                  help="perplexities at which the methods are compared")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout, force=True,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -384,6 +356,11 @@ def main(argv=None):
                gammas=_floats(a.gammas), thresholds=_floats(a.thresholds),
                targets=tuple(int(t) for t in a.targets.split(",")) if a.targets else None,
                seed=a.seed, rare_threshold=a.rare_threshold, top_k=a.top_k,
+               seeds=tuple(int(x) for x in a.seeds.split(",")) if a.seeds else None,
+               strengths={"weighted": _floats(a.cat_gammas),
+                          "director": _floats(a.director_gammas),
+                          "fudge": _floats(a.fudge_gammas)},
+               cat_workdir=a.cat_workdir or None, shared_points=a.shared_points,
                command="python -m experiments.reports.steer_sweep " + " ".join(
                    sys.argv[1:] if argv is None else argv))
 

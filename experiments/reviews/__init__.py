@@ -7,4 +7,7 @@ the scripts that compare against it (smollm2_compare, steer_sweep, backtrack_eva
   steering    steered generations scored by an independent judge, the plain LM's
               perplexity of them, distinct-n
   plots       the report's PNGs
+  judges      text judges P(fresh): the independent VADER lexicon, the classifier 'judge'
+  equal_ppl   steering methods compared at shared perplexities, bootstrap intervals
+  sweep_setup steer_sweep's two setups (urn bits --quick; the reviews runs)
 """

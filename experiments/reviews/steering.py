@@ -137,6 +137,26 @@ def judge_and_fluency(judge, judge_params, lm, lm_params, prompts_BxP, lens_B, n
   return p_target, nll_sum, counts
 
 
+def generation_texts(tok, prompts_BxP, lens_B, new_BxT, *, width: int, eos_id: int,
+                     pad_id: int = 0) -> list[str]:
+  """Prompt + generation of each row as text, exactly the tokens the classifier judge reads
+  (up to the first EOS, cut to `width` tokens, BOS left out): what a text judge reads."""
+  seq, text_len, _ = join(prompts_BxP, lens_B, new_BxT, eos_id=eos_id, pad_id=pad_id)
+  seq, text_len = np.asarray(seq), np.minimum(np.asarray(text_len), width)
+  return [tok.decode([int(t) for t in row[1:n]]) for row, n in zip(seq, text_len)]
+
+
+def text_judge_fn(judge, tok, *, width: int, eos_id: int, pad_id: int = 0) -> Callable:
+  """(prompts_BxP, lens_B, new_BxT, target) -> P_judge(target) [B] for a text judge
+  (experiments.reviews.judges): it reads prompt + generation as text."""
+  def p_target(prompts_BxP, lens_B, new_BxT, target):
+    texts = generation_texts(tok, prompts_BxP, lens_B, new_BxT, width=width, eos_id=eos_id,
+                             pad_id=pad_id)
+    p = judge.p_fresh(texts)
+    return p if target == 1 else 1.0 - p
+  return p_target
+
+
 def summarize(p_target, nll_sum, counts, texts) -> dict:
   p_target = np.asarray(p_target, np.float64)
   return {"target_rate": float(np.mean(p_target > 0.5)),
