@@ -118,6 +118,7 @@ FIT = ("{python} -m experiments.tools.fit_attribute --trunk=smollm2 "
 MARKOV = ("{python} -m experiments.reports.markov_compare --root={workdir} --protocol=finetune "
           "--seeds={seed} --samples=8")
 SEED_LINE = r"seed \d+ {}\s+invalid ([\d.]+)"
+ARITH = r"seed \d+ {}\s+accuracy ([\d.]+)"
 TEXT = {"data": "real text", "mle": "MLE", "bc": "MLE+backspace", "sm": "SM"}
 
 ROWS = [
@@ -157,12 +158,14 @@ ROWS = [
         ("{python} -m experiments.reports.arithmetic_compare --root={workdir} --protocol=finetune"
          " --seeds={seed} --methods=mle,sm,bc --noise=0.1,0.25 --sm_flags=reward_backspace=false,"
          "regularize_noise=false --sm_tag=nbnr",),
-        regex(start=r"seed \d+ start\s+accuracy ([\d.]+)", mle=r"seed \d+ mle\s+accuracy ([\d.]+)",
-              sm_p01=r"seed \d+ sm_nbnr_p0.1\s+accuracy ([\d.]+)",
-              sm_p025=r"seed \d+ sm_nbnr_p0.25\s+accuracy ([\d.]+)"),
+        regex(start=ARITH.format("start"), mle=ARITH.format("mle_ft"),
+              sm_p01=ARITH.format("sm_nbnr_p0.1_ft"), sm_p025=ARITH.format("sm_nbnr_p0.25_ft"),
+              bc_p01=ARITH.format("bc_p0.1_ft"), bc_p025=ARITH.format("bc_p0.25_ft")),
         {"start": Figure("start"), "mle": Figure("MLE"),
-         "sm_p01": Figure("SequenceMatch p 0.1"), "sm_p025": Figure("SequenceMatch p 0.25")},
-        "start {start}, MLE {mle}, SequenceMatch p 0.1 {sm_p01}, p 0.25 {sm_p025}",
+         "sm_p01": Figure("SequenceMatch p 0.1"), "sm_p025": Figure("SequenceMatch p 0.25"),
+         "bc_p01": Figure("MLE+backspace p 0.1"), "bc_p025": Figure("MLE+backspace p 0.25")},
+        "fine-tuning protocol: start {start}, MLE {mle}, SequenceMatch p 0.1 {sm_p01}, p 0.25 "
+        "{sm_p025}, MLE+backspace p 0.1 {bc_p01}, p 0.25 {bc_p025}",
         expected_s=3600, paper="SM above MLE",
         not_regenerated="slow: six runs of 8-13 min per seed on 2 cores"),
     Row("markov", "Markov chain: sequences with an invalid transition",
