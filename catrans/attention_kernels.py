@@ -1,12 +1,13 @@
 """The fused attention kernels behind catrans.attention: splash and flash (TPU Pallas) and
-cuDNN (GPU). Each takes q [B, L, N, H], k / v [B, S, K, H] and a structured catrans.attention.AttentionMask
-(catrans.attention.choose has already checked that the kernel can take it) and returns
-[B, L, N, H]."""
+cuDNN (GPU). Each takes q [B, L, N, H], k / v [B, S, K, H] and a structured
+catrans.attention.AttentionMask (catrans.attention.choose has already checked that the
+kernel can take it) and returns [B, L, N, H]."""
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 
 # --------------------------------------------------------------------------- TPU kernels
 def _batch_head_specs(num_q_heads, num_kv_heads):
