@@ -84,7 +84,8 @@ def flash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale: float,
     segs = None if seg is None else fa.SegmentIds(seg, seg)
     call = lambda: fa.flash_attention(q, k, v, segment_ids=segs, causal=True,
                                       sm_scale=scale, block_sizes=sizes)
-    if interpret:
+    if interpret:   # the forward only: its backward kernels are traced later, by jax.grad;
+      # to interpret those too, wrap the whole differentiated call in force_tpu_interpret_mode.
       with pltpu.force_tpu_interpret_mode():
         return call()
     return call()
