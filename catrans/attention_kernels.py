@@ -1,12 +1,13 @@
 """The fused attention kernels behind catrans.attention: splash and flash (TPU Pallas) and
-cuDNN (GPU). Each takes q [B, L, N, H], k / v [B, S, K, H] and a structured catrans.attention.AttentionMask
-(catrans.attention.choose has already checked that the kernel can take it) and returns
-[B, L, N, H]."""
+cuDNN (GPU). Each takes q [B, L, N, H], k / v [B, S, K, H] and a structured
+catrans.attention.AttentionMask (catrans.attention.choose has already checked that the
+kernel can take it) and returns [B, L, N, H]."""
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 
 # --------------------------------------------------------------------------- TPU kernels
 def _batch_head_specs(num_q_heads, num_kv_heads):
@@ -83,7 +84,8 @@ def flash_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, scale: float,
     segs = None if seg is None else fa.SegmentIds(seg, seg)
     call = lambda: fa.flash_attention(q, k, v, segment_ids=segs, causal=True,
                                       sm_scale=scale, block_sizes=sizes)
-    if interpret:
+    if interpret:   # the forward only: its backward kernels are traced later, by jax.grad;
+      # to interpret those too, wrap the whole differentiated call in force_tpu_interpret_mode.
       with pltpu.force_tpu_interpret_mode():
         return call()
     return call()
