@@ -111,12 +111,17 @@ def platform() -> str:
 
 # --------------------------------------------------------------------------- reference
 def xla_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float):
-  l, s = q_BxLxKxGxH.shape[1], k_BxSxKxH.shape[1]
+  b, l, kh, g, _ = q_BxLxKxGxH.shape
+  s = k_BxSxKxH.shape[1]
   scores = jnp.einsum("blkgh,bskh->bkgls", q_BxLxKxGxH, k_BxSxKxH,
                       preferred_element_type=jnp.float32) * scale
-  scores = jnp.where(mask.to_dense(l, s)[:, None, None], scores, MASK_BIAS)
-  probs = jax.nn.softmax(scores, axis=-1).astype(q_BxLxKxGxH.dtype)
-  return jnp.einsum("bkgls,bskh->blkgh", probs, v_BxSxKxH)
+  # Mask and softmax on a 4-D [B, N, L, S] view: XLA's CPU fusions of the softmax backward
+  # are about 2x cheaper there than on the 5-D grouped layout (measured in the throughput
+  # bench's profile), and the reshape is free.
+  scores_BxNxLxS = scores.reshape(b, kh * g, l, s)
+  scores_BxNxLxS = jnp.where(mask.to_dense(l, s)[:, None], scores_BxNxLxS, MASK_BIAS)
+  probs = jax.nn.softmax(scores_BxNxLxS, axis=-1).astype(q_BxLxKxGxH.dtype)
+  return jnp.einsum("bkgls,bskh->blkgh", probs.reshape(b, kh, g, l, s), v_BxSxKxH)
 
 
 # --------------------------------------------------------------------------- chunked
