@@ -184,6 +184,19 @@ ROWS = [
         "command) {sm_a10_nbnr}", expected_s=900, paper="SM fewer",
         not_regenerated="not rerun yet: 7 trainings of 1-2 min per seed on an idle 2-core CPU, "
                         "4-5x longer on the shared machine of this session"),
+    Row("dyck", "Brackets (Dyck, 3 kinds, depth <= 8): sequences with an invalid bracket",
+        (MARKOV.replace("--samples=8", "--samples=4") + " --task=dyck --methods=mle,bc,sm",
+         MARKOV.replace("--samples=8", "--samples=4") + " --task=dyck --methods=sm "
+         "--sm_flags=rollouts=0 --sm_tag=norollout"),
+        regex(mle=SEED_LINE.format("mle"), bc=SEED_LINE.format("bc"),
+              sm=SEED_LINE.format("sm"), sm_norollout=SEED_LINE.format("sm_norollout")),
+        {"mle": Figure("MLE"), "bc": Figure("MLE+backspace"), "sm": Figure("SequenceMatch"),
+         "sm_norollout": Figure("SequenceMatch without rollouts")},
+        "MLE 600 steps, then every method 300 more, 800 samples per seed: MLE {mle}, "
+        "MLE+backspace {bc}, SequenceMatch {sm}, without rollouts {sm_norollout}",
+        expected_s=900, paper="SM fewer",
+        not_regenerated="measured in one markov_compare run over seeds 0-2 on a loaded machine "
+                        "(2.5-3 min per training), not yet through the runner"),
     Row("bench_cat_a", "CAT vs Monte Carlo N=64, time to estimate every prefix",
         ("{python} -m experiments.bench.cat --parts a",),
         regex(speedup=r"ratio Monte Carlo / CAT time[^:]*: ([\d,]+)x",
