@@ -112,7 +112,7 @@ def run_row(row: Row, seeds=None, work_root=None, log=print, earlier=(), on_seed
   earlier: run records kept beside these (a seed run again replaces its record); on_seed
   gets the JSON so far after each seed (a runner stopped later keeps the finished seeds)."""
   seeds = list(row.seeds if seeds is None else seeds)
-  if not seeds:
+  if not seeds and not earlier:
     raise ValueError(f"row {row.id}: seeds is empty")
   work_root = work_root or os.path.join(tempfile.gettempdir(), "catrans_results")
   started = datetime.datetime.now(datetime.timezone.utc)

@@ -22,7 +22,8 @@ from experiments.results import registry, run
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--rows", default="", help="comma-separated row ids (see --list)")
-  ap.add_argument("--seeds", default="", help="comma-separated seeds (default: the row's)")
+  ap.add_argument("--seeds", default="", help="comma-separated seeds (default: the row's; "
+                  "'none' with --recover: run nothing)")
   ap.add_argument("--check", action="store_true")
   ap.add_argument("--out", default=None, help=f"default {os.path.relpath(run.DATA)} "
                                               "(none with --check)")
@@ -44,8 +45,8 @@ def main(argv=None) -> int:
   if not ids or unknown:
     ap.error(f"--rows: unknown {unknown} " if unknown else "--rows is required; " +
              f"rows: {', '.join(registry.BY_ID)}")
-  try:
-    seeds = [int(s) for s in a.seeds.split(",") if s] or None
+  try:   # --seeds=none: run nothing, only write what --recover read back
+    seeds = [] if a.seeds == "none" else [int(s) for s in a.seeds.split(",") if s] or None
   except ValueError:
     ap.error(f"--seeds must be comma-separated integers, got {a.seeds!r}")
   out = a.out if a.out is not None else (None if a.check else run.DATA)
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
     ap.error("--add/--recover need somewhere to write: --out")
   if a.recover and (not a.add or len(ids) != 1):
     ap.error("--recover goes with --add and one row")
+  if seeds == [] and not a.recover:
+    ap.error("--seeds=none only with --recover (there would be nothing to write)")
   failures = []
   for row_id in ids:
     row = registry.BY_ID[row_id]

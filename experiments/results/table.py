@@ -70,13 +70,15 @@ def regenerated(row: registry.Row, result: dict) -> str:
   recovered = [r["seed"] for r in result["runs"] if r.get("recovered")]
   where = result["machine"].removeprefix("machine: ").split("; jax")[0]
   text = (row.template.format(**values)
-          + f" (mean [min, max] over seeds {', '.join(map(str, result['seeds']))}; "
-          f"{duration(min(walls), max(walls))} per seed on {where.replace('; ', ', ')}"
-          + (f", shared: 1-min load {duration(min(loads), max(loads), '')} at a seed's start"
+          + (f" (one run, seed {result['seeds'][0]}; " if len(result["seeds"]) == 1 else
+             f" (mean [min, max] over seeds {', '.join(map(str, result['seeds']))}; ")
+          + f"{duration(min(walls), max(walls))} per seed on {where.replace('; ', ', ')}"
+          + (f", 1-min load {duration(min(loads), max(loads), '')} at a seed's start"
              if loads else "")
           + f"; {result['date']}, commit {result['commit'][:10]}"
           + (f"; seed{'s' if len(recovered) > 1 else ''} {', '.join(map(str, recovered))} "
-             "read back from the workdir after the runner stopped, load not recorded"
+             "parsed from the workdir's stdout.log (run outside the runner, or finished after it "
+             "stopped), load not recorded"
              if recovered else "") + ")")
   checked = [f"{fig.label} {fig.interval()}" for fig in row.figures.values() if fig.interval()]
   if checked:
