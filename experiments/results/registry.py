@@ -115,6 +115,19 @@ TRAIN = "{python} -m experiments.train --config=experiments/configs/default.py -
 FIT = ("{python} -m experiments.tools.fit_attribute --trunk=smollm2 "
        "--data=task:rotten_tomatoes:train --limit=400 --max_len=48 --epochs=30 --batch_size=32 "
        "--param=factorized --name=fresh --class_names=rotten,fresh --out={workdir} --seed={seed}")
+BENCH_WHY = "benchmark: rerun it on an otherwise idle machine"
+
+
+def _per_head_row(row_id, title, part, ratio_name, paper):
+  """A bench/cat part that prints 'ratio <ratio_name>: full Ax, factorized Bx'."""
+  line = "ratio " + re.escape(ratio_name) + ":"
+  return Row(row_id, title, (f"{{python}} -m experiments.bench.cat --parts {part}",),
+             regex(full=line + r" full ([\d.]+)x", factorized=line + r".*factorized ([\d.]+)x"),
+             {"full": Figure("full", "{:.2f}x"), "factorized": Figure("factorized", "{:.2f}x")},
+             "{full} (full), {factorized} (factorized)", seeds=(0,), expected_s=300,
+             paper=paper, not_regenerated=BENCH_WHY)
+
+
 MARKOV = ("{python} -m experiments.reports.markov_compare --root={workdir} --protocol=finetune "
           "--seeds={seed} --samples=8")
 SEED_LINE = r"seed \d+ {}\s+invalid ([\d.]+)"
@@ -205,21 +218,11 @@ ROWS = [
          "cat_mae": Figure("CAT MAE vs exact", "{:.3f}")},
         "{speedup} faster, CAT MAE {cat_mae}", seeds=(0,), expected_s=300,
         paper=">= 1000x at equal or lower error",
-        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
-    Row("bench_cat_b", "CAT train step / MLE step",
-        ("{python} -m experiments.bench.cat --parts b",),
-        regex(full=r"ratio CAT / MLE step time: full ([\d.]+)x",
-              factorized=r"ratio CAT / MLE step time:.*factorized ([\d.]+)x"),
-        {"full": Figure("full", "{:.2f}x"), "factorized": Figure("factorized", "{:.2f}x")},
-        "{full} (full), {factorized} (factorized)", seeds=(0,), expected_s=300,
-        paper="<= 1.10x", not_regenerated="benchmark: the lead re-measures it on an idle machine"),
-    Row("bench_cat_c", "Steered / plain decoding",
-        ("{python} -m experiments.bench.cat --parts c",),
-        regex(full=r"ratio steered / plain decoding time: full ([\d.]+)x",
-              factorized=r"ratio steered / plain decoding time:.*factorized ([\d.]+)x"),
-        {"full": Figure("full", "{:.2f}x"), "factorized": Figure("factorized", "{:.2f}x")},
-        "{full} (full), {factorized} (factorized)", seeds=(0,), expected_s=300,
-        paper="<= 1.3x", not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+        not_regenerated=BENCH_WHY),
+    _per_head_row("bench_cat_b", "CAT train step / MLE step", "b", "CAT / MLE step time",
+                  "<= 1.10x"),
+    _per_head_row("bench_cat_c", "Steered / plain decoding", "c",
+                  "steered / plain decoding time", "<= 1.3x"),
     Row("bench_seqmatch", "SequenceMatch step / MLE step",
         ("{python} -m experiments.bench.seqmatch",),
         regex(rollouts=r"rollouts\s+in step ([\d.]+)x", one_pass=r"forward: ([\d.]+)x"),
@@ -227,7 +230,7 @@ ROWS = [
          "one_pass": Figure("one-pass mask", "{:.3f}x")},
         "{rollouts} with in-step rollouts; one-pass mask {one_pass}", seeds=(0,),
         expected_s=300, paper="<= 2x; <= 1.1x",
-        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+        not_regenerated=BENCH_WHY),
     Row("bench_throughput", "Trainer throughput",
         ("{python} -m experiments.bench.throughput",),
         regex(trainer=r"ratio trainer / plain tokens/s: ([\d.]+)x",
@@ -241,7 +244,7 @@ ROWS = [
         "tokens/s of the trainer step / a plain linen model {trainer} (catrans trunk alone "
         "{trunk}); model FLOP/s against the 2048^3 matmul probe of the same rounds: trainer "
         "{trainer_mfu}, plain {plain_mfu}", seeds=(0,), expected_s=300,
-        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+        not_regenerated=BENCH_WHY),
     Row("bench_long", "Long context, chunked vs xla attention (L=2048, d 256, 2 layers, f32)",
         ("{python} -m experiments.bench.throughput --part=long --seq_len=2048 --d_model=256 "
          "--num_layers=2 --num_heads=4 --batch=1",),
@@ -253,7 +256,7 @@ ROWS = [
         "chunked uses {attn_mem} less attention memory (compiled temp bytes) and {step_mem} less "
         "step memory, at {speed} the tokens/s of xla", seeds=(0,), expected_s=60,
         paper=">= 4x less memory at >= 1x tokens/s (the issue's goal)",
-        not_regenerated="benchmark: the lead re-measures it on an idle machine"),
+        not_regenerated=BENCH_WHY),
     Row("smollm2_compare", "SmolLM2-135M + fitted CAT head vs the from-scratch reviews CAT (same "
         "300 test reviews, same prompts, same judge)",
         ("{python} -m experiments.reports.smollm2_compare --reviews=/work/runs/reviews "
