@@ -1,12 +1,14 @@
 """LoRA adapters (catrans.lora) and their wiring in the trainer (model.lora_rank): a fine-tune
 starts exactly at the pretrained model, only the adapters train and hold optimizer state, and
 the merged kernel is the adapter's low-rank update of the frozen one."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from catrans import ModelConfig, lora
+from catrans.pretrained import layout
 from catrans.transformer import Transformer
 from experiments.configs import arithmetic_seqmatch, bits_cat
 from experiments.data import pipeline
@@ -23,7 +25,9 @@ def lora_trainer(tmp_path_factory):
   _write_gguf(path, _linear_weights(FILE_CFG, _random_trunk(FILE_CFG)), cfg=FILE_CFG)
   c = arithmetic_seqmatch.get_config("bc,tiny")   # no rollouts: the cheapest compile
   c.init_from = str(path)
-  c.model.update(dict(max_len=64, lora_rank=4, lora_alpha=8.0, lora_targets=r"attn/(q|o)$"))
+  # The scanned layout, as the SmolLM2 configs use it: adapters with a leading layer axis.
+  c.model.update(dict(max_len=64, lora_rank=4, lora_alpha=8.0, lora_targets=r"attn/(q|o)$",
+                      scan_layers=True))
   t = Trainer(c, str(tmp_path_factory.mktemp("run")), progress=False)
   return t, t.init_state()
 
@@ -35,7 +39,9 @@ def _base(params):
 def test_step_zero_is_the_pretrained_model_exactly(lora_trainer):
   t, state = lora_trainer
   obj, params = t.objective, state.params
-  assert set(params["lora"]["layer_0"]["attn"]) == {"q", "o"}
+  assert set(params["lora"]["layers"]["attn"]) == {"q", "o"}
+  assert params["lora"]["layers"]["attn"]["q"]["a"].shape == (2, 32, 4)   # [layers, d, r]
+  assert params["lora"]["layers"]["attn"]["o"]["b"].shape == (2, 4, 32)   # [layers, r, d]
   assert lora.num_params(params) == 2 * 2 * 4 * (32 + 32)
   tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 12), 0, 259)
   pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
@@ -44,8 +50,8 @@ def test_step_zero_is_the_pretrained_model_exactly(lora_trainer):
   plain = obj.model.apply({"params": _base(params)}, tokens, pos, mask).logits
   np.testing.assert_array_equal(np.asarray(with_adapters), np.asarray(plain))
   # ... and the base is the file's trunk (the adapters did not disturb the placement).
-  np.testing.assert_array_equal(np.asarray(params["layer_1"]["mlp"]["down"]),
-                                np.asarray(t.objective._pretrained["layer_1"]["mlp"]["down"]))
+  np.testing.assert_array_equal(np.asarray(params["layers"]["mlp"]["down"]),
+                                np.asarray(t.objective._pretrained["layers"]["mlp"]["down"]))
 
 
 def test_only_the_adapters_train_and_hold_optimizer_state(lora_trainer):
@@ -55,7 +61,7 @@ def test_only_the_adapters_train_and_hold_optimizer_state(lora_trainer):
   grads = jax.jit(jax.grad(lambda p: t.objective.loss(p, batch, jax.random.PRNGKey(0),
                                               jnp.asarray(5))[0]))(state.params)
   assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(_base(grads)))
-  assert np.any(np.asarray(grads["lora"]["layer_0"]["attn"]["q"]["b"]))
+  assert np.all(np.any(np.asarray(grads["lora"]["layers"]["attn"]["q"]["b"]), axis=(1, 2)))
   n_adapter = lora.num_params(before)
   opt_floats = sum(x.size for x in jax.tree.leaves(state.opt_state)
                    if jnp.issubdtype(x.dtype, jnp.floating))
@@ -67,9 +73,9 @@ def test_only_the_adapters_train_and_hold_optimizer_state(lora_trainer):
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(_base(before)),
                           jax.tree.leaves(_base(after))):
     np.testing.assert_array_equal(a, b, err_msg=str(path))
-  for leaf in ("a", "b"):
-    assert np.any(after["lora"]["layer_1"]["attn"]["o"][leaf]
-                  != before["lora"]["layer_1"]["attn"]["o"][leaf])
+  for leaf in ("a", "b"):   # every layer's own adapter moved
+    moved = after["lora"]["layers"]["attn"]["o"][leaf] != before["lora"]["layers"]["attn"]["o"][leaf]
+    assert np.all(np.any(moved, axis=(1, 2)))
 
 
 def _batch(t, step):
@@ -109,6 +115,38 @@ def _get(tree, path):
   for k in path:
     tree = tree[k]
   return tree
+
+
+def test_scanned_adapters_are_the_unrolled_ones_stacked():
+  cfg = ModelConfig(vocab_size=40, d_model=16, num_layers=3, num_heads=4, num_kv_heads=2,
+                    mlp_dim=24, max_len=16, scan_layers=True)
+  shapes = nn.meta.unbox(jax.eval_shape(Transformer(cfg).init, jax.random.PRNGKey(0),
+                                        jnp.zeros((1, 4), jnp.int32))["params"])
+  rs = np.random.default_rng(0)
+  scanned = jax.tree.map(lambda s: rs.normal(size=s.shape).astype(np.float32), shapes)
+  p = lora.add(scanned, jax.random.PRNGKey(1), rank=2)
+  assert len(jax.tree.leaves(p["lora"])) == 2 * 7
+  assert p["lora"]["layers"]["attn"]["o"]["a"].shape == (3, 16, 2)   # [layers, heads*hd, r]
+  assert p["lora"]["layers"]["mlp"]["down"]["b"].shape == (3, 2, 16)
+  # B = 0: the merged tree is the base exactly, so step 0 is the pretrained model.
+  for path, w in jax.tree_util.tree_leaves_with_path(lora.merge(p, alpha=4.0)):
+    np.testing.assert_array_equal(w, _get(scanned, [k.key for k in path]), err_msg=str(path))
+  # With B != 0, layer i of the stacked adapters is an independent adapter of layer i: the
+  # scanned merge equals the unrolled merge of the same per-layer adapters.
+  p["lora"] = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape),
+                           p["lora"])
+  unrolled = dict(layout.to_unrolled(scanned),
+                  lora=layout.to_unrolled(jax.device_get(p["lora"])))
+  merged_scanned = layout.to_unrolled(jax.device_get(lora.merge(p, alpha=4.0)))
+  merged_unrolled = lora.merge(unrolled, alpha=4.0)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(merged_unrolled),
+                          jax.tree.leaves(merged_scanned)):
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7, err_msg=str(path))
+  assert not np.allclose(merged_scanned["layer_2"]["attn"]["o"], unrolled["layer_2"]["attn"]["o"])
+  bad = dict(p, lora={"layers": {"attn": {"q": {"a": p["lora"]["layers"]["attn"]["q"]["a"][:2],
+                                                "b": p["lora"]["layers"]["attn"]["q"]["b"][:2]}}}})
+  with pytest.raises(ValueError, match="leading layer axes"):
+    lora.merge(bad, alpha=4.0)
 
 
 def test_bad_arguments_are_refused(tmp_path):

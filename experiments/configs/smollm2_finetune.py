@@ -30,7 +30,8 @@ def get_config(arg: str = "cat_attr"):
   c.init_from = "smollm2"
   c.task = c.task.__class__(dict(name="rotten_tomatoes", tokenizer="smollm2"))
   # Only these model fields matter with init_from (the architecture comes from the file).
-  c.model.update(dict(max_len=128, dtype="float32", remat="none", scan_layers=False))
+  # scan_layers: the 30 pretrained layers stacked, so the step compiles one layer body.
+  c.model.update(dict(max_len=128, dtype="float32", remat="none", scan_layers=True))
   c.data.update(dict(seq_len=64, global_batch_size=8))
   c.train.update(dict(steps=150, log_every=10, eval_every=75, eval_batches=8,
                       checkpoint_every=25))

@@ -62,13 +62,14 @@ class Objective:
 
   # --- starting from a pretrained model ----------------------------------------------------
   def _pretrained_architecture(self, model: dict, task) -> dict:
-    """config.model with the architecture of `init_from` (only max_len, dtypes and remat are
-    kept from the config). The vocabulary may grow past the file's (e.g. <bkspc>)."""
+    """config.model with the architecture of `init_from` (only max_len, dtypes, remat and
+    scan_layers are kept from the config). The vocabulary may grow past the file's (e.g. <bkspc>)."""
     from catrans.pretrained import load_pretrained
-    if model.get("scan_layers"):
-      raise ValueError("init_from needs model.scan_layers=False (pretrained layers are unrolled)")
+    # scan_layers=True stacks the file's layers (catrans.pretrained.layout): one layer body
+    # to compile instead of num_layers of them.
     cfg, self._pretrained = load_pretrained(self.init_from, max_len=model["max_len"],
-                                            dtype=model.get("dtype", "float32"))
+                                            dtype=model.get("dtype", "float32"),
+                                            scan_layers=bool(model.get("scan_layers")))
     if task.tokenizer.vocab_size != cfg.vocab_size:
       raise ValueError(
           f"init_from={self.init_from!r} has a {cfg.vocab_size}-token vocabulary but the task's "
@@ -126,7 +127,7 @@ class Objective:
       return params
     adapters = lora.init(nn.meta.unbox(params), jax.random.fold_in(rng, 0x10AA),
                          rank=self.lora_rank, targets=self.lora_targets)
-    boxed = jax.tree.map(lambda x: nn.Partitioned(x, names=(None, None)), adapters)
+    boxed = jax.tree.map(lambda x: nn.Partitioned(x, names=(None,) * x.ndim), adapters)
     return dict(params, **{lora.LORA_KEY: boxed})
 
   def model_params(self, params) -> Any:
