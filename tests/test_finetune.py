@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from catrans import ModelConfig
-from catrans.pretrained import load_gguf
+from catrans.pretrained import load_gguf, to_scanned
 from experiments.configs import arithmetic_seqmatch, bits_cat, default
 from experiments.trainer import Trainer
 from tests.test_pretrained import _linear_weights, _random_trunk, _write_gguf
@@ -45,8 +45,11 @@ def test_mle_run_starts_from_the_file(gguf_file, tmp_path):
 
 
 def test_cat_run_starts_its_trunk_from_the_file(gguf_file, tmp_path):
-  _, params = _init(bits_cat.get_config("tiny"), gguf_file, tmp_path)
-  _assert_same(params["trunk"], load_gguf(gguf_file, max_len=64)[1])
+  # In the scanned layout (as configs/smollm2_finetune.py runs it): the file's layers stacked.
+  config = bits_cat.get_config("tiny")
+  config.model.scan_layers = True
+  _, params = _init(config, gguf_file, tmp_path)
+  _assert_same(params["trunk"], to_scanned(load_gguf(gguf_file, max_len=64)[1], 2))
   assert set(params) - {"trunk"}, "the attribute branch is fresh, beside the trunk"
 
 

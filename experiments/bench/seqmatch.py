@@ -82,13 +82,17 @@ def main(argv=None):
   ap.add_argument("--mlp_dim", type=int, default=0, help="0 = the config's (512)")
   ap.add_argument("--batch", type=int, default=0, help="0 = the config's (32)")
   ap.add_argument("--rollouts", type=int, default=0, help="0 = the config's (8)")
-  ap.add_argument("--every", default="1,4,16", help="rollout refresh intervals m")
+  ap.add_argument("--every", default="", help="rollout refresh intervals m (default 1,4,16; "
+                  "--part=smollm2: the last one, default the config's 8)")
+  ap.add_argument("--seq_len", type=int, default=0,
+                  help="--part=smollm2: row length (0 = the config's 32)")
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument("--part", default="small", choices=("small", "smollm2"),
                   help="small: the arithmetic model (above); smollm2: 135M + LoRA")
   a = ap.parse_args(argv)
   if a.part == "smollm2":
     return smollm2_lora(a)
+  a.every = a.every or "1,4,16"
 
   c = make_config(a)
   task = get_task(c.task.name, c.task)
@@ -201,18 +205,22 @@ def smollm2_lora(a):
   from catrans import lora
   from experiments.configs import smollm2_finetune
   from experiments.trainer import Trainer
-  every = int(a.every.split(",")[-1])
+  import time
+  every = int(a.every.split(",")[-1]) if a.every else 0
   configs = {}
   mle = smollm2_finetune.get_config("mle,lora")
   mle.objective = ml_collections.ConfigDict({"name": "mle"})   # plain CE on [B, seq_len]
   configs["MLE"] = mle
   sm = smollm2_finetune.get_config("sm,lora")
+  every = every or int(sm.objective.rollout_every)
   sm.objective.update(dict(bc_steps=0, rollout_every=every))   # the mixture loss throughout
   configs["SM"] = sm
-  if a.batch:
-    for c in configs.values():
+  for c in configs.values():
+    if a.batch:
       c.data.global_batch_size = a.batch
-  thunks, info = {}, {}
+    if a.seq_len:
+      c.data.seq_len = a.seq_len
+  thunks, info, first = {}, {}, {}
   tmp = tempfile.mkdtemp(prefix="bench_smlora_")
   for name, c in configs.items():
     c.train.progress = False
@@ -220,7 +228,17 @@ def smollm2_lora(a):
     it = pipeline.make_train_iterator(t.task, "train", global_batch_size=t.batch_size,
                                       seq_len=t.seq_len, seed=0, read_threads=1)
     batches = [next(it) for _ in range(every)]
-    holder = {"state": t.init_state(), "step": 0}
+    # Compile time, phase by phase (printed as it goes: a step that never compiles shows
+    # where it stuck). The first step's wall time is its compilation plus one step.
+    t0 = time.perf_counter()
+    holder = {"state": jax.block_until_ready(t.init_state()), "step": 0}
+    t1 = time.perf_counter()
+    holder["state"], m = t.train_step(holder["state"], batches[0], 0)
+    jax.block_until_ready(m["loss"])
+    holder["step"] = 1   # any m consecutive steps hold one buffer refresh (step % m == 0)
+    first[name] = (t1 - t0, time.perf_counter() - t1)
+    print(f"{name}: init_state (load, place, compile init) {first[name][0]:.1f} s; first "
+          f"train step (compile + 1 step) {first[name][1]:.1f} s", flush=True)
     n_lora = lora.num_params(holder["state"].params)
 
     def cycle(t=t, batches=batches, holder=holder):
@@ -239,12 +257,14 @@ def smollm2_lora(a):
         f"tokens; SM: N = {sm.objective.max_items} action slots, {sm.objective.rollouts} "
         f"rollouts of up to {sm.objective.rollout_max_actions} actions refreshed every "
         f"{every} steps; medians of {a.rounds} rounds of {every}-step cycles")
-  print(f"{'train step':<12}{'seconds per step, median (min-max)':>38}")
+  print(f"{'train step':<12}{'seconds per step, median (min-max)':>38}"
+        f"{'init s':>9}{'first step s':>14}")
   for name in timed:
-    print(f"{name:<12}{timing.spread(timed[name], 1.0 / every):>38}")
+    print(f"{name:<12}{timing.spread(timed[name], 1.0 / every):>38}{first[name][0]:>9.1f}"
+          f"{first[name][1]:>14.1f}")
   ratio = per_step["SM"] / per_step["MLE"]
   print(f"ratio SM / MLE step (135M + LoRA, rollouts every {every}): {ratio:.2f}x (goal <= 2x)")
-  return dict(per_step=per_step, ratio=ratio, every=every)
+  return dict(per_step=per_step, ratio=ratio, every=every, first=first)
 
 
 if __name__ == "__main__":
