@@ -9,8 +9,8 @@ pretrained model. A scanned trunk (scan_layers=True) stacks its layers' kernels 
 leading layer axis ('layers/attn/q' is [layers, d, heads, head_dim]); its adapters carry the
 same leading axis (A [layers, d_in, r], B [layers, r, d_out]), one independent adapter per
 layer as in the unrolled trunk. The adapters live in their own subtree `params['lora']`,
-mirroring the paths of the kernels they adapt; `merge` strips it, so any code that applies a plain param
-tree (a Transformer, a seqmatch model function) works unchanged on merge(params).
+mirroring the paths of the kernels they adapt; `merge` strips it, so any code that applies a
+plain param tree (a Transformer, a seqmatch model function) works unchanged on merge(params).
 
 Gradients: merge stops the gradient into the base tree, so only A and B are trained; a
 frozen base also needs no optimizer state (`trainable_mask`). The backward pass still forms
@@ -115,7 +115,8 @@ def add(params, rng: jax.Array, *, rank: int, targets: str = DEFAULT_TARGETS,
 
 def merge(params, *, alpha: float, stop_base_gradient: bool = True) -> Any:
   """The plain param tree with W + (A @ B) * alpha / r at every adapted kernel (layer by
-  layer for stacked adapters: a batched matmul). Without a 'lora' subtree, params unchanged. stop_base_gradient: the base kernels get no gradient."""
+  layer for stacked adapters: a batched matmul). Without a 'lora' subtree, params unchanged.
+  stop_base_gradient: the base kernels get no gradient."""
   if LORA_KEY not in params:
     return params
   check_args(1, alpha, "")

@@ -63,7 +63,8 @@ class Objective:
   # --- starting from a pretrained model ----------------------------------------------------
   def _pretrained_architecture(self, model: dict, task) -> dict:
     """config.model with the architecture of `init_from` (only max_len, dtypes, remat and
-    scan_layers are kept from the config). The vocabulary may grow past the file's (e.g. <bkspc>)."""
+    scan_layers are kept from the config). The vocabulary may grow past the file's (e.g.
+    <bkspc>)."""
     from catrans.pretrained import load_pretrained
     # scan_layers=True stacks the file's layers (catrans.pretrained.layout): one layer body
     # to compile instead of num_layers of them.
