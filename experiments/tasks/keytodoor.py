@@ -151,6 +151,9 @@ def make_task(config) -> Task:
   train, won = random_trajectories(int(opts["num_train"]), int(opts["seed"]))
   if opts["only_wins"]:
     train = [t for t, w in zip(train, won) if w]
+    if not train:
+      raise ValueError(f"only_wins: none of the num_train={opts['num_train']} random "
+                       "trajectories won; raise num_train")
     won = np.ones(len(train), np.int32)
   # bos and eos are the pipeline's to add; a return token goes right after bos.
   head = (lambda w: [RETURN0 + int(w)]) if opts["return_conditioned"] else (lambda w: [])
