@@ -179,6 +179,9 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match='mode'):
     pipeline.make_train_iterator(TASK, 'train', global_batch_size=4, seq_len=8,
                                  seed=0, mode='bucketing')
+  # An empty split would make the 'infinite' iterator stop at its first batch.
+  with pytest.raises(ValueError, match="split 'train' has no examples"):
+    pipeline.make_train_iterator(_task([]), 'train', global_batch_size=4, seq_len=8, seed=0)
 
 
 def test_unigram_entropy():

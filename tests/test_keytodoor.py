@@ -243,9 +243,21 @@ def test_decision_transformer_task_and_compare_table(tmp_path):
   task = get_task("keytodoor", c.task)
   assert task.tokenizer.vocab_size == k2d.VOCAB_SIZE + 2
   ex = task.source("train")
-  assert all(e["tokens"][0] == k2d.RETURN0 + e["label"] for e in ex)
+  plain = get_task("keytodoor", get_config("bc,tiny").task).source("train")
+  for e, p in zip(ex, plain):
+    ret = k2d.RETURN0 + e["label"]
+    t = e["tokens"]
+    assert t[0] == ret
+    # DT's triples: the return token right before every observation, nothing else added.
+    is_obs = (t >= k2d.OBS0) & (t < k2d.VOCAB_SIZE)
+    assert (t[np.flatnonzero(is_obs) - 1] == ret).all()
+    np.testing.assert_array_equal(t[t != ret], p["tokens"])
   assert k2d.describe(k2d.RETURN0 + 1) == "<won>"
-  assert c.data.seq_len == get_config("bc,tiny").data.seq_len + 1
+  assert c.data.seq_len == get_config("bc,tiny").data.seq_len + 1 + env_lib.EPISODE_STEPS
+  once = get_config("dt,tiny,dt1")
+  assert once.data.seq_len == get_config("bc,tiny").data.seq_len + 1
+  assert all(e["tokens"][0] == k2d.RETURN0 + e["label"] and (e["tokens"][1:] < k2d.RETURN0).all()
+             for e in get_task("keytodoor", once.task).source("train"))
   rows = main([f"--root={tmp_path}", "--methods=dt", "--seeds=0", "--episodes=8", "--tiny"])
   r = json.load(open(os.path.join(tmp_path, "dt_s0", "keytodoor_eval.json")))
   assert r["policy"] == "dt" and r["episodes"] == 8 and rows["dt"] == [r["win_rate"]]

@@ -5,8 +5,9 @@
 
 METHOD: cat (CAT, the policy picks argmax_a P(win | s, a)), bc (plain LM, the policy picks
 argmax_a p(a | s)), pbc (%BC: the LM trained on winning trajectories only), dt (Decision Transformer: the LM
-trained on all trajectories with a won/lost return token after bos; it plays conditioned on
-'won'). Append ',1k' for
+trained on all trajectories with a won/lost return token after bos and before every
+observation, as DT's (return-to-go, state, action) triples; it plays conditioned on 'won'; ',dt1'
+puts the return token after bos only). Append ',1k' for
 the 1K-trajectory dataset and ',tiny' for a seconds-long smoke run."""
 from experiments.configs.base import base_config
 from experiments.tasks import keytodoor
@@ -17,8 +18,11 @@ def get_config(arg: str = "cat"):
   c = base_config()
   c.task = c.task.__class__(dict(name="keytodoor", num_train=1000 if "1k" in flags else 10000,
                                  num_test=500, seed=0, only_wins=method == "pbc",
-                                 return_conditioned=method == "dt"))
-  extra = int(method == "dt")   # the return token
+                                 return_conditioned=method == "dt",
+                                 return_every_step=method == "dt" and "dt1" not in flags))
+  # Return tokens: one after bos, and with return_every_step one before every observation.
+  extra = ((keytodoor.MAX_DT_TOKENS - keytodoor.MAX_TOKENS) if c.task.return_every_step
+           else int(method == "dt"))
   # learned_positions: the model sees absolute time, as Decision Transformer's timestep
   # embedding; what an action is worth in phase 1 depends on the steps left before the timer
   # (keytodoor_compare's count table over (state, time, action) of the 10K episodes wins
@@ -51,7 +55,8 @@ def get_config(arg: str = "cat"):
   else:
     raise ValueError(f"keytodoor methods: cat, bc, pbc, dt; got {method!r}")
   if "tiny" in flags:
-    c.task.update(dict(num_train=64, num_test=16))
+    # %BC keeps only the wins (about 1 random episode in 8): 256 leaves it a few batches.
+    c.task.update(dict(num_train=256 if method == "pbc" else 64, num_test=16))
     c.model.update(dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=64))
     c.data.global_batch_size = 8
     c.train.update(dict(steps=4, log_every=2, eval_every=4, eval_batches=1,

@@ -122,7 +122,10 @@ def make_train_iterator(task, split: str, *, global_batch_size: int,
   """
   _check_args(mode, process_index, process_count)
   local = _local_batch_size(global_batch_size, process_count)
-  examples = grain.MapDataset.source(task.source(split)).shuffle(seed=seed)
+  source = task.source(split)
+  if not len(source):   # repeat(None) of nothing would end the 'infinite' iterator at once
+    raise ValueError(f'task {task.name!r} split {split!r} has no examples to train on')
+  examples = grain.MapDataset.source(source).shuffle(seed=seed)
   examples = examples.repeat(None)
   read_options = grain.ReadOptions(num_threads=read_threads)
   if mode == 'padding':

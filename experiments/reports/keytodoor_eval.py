@@ -24,7 +24,7 @@ from catrans.transformer import init_cache
 from experiments.envs import keytodoor as env_lib
 from experiments.tasks import keytodoor as k2d
 
-WIDTH = k2d.MAX_TOKENS + 2   # room for a return token
+WIDTH = k2d.MAX_DT_TOKENS + 1   # room for the return tokens
 ACTIONS = k2d.ACTION0 + np.arange(4)
 
 
@@ -63,9 +63,10 @@ def new_cache(objective, batch):
 
 
 def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250,
-         return_conditioned=False):
+         return_conditioned=False, return_every_step=False):
   """Win rate over `episodes` fresh environments; with return_conditioned every episode's
-  tokens start [bos, <won>, key, ...] (the Decision Transformer asks for a win)."""
+  tokens start [bos, <won>, key, ...] (the Decision Transformer asks for a win), and with
+  return_every_step a <won> precedes every observation."""
   if policy == "auto":
     policy = "cat" if isinstance(objective.model, CATModel) else "bc"
   step = make_scorer(objective, policy)
@@ -81,7 +82,8 @@ def play(objective, params, *, episodes=1000, seed=123, policy="auto", batch=250
     cache = new_cache(objective, n)
     for t in range(env_lib.EPISODE_STEPS):
       o_t = k2d.obs_token(obs["phase"], obs["has_key"], obs["pos"], obs["key"])
-      new = np.concatenate([new, o_t[:, None]], 1).astype(np.int32)
+      ret = [np.full((n, 1), k2d.RETURN0 + 1)] if return_every_step else []
+      new = np.concatenate([new] + ret + [o_t[:, None]], 1).astype(np.int32)
       logp, p_win, cache = step(params, jnp.asarray(new), cache)
       logp, p_win = jax.device_get((logp, p_win))
       if policy == "cat":
@@ -168,7 +170,8 @@ def main(argv=None):
   trainer = load_trainer(a.workdir)
   params = trainer.restore_params()
   result = play(trainer.objective, params, episodes=a.episodes, policy=a.policy,
-                return_conditioned=bool(trainer.config.task.get("return_conditioned", False)))
+                return_conditioned=bool(trainer.config.task.get("return_conditioned", False)),
+                return_every_step=bool(trainer.config.task.get("return_every_step", False)))
   if isinstance(trainer.objective.model, CATModel):
     tokens, credit, q, (key_idx, door_idx) = credit_of_winning_episode(trainer.objective, params)
     # Rank 1 = the largest credit in the episode: the paper's claim is that these two stand out.

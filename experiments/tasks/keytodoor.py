@@ -15,8 +15,13 @@ Config keys: num_train (10000; the paper's 1K setting: 1000), num_test (500), se
 features (True: the model embeds observations factored, see token_features),
 only_wins (False: the %BC baseline trains on the winning trajectories only),
 return_conditioned (False: the Decision Transformer baseline puts a return token, 'won' or
-'lost', right after bos; two extra vocabulary ids). With one terminal 0/1 reward the return to
-go is the same at every step, so one token at the start carries all that DT conditions on."""
+'lost', right after bos; two extra vocabulary ids), return_every_step (False: with
+return_conditioned, the return token is also put before every observation, as Decision
+Transformer's (return-to-go, state, action) triples). With one terminal 0/1 reward the return to
+go is the same at every step, so one token at the start carries all that DT conditions on; but
+from the start the model must learn to attend ~200 tokens back to a token that flips the
+action distribution of 3% of the data, and 800-1000 steps did not (win rate 0.087-0.124);
+next to every observation it is one position away."""
 import numpy as np
 
 from experiments.envs import keytodoor as env_lib
@@ -30,8 +35,9 @@ SEEK0 = OBS0 + 5 * NUM_CELLS    # phase 1, key not yet taken, one block per key 
 VOCAB_SIZE = SEEK0 + NUM_KEYS * NUM_CELLS
 RETURN0 = VOCAB_SIZE          # return tokens (lost, won) of the Decision Transformer variant
 MAX_TOKENS = 3 + 2 * env_lib.EPISODE_STEPS
+MAX_DT_TOKENS = MAX_TOKENS + 1 + env_lib.EPISODE_STEPS   # return tokens after bos and per step
 DEFAULTS = dict(num_train=10000, num_test=500, seed=0, only_wins=False,
-                return_conditioned=False, features=True)
+                return_conditioned=False, return_every_step=False, features=True)
 FEATURE_NAMES = ("phase_and_possession", "row", "col", "key_row", "key_col", "key_drow",
                  "key_dcol")
 
@@ -145,17 +151,35 @@ def random_trajectories(num: int, seed: int):
   return out, env.won.astype(np.int32)
 
 
+def with_returns(tokens, won, every_step: bool):
+  """Decision Transformer's input: the return token (RETURN0 + won) first and, with
+  every_step, again before every observation token."""
+  ret = RETURN0 + int(won)
+  out = [ret]
+  for tok in tokens:
+    if every_step and OBS0 <= tok < VOCAB_SIZE:
+      out.append(ret)
+    out.append(tok)
+  return out
+
+
 def make_task(config) -> Task:
   opts = {k: config.get(k, v) for k, v in DEFAULTS.items()}
   test, test_won = random_trajectories(int(opts["num_test"]), int(opts["seed"]) + 10_000)
   train, won = random_trajectories(int(opts["num_train"]), int(opts["seed"]))
   if opts["only_wins"]:
     train = [t for t, w in zip(train, won) if w]
+    if not train:
+      raise ValueError(f"only_wins: none of the num_train={opts['num_train']} random "
+                       "trajectories won; raise num_train")
     won = np.ones(len(train), np.int32)
-  # bos and eos are the pipeline's to add; a return token goes right after bos.
-  head = (lambda w: [RETURN0 + int(w)]) if opts["return_conditioned"] else (lambda w: [])
+  if opts["return_every_step"] and not opts["return_conditioned"]:
+    raise ValueError("return_every_step needs return_conditioned=True")
+  # bos and eos are the pipeline's to add.
+  body = (lambda t, w: with_returns(t[1:-1], w, opts["return_every_step"])
+          ) if opts["return_conditioned"] else (lambda t, w: t[1:-1])
   splits = {
-      name: [{"tokens": np.asarray(head(w) + t[1:-1], np.int32), "label": int(w)}
+      name: [{"tokens": np.asarray(body(t, w), np.int32), "label": int(w)}
              for t, w in zip(trajs, wins)]
       for name, trajs, wins in (("train", train, won), ("test", test, test_won))
   }
