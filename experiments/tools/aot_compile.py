@@ -34,7 +34,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from experiments import sharding
+from experiments import hlo_bytes, sharding
 from experiments.tools import kernel_costs
 
 log = logging.getLogger("experiments")
@@ -98,6 +98,8 @@ class Report:
   out_of_memory: bool = False  # the compiler refused it: temp_bytes is what it asked for
   kernel_flops: float = 0.0    # analytic splash FLOPs / bytes per device, in flops and
   kernel_bytes: float = 0.0    # bytes_accessed too (XLA cannot see inside a Pallas call)
+  hlo: str = dataclasses.field(default="", repr=False)  # optimized HLO (its 1- and 2-layer
+  layer_hlos: tuple = dataclasses.field(default=(), repr=False)  # copies'), --breakdown
 
   @property
   def total_bytes(self) -> int:
@@ -151,7 +153,7 @@ def _memory_report(name, setting, compiled, model_flops, chip, seconds) -> Repor
   return Report(name, setting, int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes),
                 int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes),
                 float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0)),
-                float(model_flops), chip.hbm_bytes, seconds)
+                float(model_flops), chip.hbm_bytes, seconds, hlo=compiled.as_text())
 
 
 def _abstract_batch(trainer) -> dict:
@@ -223,6 +225,7 @@ def compile_config(config, devices, *, what=("train", "decode"), decode_batch: i
       r.flops = one.flops + (layers - 1) * (two.flops - one.flops)
       r.bytes_accessed = one.bytes_accessed + (layers - 1) * (two.bytes_accessed
                                                                - one.bytes_accessed)
+      r.layer_hlos = (one.hlo, two.hlo)
   for r in reports:
     if r.name == "train" and kernel is not None and not r.out_of_memory:
       r.kernel_flops, r.kernel_bytes = kernel
@@ -352,6 +355,7 @@ _MAX = flags.DEFINE_integer("max_candidates", 12, "mesh splits to try with --sea
 _DECODE_BATCH = flags.DEFINE_integer("decode_batch", 0, "decode batch (0 = the train batch)")
 _JSON = flags.DEFINE_string("json", None, "also write the reports to this JSON file")
 _PROGRAMS = flags.DEFINE_list("programs", ["train", "decode"], "programs to compile")
+_BREAKDOWN = flags.DEFINE_integer("breakdown", 0, "> 0: this many groups of HBM bytes by op")
 
 
 def main(argv):
@@ -376,18 +380,17 @@ def main(argv):
       raise app.UsageError(f"--programs: unknown {unknown}; choose from train, decode")
     reports = compile_config(config, devices, what=tuple(_PROGRAMS.value),
                              decode_batch=_DECODE_BATCH.value)
-  print(format_table(reports, chip, len(devices)))
-  print("est. step: roofline max(FLOPs / peak, bytes / HBM bandwidth) per device; "
-        "collectives over ICI are not modelled, so real steps are slower.")
+  print(format_table(reports, chip, len(devices)) + "\nest. step: roofline max(FLOPs / peak, "
+        "bytes / HBM bandwidth) per device; collectives over ICI are not modelled.")
   for r in reports:
     if r.kernel_flops:
-      print(f"{r.name}: FLOPs and bytes include the splash attention kernel counted "
-            f"analytically ({r.kernel_flops / 1e12:.3g} TFLOP, {r.kernel_bytes / GiB:.3g} GiB "
-            f"per device; experiments/tools/kernel_costs.py): XLA's cost analysis does not "
-            f"see inside a Pallas call.")
+      print(kernel_costs.note(r.name, r.kernel_flops, r.kernel_bytes))
+    if _BREAKDOWN.value:
+      print(hlo_bytes.report(r.name, r.hlo, r.layer_hlos, _BREAKDOWN.value, r.bytes_accessed))
   if _JSON.value:
     with open(_JSON.value, "w") as f:
-      json.dump([dict(dataclasses.asdict(r), total_bytes=r.total_bytes, fits=r.fits,
+      json.dump([dict({k: v for k, v in dataclasses.asdict(r).items() if "hlo" not in k},
+                      total_bytes=r.total_bytes, fits=r.fits,
                       step_seconds=r.step_seconds(chip, len(devices)), mfu=r.mfu(chip, len(devices)))
                  for r in reports], f, indent=2)
 
