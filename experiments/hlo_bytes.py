@@ -220,17 +220,17 @@ def format_breakdown(rows, ops, top: int = 25, xla_total: float | None = None) -
   return "\n".join(lines)
 
 
-def per_layer(one_hlo: str, two_hlo: str, depth: int = 3):
+def per_layer(a_hlo: str, b_hlo: str, n: int = 1, depth: int = 3):
   """[(group, bytes per layer, bytes outside the layers)] from the same model compiled
-  unrolled at 1 and 2 layers: a layer is two - one, the rest 2 one - two (as aot_compile
-  extrapolates XLA's totals). layer_0 / layer_1 are merged into layer_N."""
+  unrolled at n and n + 1 layers: a layer is b - a, the rest a - n (b - a) (as aot_compile
+  extrapolates XLA's totals). layer_0, layer_1, ... are merged into layer_N."""
   def grouped(hlo):
     c = collections.Counter()
-    for g, b, _ in breakdown(hlo, depth)[0]:
-      c[re.sub(r"layer_\d+", "layer_N", g)] += b
+    for g, nbytes, _ in breakdown(hlo, depth)[0]:
+      c[re.sub(r"layer_\d+", "layer_N", g)] += nbytes
     return c
-  one, two = grouped(one_hlo), grouped(two_hlo)
-  rows = [(g, two[g] - one[g], 2 * one[g] - two[g]) for g in set(one) | set(two)]
+  a, b = grouped(a_hlo), grouped(b_hlo)
+  rows = [(g, b[g] - a[g], a[g] - n * (b[g] - a[g])) for g in set(a) | set(b)]
   return sorted(rows, key=lambda r: -abs(r[1]))
 
 
@@ -246,8 +246,9 @@ def format_per_layer(rows, top: int = 25) -> str:
 def report(name: str, hlo: str, layer_hlos=(), top: int = 25, xla_total=None) -> str:
   """The text aot_compile --breakdown prints for one program."""
   if layer_hlos:
-    return (f"\n{name}: HBM bytes by source, one layer and the rest (from the 1- and 2-layer "
-            f"unrolled programs; ops counted as this module does, which splits but does not "
-            f"reproduce XLA's totals):\n" + format_per_layer(per_layer(*layer_hlos), top))
+    a, b, n = layer_hlos
+    return (f"\n{name}: HBM bytes by source, one layer and the rest (from the {n}- and "
+            f"{n + 1}-layer unrolled programs; ops counted as this module does, which splits "
+            f"but does not reproduce XLA's totals):\n" + format_per_layer(per_layer(a, b, n), top))
   return (f"\n{name}: HBM bytes by source (experiments.hlo_bytes):\n"
           + format_breakdown(*breakdown(hlo), top, xla_total))
