@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from catrans import validation
+from catrans import token_loss, validation
 from catrans.attention import AttentionMask
 from catrans.config import ModelConfig
 from catrans.layers import Block, RMSNorm
@@ -129,6 +129,18 @@ class Transformer(nn.Module):
       logits = hidden_BxLxD @ self.unembed.astype(self.cfg.compute_dtype)
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits[..., :self.cfg.vocab_size].astype(jnp.float32)
+
+  def token_nll(self, hidden_BxLxD, targets_BxL):
+    """(nll [B, L] f32, target is the argmax [B, L]) of the next tokens from the final
+    hidden states (TransformerOutput.hidden) without materialising f32 logits
+    (catrans.token_loss): what the dense logits + softmax cross-entropy give, for less HBM."""
+    v = self.cfg.vocab_size
+    if self.cfg.tie_embeddings:
+      table_VxD = self.embed.embedding[:v]
+    else:
+      table_VxD = self.unembed[:, :v].T
+    hidden = hidden_BxLxD.astype(self.cfg.compute_dtype)
+    return token_loss.token_nll(hidden, table_VxD.astype(self.cfg.compute_dtype), targets_BxL)
 
   def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
                cache=None, *, return_logits: bool = True) -> TransformerOutput:

@@ -21,10 +21,17 @@ class MLE(Objective):
     return Transformer(self.model_config)
 
   def loss(self, params, batch, rng, step):
-    out = self.model.apply({"params": self.model_params(params)}, batch["inputs"], batch["positions"],
-                           segment_ids_BxL=batch.get("segment_ids"))
-    ce, weight, acc = token_cross_entropy(out.logits, batch["targets"], batch["weights"])
-    return ce, {"loss": ce, "ce": ce, "accuracy": acc, "weight": weight}
+    variables = {"params": self.model_params(params)}
+    # The loss from the hidden states (Transformer.token_nll): the same values as
+    # token_cross_entropy(out.logits, ...) without the [B, L, V] f32 logits in HBM.
+    out = self.model.apply(variables, batch["inputs"], batch["positions"],
+                           segment_ids_BxL=batch.get("segment_ids"), return_logits=False)
+    nll_BxL, correct_BxL = self.model.apply(variables, out.hidden, batch["targets"],
+                                            method=Transformer.token_nll)
+    w = batch["weights"]
+    total = jnp.maximum(w.sum(), 1e-8)
+    ce, acc = (nll_BxL * w).sum() / total, (correct_BxL * w).sum() / total
+    return ce, {"loss": ce, "ce": ce, "accuracy": acc, "weight": w.sum()}
 
 
 def make_objective(config, task):

@@ -34,7 +34,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from experiments import sharding
+from experiments import hlo_bytes, sharding
 from experiments.tools import kernel_costs
 
 log = logging.getLogger("experiments")
@@ -98,6 +98,8 @@ class Report:
   out_of_memory: bool = False  # the compiler refused it: temp_bytes is what it asked for
   kernel_flops: float = 0.0    # analytic splash FLOPs / bytes per device, in flops and
   kernel_bytes: float = 0.0    # bytes_accessed too (XLA cannot see inside a Pallas call)
+  hlo: str = dataclasses.field(default="", repr=False)  # optimized HLO (of its n- and n+1-
+  layer_hlos: tuple = dataclasses.field(default=(), repr=False)  # layer copies, n): --breakdown
 
   @property
   def total_bytes(self) -> int:
@@ -151,7 +153,7 @@ def _memory_report(name, setting, compiled, model_flops, chip, seconds) -> Repor
   return Report(name, setting, int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes),
                 int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes),
                 float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0)),
-                float(model_flops), chip.hbm_bytes, seconds)
+                float(model_flops), chip.hbm_bytes, seconds, hlo=compiled.as_text())
 
 
 def _abstract_batch(trainer) -> dict:
@@ -207,22 +209,23 @@ def compile_config(config, devices, *, what=("train", "decode"), decode_batch: i
   """Compiles the config's train step (and decode step) for `devices` (real or abstract
   topology devices); returns one Report per program.
 
-  XLA's cost analysis counts a while loop's body once, so with scan_layers the FLOPs and
-  bytes would be those of one layer. They are taken instead from the same model unrolled at
-  1 and 2 layers, extrapolated linearly to L layers; the memory is the real program's."""
+  XLA counts a while body once, so with scan_layers FLOPs and bytes come from the model
+  unrolled at 2 and 3 layers (1 and 2 if L = 2), extrapolated to L; memory is the real
+  program's. Not 1 and 2: a 1-layer program slices the fsdp embedding table differently,
+  booked as a layer's (0.13B, L=2048, v5e-256: 1.48 GB a layer from 1-2, 1.17 from 2-3)."""
   reports, kernel = _compile_config(config, devices, what, decode_batch, workdir)
   layers = int(config.model.num_layers)
   if config.model.get("scan_layers") and layers > 1 and not any(r.out_of_memory
                                                                   for r in reports):
-    small = []
-    for n in (1, 2):
+    n, small = (2 if layers >= 3 else 1), []
+    for k in (n, n + 1):
       c = config.copy_and_resolve_references()
-      c.model.update(dict(num_layers=n, scan_layers=False))
+      c.model.update(dict(num_layers=k, scan_layers=False))
       small.append(_compile_config(c, devices, what, decode_batch, None)[0])
-    for r, one, two in zip(reports, *small):
-      r.flops = one.flops + (layers - 1) * (two.flops - one.flops)
-      r.bytes_accessed = one.bytes_accessed + (layers - 1) * (two.bytes_accessed
-                                                               - one.bytes_accessed)
+    for r, a, b in zip(reports, *small):
+      r.flops = a.flops + (layers - n) * (b.flops - a.flops)
+      r.bytes_accessed = a.bytes_accessed + (layers - n) * (b.bytes_accessed - a.bytes_accessed)
+      r.layer_hlos = (a.hlo, b.hlo, n)
   for r in reports:
     if r.name == "train" and kernel is not None and not r.out_of_memory:
       r.kernel_flops, r.kernel_bytes = kernel
@@ -352,6 +355,7 @@ _MAX = flags.DEFINE_integer("max_candidates", 12, "mesh splits to try with --sea
 _DECODE_BATCH = flags.DEFINE_integer("decode_batch", 0, "decode batch (0 = the train batch)")
 _JSON = flags.DEFINE_string("json", None, "also write the reports to this JSON file")
 _PROGRAMS = flags.DEFINE_list("programs", ["train", "decode"], "programs to compile")
+_BREAKDOWN = flags.DEFINE_integer("breakdown", 0, "> 0: this many groups of HBM bytes by op")
 
 
 def main(argv):
@@ -376,18 +380,17 @@ def main(argv):
       raise app.UsageError(f"--programs: unknown {unknown}; choose from train, decode")
     reports = compile_config(config, devices, what=tuple(_PROGRAMS.value),
                              decode_batch=_DECODE_BATCH.value)
-  print(format_table(reports, chip, len(devices)))
-  print("est. step: roofline max(FLOPs / peak, bytes / HBM bandwidth) per device; "
-        "collectives over ICI are not modelled, so real steps are slower.")
+  print(format_table(reports, chip, len(devices)) + "\nest. step: roofline max(FLOPs / peak, "
+        "bytes / HBM bandwidth) per device; collectives over ICI are not modelled.")
   for r in reports:
     if r.kernel_flops:
-      print(f"{r.name}: FLOPs and bytes include the splash attention kernel counted "
-            f"analytically ({r.kernel_flops / 1e12:.3g} TFLOP, {r.kernel_bytes / GiB:.3g} GiB "
-            f"per device; experiments/tools/kernel_costs.py): XLA's cost analysis does not "
-            f"see inside a Pallas call.")
+      print(kernel_costs.note(r.name, r.kernel_flops, r.kernel_bytes))
+    if _BREAKDOWN.value:
+      print(hlo_bytes.report(r.name, r.hlo, r.layer_hlos, _BREAKDOWN.value, r.bytes_accessed))
   if _JSON.value:
     with open(_JSON.value, "w") as f:
-      json.dump([dict(dataclasses.asdict(r), total_bytes=r.total_bytes, fits=r.fits,
+      json.dump([dict({k: v for k, v in dataclasses.asdict(r).items() if "hlo" not in k},
+                      total_bytes=r.total_bytes, fits=r.fits,
                       step_seconds=r.step_seconds(chip, len(devices)), mfu=r.mfu(chip, len(devices)))
                  for r in reports], f, indent=2)
 

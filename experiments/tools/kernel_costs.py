@@ -50,3 +50,11 @@ def splash_in_step(trainer, lowered, num_devices: int):
       head_dim=cfg.dim_per_head, block=cfg.attention_block, layers=cfg.num_layers,
       remat=cfg.remat != "none", dtype_bytes=np.dtype(cfg.compute_dtype).itemsize)
   return flops / num_devices, nbytes / num_devices
+
+
+def note(name: str, flops: float, nbytes: float) -> str:
+  """The line aot_compile prints for a program whose counts include the kernel."""
+  return (f"{name}: FLOPs and bytes include the splash attention kernel counted analytically "
+          f"({flops / 1e12:.3g} TFLOP, {nbytes / 1024 ** 3:.3g} GiB per device; "
+          f"experiments/tools/kernel_costs.py): XLA's cost analysis does not see inside a "
+          f"Pallas call.")
