@@ -12,7 +12,8 @@ ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
 continuations of every test prompt, up to twice the training length, and scores the final
 text after backspaces exactly under the true chain: the share of sequences with an invalid
 transition, where the first one happens, the log-likelihood per valid transition, the
-length and the backspace rate. Writes DIR/report.md, DIR/report.json and DIR/survival.png
+length, the backspace rate and (undo_counts) how often the sampler undoes its own first
+mistake and how often it undoes a valid text. Writes DIR/report.md, DIR/report.json and DIR/survival.png
 (share of sequences still valid after t transitions).
 
 protocol=finetune: train MLE in DIR/mle first, then each method 300 more steps from it
