@@ -176,13 +176,18 @@ def test_value_term_telescopes_to_the_prompt_state():
   assert (ln > pl).all()   # every row has a transition (this seed)
   is_data = jnp.asarray([True, True, False, False])
 
-  def terms(seq):
-    one = masking.build_one_pass(seq, pl, ln, vocab_size=NUM_ACTIONS, backspace_id=BKSPC,
-                                 eos_id=EOS)
+  @jax.jit
+  def loss_terms(one):
     logits, _ = apply_fn(params, one.tokens, one.positions, one.mask)
     _, m = objective.sequencematch_loss(logits, one, is_data, backspace_id=BKSPC, gamma=GAMMA,
                                         alpha=ALPHA, model_share=0.3)
-    return float(m["sm/value_term"]), float(m["sm/reg_term"]), np.asarray(logits, np.float64)
+    return m["sm/value_term"], m["sm/reg_term"], logits
+
+  def terms(seq):
+    one = masking.build_one_pass(seq, pl, ln, vocab_size=NUM_ACTIONS, backspace_id=BKSPC,
+                                 eos_id=EOS)
+    value, reg, logits = loss_terms(one)
+    return float(value), float(reg), np.asarray(logits, np.float64)
 
   value, reg, logits = terms(seq)
   z = sum(GAMMA ** j for j in range(n - 1))
