@@ -61,3 +61,31 @@ def test_config_runs_the_dyck_task_and_refuses_bad_options():
     dyck.make_task(ml_collections.ConfigDict(dict(length=7)))
   with pytest.raises(ValueError, match="kinds"):
     dyck.make_task(ml_collections.ConfigDict(dict(kinds=5)))
+
+
+def test_valid_next_tokens_agree_with_the_checker():
+  from experiments.data.tokenizers import ByteTokenizer
+  from experiments.reports.dyck_diagnose import _valid_next
+  tok = ByteTokenizer()
+  chars = dyck.OPEN[:3] + dyck.CLOSE[:3]
+  for text in dyck.sample(20, 16, 3, 3, 0.5, np.random.default_rng(2)):
+    for j in range(len(text) + 1):
+      ok = _valid_next(text[:j], tok, 3, 3, 300)
+      assert ok[tok.eos_id] == (dyck.score(text[:j], max_depth=3)["final_depth"] == 0)
+      for ch in chars:   # valid iff the checker finds no fault inside the longer text
+        first = dyck.score(text[:j] + ch, max_depth=3)["first_invalid"]
+        assert ok[tok.encode(ch)[0]] == (first < 0 or first == j + 1), (text[:j], ch)
+      assert ok.sum() == sum(ok[tok.encode(c)[0]] for c in chars) + ok[tok.eos_id]
+
+
+def test_undo_counts_replay_the_actions():
+  from experiments.data.tokenizers import ByteTokenizer
+  from experiments.reports.markov_compare import undo_counts
+  tok, bk = ByteTokenizer(), 299
+  score = dyck.score
+  # '(' then '[', ']', a wrong '}', undone, ')', eos: 5 valid states, one mistake, caught
+  acts = tok.encode("[]}") + [bk] + tok.encode(")") + [tok.eos_id]
+  assert undo_counts(acts, tok, score, bk, tok.encode("(")).tolist() == [1, 1, 5, 0]
+  # not undone: counting stops at the mistake; a needless undo at a valid state counts
+  acts = tok.encode("[") + [bk] + tok.encode("]}") + tok.encode(")")
+  assert undo_counts(acts, tok, score, bk, tok.encode("(")).tolist() == [1, 0, 3, 1]

@@ -163,3 +163,43 @@ def test_gradient_finite_for_extreme_non_expert_reward():
       x, one, backspace_id=BKSPC, divergence="kl")[0])(logits)
   assert bool(jnp.isfinite(loss)) and bool(jnp.all(jnp.isfinite(g)))
   assert float(jnp.abs(g).max()) > 0
+
+
+def test_value_term_telescopes_to_the_prompt_state():
+  """With done only at each sequence's last transition, E_mix's value term is
+  sum_b seq_w_b V(prompt_b) / Z: a rollout's actions after its prompt never enter it, only
+  the regulariser sees them (why the rollout term acts through alpha alone)."""
+  apply_fn, _, params = tiny_model()
+  rng = np.random.default_rng(5)
+  n = 12
+  seq, pl, ln = random_sequences(rng, 4, n, eos=EOS, min_prompt=2)
+  assert (ln > pl).all()   # every row has a transition (this seed)
+  is_data = jnp.asarray([True, True, False, False])
+
+  @jax.jit
+  def loss_terms(one):
+    logits, _ = apply_fn(params, one.tokens, one.positions, one.mask)
+    _, m = objective.sequencematch_loss(logits, one, is_data, backspace_id=BKSPC, gamma=GAMMA,
+                                        alpha=ALPHA, model_share=0.3)
+    return m["sm/value_term"], m["sm/reg_term"], logits
+
+  def terms(seq):
+    one = masking.build_one_pass(seq, pl, ln, vocab_size=NUM_ACTIONS, backspace_id=BKSPC,
+                                 eos_id=EOS)
+    value, reg, logits = loss_terms(one)
+    return float(value), float(reg), np.asarray(logits, np.float64)
+
+  value, reg, logits = terms(seq)
+  z = sum(GAMMA ** j for j in range(n - 1))
+  seq_w = [0.7 / 2, 0.7 / 2, 0.3 / 2, 0.3 / 2]
+  v0 = [_lse(np.delete(logits[b, pl[b] - 1], BKSPC)) for b in range(4)]  # <bkspc> illegal
+  np.testing.assert_allclose(value, sum(w * v / z for w, v in zip(seq_w, v0)), rtol=1e-5)
+  other = seq.copy()   # the rollouts take other tokens after their prompts
+  for b in (2, 3):
+    for t in range(pl[b], ln[b]):
+      if seq[b, t] not in (BKSPC, EOS):
+        other[b, t] = 3 + (seq[b, t] - 3 + 1 + rng.integers(5)) % (BKSPC - 3)
+  assert (other != seq).any()
+  value2, reg2, _ = terms(other)
+  np.testing.assert_allclose(value2, value, rtol=1e-5)
+  assert abs(reg2 - reg) > 1e-4

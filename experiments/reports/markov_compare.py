@@ -12,7 +12,8 @@ ones resume), then samples (temperature 1, KV cache, <bkspc> allowed) `samples`
 continuations of every test prompt, up to twice the training length, and scores the final
 text after backspaces exactly under the true chain: the share of sequences with an invalid
 transition, where the first one happens, the log-likelihood per valid transition, the
-length and the backspace rate. Writes DIR/report.md, DIR/report.json and DIR/survival.png
+length, the backspace rate and (undo_counts) how often the sampler undoes its own first
+mistake and how often it undoes a valid text. Writes DIR/report.md, DIR/report.json and DIR/survival.png
 (share of sequences still valid after t transitions).
 
 protocol=finetune: train MLE in DIR/mle first, then each method 300 more steps from it
@@ -59,7 +60,7 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
   gen = jax.jit(functools.partial(
       seqmatch.generate, obj.apply_fn, obj.init_cache_fn, max_actions=2 * length,
       backspace_id=obj.vocab.backspace_id, eos_id=tok.eos_id, temperature=1.0))
-  rows, backspaces, actions = [], 0, 0
+  rows, backspaces, actions, undo = [], 0, 0, np.zeros(4, np.int64)
   rng = jax.random.PRNGKey(seed)
   for start in range(0, len(prompts), batch_size):
     chunk = prompts[start:start + batch_size]
@@ -74,6 +75,7 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
       acts = g.actions[i, :g.num_actions[i]]
       backspaces += int((acts == obj.vocab.backspace_id).sum())
       actions += int(g.num_actions[i])
+      undo += undo_counts(acts, tok, score, obj.vocab.backspace_id, chunk[i][1:])
       rows.append(dict(score(text), text=text))
   bad = [r for r in rows if r["first_invalid"] >= 0]
   valid_transitions = sum(r["first_invalid"] - 1 if r["first_invalid"] >= 0
@@ -88,9 +90,38 @@ def evaluate(trainer, params, *, samples=4, seed=0, batch_size=100):
       "loglik_per_valid_transition": sum(r["loglik"] for r in rows) / max(valid_transitions, 1),
       "mean_transitions": float(np.mean([r["transitions"] for r in rows])),
       "backspace_rate": backspaces / max(actions, 1),
+      # does the undo catch the sampler's own mistakes? <bkspc> right after the first invalid
+      # token, against <bkspc> where the text so far is valid (a needless undo)
+      "bkspc_after_error": float(undo[1] / max(undo[0], 1)), "errors_made": int(undo[0]),
+      "bkspc_when_valid": float(undo[3] / max(undo[2], 1)),
       "first_invalid_positions": [r["first_invalid"] for r in rows],
       "samples": [r["text"] for r in rows[:6]],
   }
+
+
+def undo_counts(actions, tok, score, backspace_id, prompt=()):
+  """Replays one generation's actions: [states just after the first invalid token, <bkspc>
+  taken there, states whose text is valid so far, <bkspc> taken there]. A state counts as
+  erroneous when score() puts its first invalid character inside the text (brackets only
+  left open are no error yet)."""
+  out, state, bad_at = np.zeros(4, np.int64), [int(t) for t in prompt], None
+  for a in (int(x) for x in actions):
+    if bad_at is None:
+      out[2] += 1
+      out[3] += a == backspace_id
+    elif bad_at == len(state) - 1:   # the last token is the first mistake
+      out[0] += 1
+      out[1] += a == backspace_id
+    if a == tok.eos_id:
+      break
+    if a == backspace_id:
+      state = state[:-1]
+    else:
+      state.append(a)
+    text = tok.decode(state)
+    first = score(text)["first_invalid"]
+    bad_at = first if 0 <= first < len(text) else None
+  return out
 
 
 def _train(workdir, variant, extra):
