@@ -29,11 +29,11 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from catrans import metrics
 from catrans.inference import estimate
 from experiments import runs
 from experiments.configs.reviews_cat import get_config
 from experiments.reviews import data
+from experiments.reviews.probes import binary_metrics, logistic_probe, parse_table_variant
 
 log = logging.getLogger("experiments")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -58,21 +58,7 @@ VARIANTS = {
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
-  if ":" not in spec:
-    if spec not in VARIANTS:
-      raise ValueError(f"unknown variant {spec!r}; known {sorted(VARIANTS)} or NAME:key=value;..")
-    return spec, dict(VARIANTS[spec])
-  name, body = spec.split(":", 1)
-  out = {}
-  for kv in filter(None, body.split(";")):
-    if "=" not in kv:
-      raise ValueError(f"variant {name!r}: {kv!r} is not key=value")
-    k, v = kv.split("=", 1)
-    try:
-      out[k] = json.loads(v)
-    except json.JSONDecodeError:
-      out[k] = v
-  return name, out
+  return parse_table_variant(spec, VARIANTS)
 
 
 def variant_config(overrides: dict, steps: int, tiny: bool):
@@ -81,6 +67,11 @@ def variant_config(overrides: dict, steps: int, tiny: bool):
     c.train.steps = steps
   for key, value in overrides.items():
     node, *path = key.split(".")
+    if not path:               # a top-level key, e.g. seed
+      if node not in c:
+        raise ValueError(f"unknown config key {key!r}")
+      c[node] = value
+      continue
     target = c[node]
     for p in path[:-1]:
       target = target[p]
@@ -89,15 +80,6 @@ def variant_config(overrides: dict, steps: int, tiny: bool):
       raise ValueError(f"unknown config key {key!r}")
     target[path[-1]] = value
   return c
-
-
-def binary_metrics(p_fresh, labels) -> dict:
-  p = np.clip(np.asarray(p_fresh, np.float64), 1e-6, 1 - 1e-6)
-  y = np.asarray(labels)
-  probs = np.stack([1 - p, p], -1)
-  out = metrics.class_metrics(probs, y)
-  out["ece"] = metrics.reliability(probs, y)["ece"]
-  return out
 
 
 def train_counts(task, tok, vocab_size: int) -> np.ndarray:
@@ -120,21 +102,6 @@ def hidden_features(model, params, tokens_NxW, n_N):
     m = (np.arange(h.shape[1])[None] <= n[:, None])[..., None]
     mean.append((h * m).sum(1) / m.sum(1))
   return np.concatenate(last), np.concatenate(mean)
-
-
-def logistic_probe(x_train, y_train, x_test, y_test, l2: float = 1e-2, iters: int = 30):
-  """Test metrics of an L2 logistic regression (Newton's method) on standardised features:
-  how much of the label a linear read-out of the features holds."""
-  mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-  xa = np.hstack([(x_train - mu) / sd, np.ones((len(x_train), 1))])
-  xb = np.hstack([(x_test - mu) / sd, np.ones((len(x_test), 1))])
-  w = np.zeros(xa.shape[1])
-  for _ in range(iters):
-    p = 1 / (1 + np.exp(-xa @ w))
-    grad = xa.T @ (p - y_train) / len(xa) + l2 * w
-    hess = (xa * (p * (1 - p))[:, None]).T @ xa / len(xa) + l2 * np.eye(len(w))
-    w -= np.linalg.solve(hess, grad)
-  return binary_metrics(1 / (1 + np.exp(-xb @ w)), y_test)
 
 
 def evaluate(trainer, params, reviews, counts, train_reviews=None) -> dict:
