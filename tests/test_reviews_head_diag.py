@@ -14,7 +14,9 @@ def test_variants_parse_and_apply():
   c = diag.variant_config(ov, steps=123, tiny=False)
   assert (c.objective.lam, c.objective.branch, c.objective.td_mix, c.train.steps) == (
       3, "block", 0.5, 123)
-  assert diag.parse_variant("paper") == ("paper", {})
+  name, ov = diag.parse_variant("paper")   # the paper's head, whatever the config's default
+  c = diag.variant_config(ov, steps=800, tiny=False)
+  assert (c.objective.branch, c.objective.lam, c.train.steps) == ("mlp", 0.15, 800)
   with pytest.raises(ValueError, match="unknown variant 'nope'"):
     diag.parse_variant("nope")
   with pytest.raises(ValueError, match="unknown config key 'optimizer.lr'"):
