@@ -8,7 +8,7 @@ pass over N training reviews (cached under DIR), then on the same held-out split
           one per variant: branch, head, learning rate, batch, epochs.
 
   python -m experiments.reports.smollm2_head_diag --root=DIR [--texts=2000] [--max_len=48]
-      [--fits=mlp,block] [--seed=0] [--trunk=smollm2]
+      [--fits=mlp,block] [--seed=0] [--fit_seeds=0,1,2] [--trunk=smollm2]
 
 A fit variant is a name from FITS or NAME:key=value;... over fit_attribute's keyword
 arguments (e.g. 'mine:branch=mlp;param=full;learning_rate=1e-3'). Writes DIR/diag.json and
@@ -57,15 +57,19 @@ def features(a, root):
   seqs, _ = prepare_sequences(model.cfg.vocab_size, texts=texts, tokenizer=tok,
                               max_len=a.max_len)
   data = to_batch(seqs, getattr(tok, "pad_id", 0) or 0)
-  path = os.path.join(root, f"hidden_{a.trunk}_{a.texts}_{a.max_len}_{a.seed}.npy")
-  if os.path.exists(path):
-    hidden = np.load(path)
-    cache_s = None
-  else:
-    t0 = time.perf_counter()
-    hidden = np.asarray(cache_features(model, params, data["inputs"], batch_size=32))
-    cache_s = time.perf_counter() - t0
-    np.save(path, hidden)
+  name = lambda n: os.path.join(root, f"hidden_{a.trunk}_{n}_{a.max_len}_{a.seed}.npy")
+  if os.path.exists(name(a.texts)):
+    return model, params, seqs, data, labels, np.load(name(a.texts)), None
+  # A smaller cache of this seed holds the first texts of the same permutation: reuse it.
+  have = [n for n in range(a.texts) if os.path.exists(name(n))]
+  done = np.load(name(max(have))) if have else np.zeros((0, *data["inputs"].shape[1:], 0))
+  if len(done) and done.shape[1] != data["inputs"].shape[1]:
+    done = done[:0]                   # another padded width: start again
+  t0 = time.perf_counter()
+  rest = np.asarray(cache_features(model, params, data["inputs"][len(done):], batch_size=32))
+  hidden = np.concatenate([done, rest]) if len(done) else rest
+  cache_s = time.perf_counter() - t0
+  np.save(name(a.texts), hidden)
   return model, params, seqs, data, labels, hidden, cache_s
 
 
@@ -90,7 +94,10 @@ def main(argv=None):
   ap.add_argument("--texts", type=int, default=2000)
   ap.add_argument("--max_len", type=int, default=48)
   ap.add_argument("--fits", default="mlp,block")
-  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--seed", type=int, default=0, help="picks the texts (and the probes' split)")
+  ap.add_argument("--fit_seeds", default="",
+                  help="comma list: fit each variant once per seed (its held-out split and "
+                       "init) on the same features; default --seed")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout, force=True,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -98,6 +105,7 @@ def main(argv=None):
   root = os.path.abspath(a.root)
   os.makedirs(root, exist_ok=True)
   fits = [parse_table_variant(s, FITS) for s in a.fits.split(",") if s]
+  fit_seeds = [int(s) for s in a.fit_seeds.split(",")] if a.fit_seeds else [a.seed]
   model, params, seqs, data, labels, hidden, cache_s = features(a, root)
   log.info("features %s (%.0f s)", hidden.shape, cache_s or 0)
   train, held = split_indices(len(labels), HELDOUT, a.seed)     # fit_attribute's split
@@ -111,16 +119,17 @@ def main(argv=None):
       report["fits"] = json.load(f)["fits"]
   report["probes"] = probes(hidden, data, labels, train, held)
   log.info("probes: %s", {k: round(v["accuracy"], 3) for k, v in report["probes"].items()})
-  for name, kw in fits:
+  for (name, kw), fit_seed in ((f, s) for f in fits for s in fit_seeds):
     kw = dict(dict(epochs=30, batch_size=32, learning_rate=3e-3, patience=5), **kw)
     t0 = time.perf_counter()
     r = fit_attribute(model, params, AttributeSpec("fresh"), labels, tokens=seqs,
-                      hidden=hidden, seed=a.seed, heldout=HELDOUT, measure_speedup=False,
+                      hidden=hidden, seed=fit_seed, heldout=HELDOUT, measure_speedup=False,
                       max_len=a.max_len, **kw)
     held_m = r.metrics["heldout"]
-    report["fits"][name] = {"kwargs": kw, "fit_s": time.perf_counter() - t0,
-                            "best_epoch": r.metrics["best_epoch"], "heldout": held_m}
-    log.info("%s: acc %.3f log-loss %.3f (prior %.3f) ECE %.3f", name, held_m["accuracy"],
+    key = name if fit_seed == a.seed else f"{name} (split {fit_seed})"
+    report["fits"][key] = {"kwargs": kw, "fit_s": time.perf_counter() - t0,
+                           "best_epoch": r.metrics["best_epoch"], "heldout": held_m}
+    log.info("%s: acc %.3f log-loss %.3f (prior %.3f) ECE %.3f", key, held_m["accuracy"],
              held_m["log_loss"], held_m["log_loss_prior"], held_m["ece"])
     write(report, path)
   print(write(report, path))
