@@ -116,7 +116,8 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
                   epochs: int = 30,
                   batch_size: int = 64, learning_rate: float = 3e-3, max_len: int | None = None,
                   seed: int = 0, measure_speedup: bool = True, pad_id: int = 0,
-                  feature_batch_size: int = 64, num_bins: int = 10) -> FitResult:
+                  feature_batch_size: int = 64, num_bins: int = 10,
+                  hidden=None) -> FitResult:
   """Trains a new attribute branch + head for `spec` on a frozen trunk.
 
   model, params: a catrans Transformer (a plain LM) or a CATModel (its trunk is used, its
@@ -134,6 +135,9 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
     calibrate the predicted variance (catrans.calibration). 0 = neither: the last epoch's
     params, uncalibrated.
   measure_speedup: also time one epoch that re-runs the trunk (attr_only cat_loss).
+  hidden: the trunk's features of these sequences, [N, L, D] as cache_features returns them
+    (L: the padded width of the cut sequences minus one), to fit several heads on one trunk
+    pass; None computes them.
   Returns FitResult."""
   trunk, trunk_params = trunk_of(model, params)
   cfg = trunk.cfg
@@ -167,7 +171,14 @@ def fit_attribute(model, params, spec: AttributeSpec, labels, *, tokens=None, te
   timing = {}
 
   t0 = time.perf_counter()
-  hidden = cache_features(trunk, trunk_params, data["inputs"], batch_size=feature_batch_size)
+  if hidden is None:
+    hidden = cache_features(trunk, trunk_params, data["inputs"], batch_size=feature_batch_size)
+  else:
+    want = (*data["inputs"].shape, cfg.d_model)
+    if tuple(hidden.shape) != want:
+      raise ValueError(f"hidden has shape {tuple(hidden.shape)}; these sequences need {want} "
+                       "([N, L, D] from cache_features)")
+    hidden = jnp.asarray(hidden, jnp.float32)
   timing["cache_features_s"] = time.perf_counter() - t0   # includes its compile
 
   key = jax.random.PRNGKey(seed)

@@ -245,3 +245,20 @@ def test_logvar_calibration_recovers_a_known_map_and_folds_exactly():
     np.testing.assert_allclose(after[..., 1], 1.3 * before[..., 1] + 0.7, atol=1e-5)
   with pytest.raises(ValueError, match="one shape"):
     calibration.fit_logvar_affine(mean, logvar[:5], values)
+
+
+def test_given_features_fit_the_same_head(lm, data):
+  """hidden= (one trunk pass shared by several fits) gives the head a fit computes itself;
+  features of other sequences are refused."""
+  model, params = lm
+  toks, labels = list(data[1][:200]), data[2][:200]
+  kw = dict(branch="mlp", epochs=2, measure_speedup=False)
+  own = fit_attribute(model, params, AttributeSpec("maj"), labels, tokens=toks, **kw)
+  hidden = cache_features(model, params, to_batch(toks)["inputs"])
+  given = fit_attribute(model, params, AttributeSpec("maj"), labels, tokens=toks,
+                        hidden=hidden, **kw)
+  jax.tree.map(np.testing.assert_array_equal, own.params, given.params)
+  assert own.metrics["heldout"] == given.metrics["heldout"]
+  with pytest.raises(ValueError, match=r"hidden has shape \(199, "):
+    fit_attribute(model, params, AttributeSpec("maj"), labels, tokens=toks,
+                  hidden=hidden[:199], **kw)

@@ -29,58 +29,56 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from catrans import metrics
 from catrans.inference import estimate
 from experiments import runs
 from experiments.configs.reviews_cat import get_config
 from experiments.reviews import data
+from experiments.reviews.probes import binary_metrics, logistic_probe, parse_table_variant
 
 log = logging.getLogger("experiments")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 RARE = 20
 
+# Each names its branch and lambda, since the config's default is itself a tuned variant
+# ('block_lam5' at --steps=1200); the paper's setting is 'paper'.
+PAPER = {"objective.branch": "mlp", "objective.lam": 0.15}
+BLOCK = {"objective.branch": "block"}
 VARIANTS = {
-    "paper": {},                                          # full U, lambda 0.15, lr 2e-3
-    "lam1": {"objective.lam": 1.0},
-    "lam3": {"objective.lam": 3.0},
-    "factorized": {"objective.param": "factorized"},
-    "factorized_lam1": {"objective.param": "factorized", "objective.lam": 1.0},
-    "lam1_td05": {"objective.lam": 1.0, "objective.td_mix": 0.5},
-    "lam1_lr5e-3": {"objective.lam": 1.0, "optimizer.learning_rate": 5e-3},
-    "lam1_lr1e-3": {"objective.lam": 1.0, "optimizer.learning_rate": 1e-3},
+    "paper": dict(PAPER),                                 # full U, lambda 0.15, lr 2e-3
+    "lam1": dict(PAPER, **{"objective.lam": 1.0}),
+    "lam3": dict(PAPER, **{"objective.lam": 3.0}),
+    "factorized": dict(PAPER, **{"objective.param": "factorized"}),
+    "factorized_lam1": dict(PAPER, **{"objective.param": "factorized", "objective.lam": 1.0}),
+    "lam1_td05": dict(PAPER, **{"objective.lam": 1.0, "objective.td_mix": 0.5}),
+    "lam1_lr5e-3": dict(PAPER, **{"objective.lam": 1.0, "optimizer.learning_rate": 5e-3}),
+    "lam1_lr1e-3": dict(PAPER, **{"objective.lam": 1.0, "optimizer.learning_rate": 1e-3}),
     # The paper's "Attribute Head + Block": the branch has its own attention, trained by the
     # attribute loss alone, so it can gather the review's sentiment over positions itself.
-    "block": {"objective.branch": "block"},
-    "block_lam1": {"objective.branch": "block", "objective.lam": 1.0},
-    "block_factorized": {"objective.branch": "block", "objective.param": "factorized"},
-    "block_td05": {"objective.branch": "block", "objective.td_mix": 0.5},
+    "block": dict(BLOCK, **{"objective.lam": 0.15}),
+    "block_lam1": dict(BLOCK, **{"objective.lam": 1.0}),
+    "block_lam3": dict(BLOCK, **{"objective.lam": 3.0}),
+    "block_factorized": dict(BLOCK, **{"objective.lam": 0.15, "objective.param": "factorized"}),
+    "block_td05": dict(BLOCK, **{"objective.lam": 0.15, "objective.td_mix": 0.5}),
+    # The config's default (issue 25) when run with --steps=1200.
+    "block_lam5": dict(BLOCK, **{"objective.lam": 5.0}),
 }
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:
-  if ":" not in spec:
-    if spec not in VARIANTS:
-      raise ValueError(f"unknown variant {spec!r}; known {sorted(VARIANTS)} or NAME:key=value;..")
-    return spec, dict(VARIANTS[spec])
-  name, body = spec.split(":", 1)
-  out = {}
-  for kv in filter(None, body.split(";")):
-    if "=" not in kv:
-      raise ValueError(f"variant {name!r}: {kv!r} is not key=value")
-    k, v = kv.split("=", 1)
-    try:
-      out[k] = json.loads(v)
-    except json.JSONDecodeError:
-      out[k] = v
-  return name, out
+  return parse_table_variant(spec, VARIANTS)
 
 
 def variant_config(overrides: dict, steps: int, tiny: bool):
   c = get_config("cat,tiny" if tiny else "cat")
-  if not tiny:     # otherwise the report's own config: 'paper' is the report's cat run
+  if not tiny:     # otherwise the report's own tiny config
     c.train.steps = steps
   for key, value in overrides.items():
     node, *path = key.split(".")
+    if not path:               # a top-level key, e.g. seed
+      if node not in c:
+        raise ValueError(f"unknown config key {key!r}")
+      c[node] = value
+      continue
     target = c[node]
     for p in path[:-1]:
       target = target[p]
@@ -89,15 +87,6 @@ def variant_config(overrides: dict, steps: int, tiny: bool):
       raise ValueError(f"unknown config key {key!r}")
     target[path[-1]] = value
   return c
-
-
-def binary_metrics(p_fresh, labels) -> dict:
-  p = np.clip(np.asarray(p_fresh, np.float64), 1e-6, 1 - 1e-6)
-  y = np.asarray(labels)
-  probs = np.stack([1 - p, p], -1)
-  out = metrics.class_metrics(probs, y)
-  out["ece"] = metrics.reliability(probs, y)["ece"]
-  return out
 
 
 def train_counts(task, tok, vocab_size: int) -> np.ndarray:
@@ -120,21 +109,6 @@ def hidden_features(model, params, tokens_NxW, n_N):
     m = (np.arange(h.shape[1])[None] <= n[:, None])[..., None]
     mean.append((h * m).sum(1) / m.sum(1))
   return np.concatenate(last), np.concatenate(mean)
-
-
-def logistic_probe(x_train, y_train, x_test, y_test, l2: float = 1e-2, iters: int = 30):
-  """Test metrics of an L2 logistic regression (Newton's method) on standardised features:
-  how much of the label a linear read-out of the features holds."""
-  mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-  xa = np.hstack([(x_train - mu) / sd, np.ones((len(x_train), 1))])
-  xb = np.hstack([(x_test - mu) / sd, np.ones((len(x_test), 1))])
-  w = np.zeros(xa.shape[1])
-  for _ in range(iters):
-    p = 1 / (1 + np.exp(-xa @ w))
-    grad = xa.T @ (p - y_train) / len(xa) + l2 * w
-    hess = (xa * (p * (1 - p))[:, None]).T @ xa / len(xa) + l2 * np.eye(len(w))
-    w -= np.linalg.solve(hess, grad)
-  return binary_metrics(1 / (1 + np.exp(-xb @ w)), y_test)
 
 
 def evaluate(trainer, params, reviews, counts, train_reviews=None) -> dict:
