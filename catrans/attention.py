@@ -111,9 +111,17 @@ def platform() -> str:
 
 # --------------------------------------------------------------------------- reference
 def xla_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float):
-  b, l, kh, g, _ = q_BxLxKxGxH.shape
+  b, l, kh, g, h = q_BxLxKxGxH.shape
   s = k_BxSxKxH.shape[1]
-  scores = jnp.einsum("blkgh,bskh->bkgls", q_BxLxKxGxH, k_BxSxKxH,
+  # Heads-major operands, the G query heads of a kv head and their rows as one axis M = G*L:
+  # both matmuls then write their [B, K, M, S] / [B, K, M, H] results in place. From the 5-D
+  # einsum ('blkgh,bskh->bkgls') XLA:CPU wrote the scores transposed and paid an L x S
+  # transpose copy in the forward and another for the score gradient (a third of the core's
+  # non-matmul time in the throughput bench's profile); moving q, k, v is L x H.
+  q_BxKxMxH = jnp.transpose(q_BxLxKxGxH, (0, 2, 3, 1, 4)).reshape(b, kh, g * l, h)
+  k_BxKxSxH = jnp.transpose(k_BxSxKxH, (0, 2, 1, 3))
+  v_BxKxSxH = jnp.transpose(v_BxSxKxH, (0, 2, 1, 3))
+  scores = jnp.einsum("bkmh,bksh->bkms", q_BxKxMxH, k_BxKxSxH,
                       preferred_element_type=jnp.float32) * scale
   # Mask and softmax on a 4-D [B, N, L, S] view: XLA's CPU fusions of the softmax backward
   # are about 2x cheaper there than on the 5-D grouped layout (measured in the throughput
@@ -121,7 +129,8 @@ def xla_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale:
   scores_BxNxLxS = scores.reshape(b, kh * g, l, s)
   scores_BxNxLxS = jnp.where(mask.to_dense(l, s)[:, None], scores_BxNxLxS, MASK_BIAS)
   probs = jax.nn.softmax(scores_BxNxLxS, axis=-1).astype(q_BxLxKxGxH.dtype)
-  return jnp.einsum("bkgls,bskh->blkgh", probs.reshape(b, kh, g, l, s), v_BxSxKxH)
+  out_BxKxMxH = jnp.einsum("bkms,bksh->bkmh", probs.reshape(b, kh, g * l, s), v_BxKxSxH)
+  return jnp.transpose(out_BxKxMxH.reshape(b, kh, g, l, h), (0, 3, 1, 2, 4))
 
 
 # --------------------------------------------------------------------------- chunked
