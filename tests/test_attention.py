@@ -1,6 +1,7 @@
 """catrans.attention: every implementation equals the xla reference (forward and gradients)
 on causal, packed, GQA, padded, KV-cache and seqmatch one-pass masks; the structured mask is
-exactly catrans.masks; xla's causal row blocks equal one block; auto's choices and fallbacks; the TPU kernels AOT-compile for v5e."""
+exactly catrans.masks; xla's causal row blocks equal one block; auto's choices and
+fallbacks; the TPU kernels AOT-compile for v5e."""
 import functools
 import logging
 
