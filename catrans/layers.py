@@ -31,11 +31,16 @@ def rotary(x_BxLxNxH, positions_BxL, theta: float):
   half = x_BxLxNxH.shape[-1] // 2
   freq_h = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angle_BxLxh = positions_BxL.astype(jnp.float32)[..., None] * freq_h
-  sin, cos = jnp.sin(angle_BxLxh)[:, :, None], jnp.cos(angle_BxLxh)[:, :, None]
-  x = x_BxLxNxH.astype(jnp.float32)
-  x1, x2 = x[..., :half], x[..., half:]
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BxLxNxH.dtype)
+  sin, cos = jnp.sin(angle_BxLxh), jnp.cos(angle_BxLxh)
+  # x * [cos, cos] + (x with its halves swapped) * [-sin, sin]: the same products and sums
+  # as rotating the halves (x1 cos - x2 sin, x2 cos + x1 sin), but without slicing q and k
+  # into halves and concatenating the results, which cost a copy of q and k in the forward
+  # and a pad of their gradients in the backward (~3% of a d=512 CPU train step).
+  cos_BxLx1xH = jnp.concatenate([cos, cos], axis=-1)[:, :, None]
+  sin_BxLx1xH = jnp.concatenate([-sin, sin], axis=-1)[:, :, None]
+  x = x_BxLxNxH.astype(jnp.float32)   # the angles and products in f32 even for bf16 q, k
+  swapped = jnp.flip(x.reshape(*x.shape[:-1], 2, half), axis=-2).reshape(x.shape)
+  return (x * cos_BxLx1xH + swapped * sin_BxLx1xH).astype(x_BxLxNxH.dtype)
 
 
 class Attention(nn.Module):

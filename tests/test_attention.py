@@ -1,6 +1,8 @@
 """catrans.attention: every implementation equals the xla reference (forward and gradients)
 on causal, packed, GQA, padded, KV-cache and seqmatch one-pass masks; the structured mask is
-exactly catrans.masks; auto's choices and fallbacks; the TPU kernels AOT-compile for v5e."""
+exactly catrans.masks; xla's causal row blocks equal one block; auto's choices and
+fallbacks; the TPU kernels AOT-compile for v5e."""
+import functools
 import logging
 
 import flax.linen as nn
@@ -200,3 +202,49 @@ def test_tpu_kernels_lower_and_compile_for_v5e():
       assert "tpu_custom_call" in hlo.as_text()
       compiled = hlo.compile()
       assert compiled.memory_analysis().temp_size_in_bytes < 64 * 2 ** 20
+
+
+@pytest.mark.parametrize("case", ["causal", "packed_padded"])
+def test_xla_row_blocks_equal_one_block(case):
+  """xla's causal row blocks (uneven: 40 rows in blocks of 14) give the one-block softmax's
+  outputs and gradients, and compute fewer scores (only the keys up to their last row)."""
+  l, s, mask = CASES[case]
+  q, k, v = _qkv(l, s)
+  w = jnp.cos(jnp.arange(B * l * N * H, dtype=jnp.float32)).reshape(B, l, K, N // K, H)
+
+  def value_and_grads(blocks):
+    def loss(q, k, v):
+      out = attention.xla_attention(q.reshape(B, l, K, N // K, H), k, v, mask, H ** -0.5,
+                                    row_blocks=blocks)
+      return (out * w).sum(), out
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+  (_, one), g_one = value_and_grads(1)
+  (_, three), g_three = value_and_grads(3)
+  np.testing.assert_allclose(three, one, atol=TOL, rtol=0)
+  for a, b in zip(g_three, g_one):
+    np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+  # The blocks skip the hidden triangle: scores 14x14 + 14x28 + 12x40 of the 40x40 square.
+  flops = lambda blocks: jax.jit(functools.partial(
+      attention.xla_attention, mask=mask, scale=1.0, row_blocks=blocks)).lower(
+          q.reshape(B, l, K, N // K, H), k, v).compile().cost_analysis()["flops"]
+  assert flops(3) < 0.75 * flops(1)
+  assert attention.xla_row_blocks(mask, 512, 512) == attention.XLA_ROW_BLOCKS
+
+
+def test_xla_row_blocks_refuse_masks_they_cannot_split():
+  q, k, v = _qkv(5, 24)
+  q5 = q.reshape(B, 5, K, N // K, H)
+  with pytest.raises(ValueError, match="row_blocks=2: .* structured causal"):
+    attention.xla_attention(q5, k, v, attention.AttentionMask(q_offset=jnp.asarray(7)), 1.0,
+                            row_blocks=2)
+  dense = attention.as_mask(np.tril(np.ones((24, 24), bool)))
+  q, k, v = _qkv(24, 24)
+  with pytest.raises(ValueError, match="row_blocks=2: .* structured causal"):
+    attention.xla_attention(q.reshape(B, 24, K, N // K, H), k, v, dense, 1.0, row_blocks=2)
+  with pytest.raises(ValueError, match="row_blocks=0: need an integer >= 1"):
+    attention.xla_attention(q.reshape(B, 24, K, N // K, H), k, v, attention.AttentionMask(),
+                            1.0, row_blocks=0)
+  # A dense mask or a cache call keeps one block by default.
+  assert attention.xla_row_blocks(dense, 512, 512) == 1
+  assert attention.xla_row_blocks(attention.AttentionMask(q_offset=jnp.asarray(0)), 512,
+                                  512) == 1
