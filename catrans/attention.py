@@ -5,7 +5,7 @@
   chunked  blockwise online softmax in plain JAX (any backend): query blocks x key blocks,
            memory O(L x block); a custom VJP recomputes the scores block by block, so the
            backward pass stores no L x S tensor either. Causal blocks above the diagonal are
-           skipped (about half the FLOPs).
+           skipped (about half the FLOPs); heads-major like xla (no transposed score copy).
   splash   TPU Pallas splash kernel (GQA native, segment ids), vmapped over the batch.
   flash    TPU Pallas flash kernel (segment ids; kv heads repeated to the query heads).
   cudnn    jax.nn.dot_product_attention(implementation='cudnn'): GPU, bf16/fp16 only.
@@ -187,49 +187,52 @@ def _q_block_start(mask, k0, bq):
 
 
 def _scores(q_blk, k_blk, mask, q0, k0, bq, bk, s, scale):
-  """f32 [B, K, G, bq, bk] scores with hidden slots at MASK_BIAS (padding slots at -inf, so
-  a fully hidden real row averages its real slots exactly as xla does), and the block mask."""
-  sc = jnp.einsum("bqkgh,bskh->bkgqs", q_blk, k_blk, preferred_element_type=jnp.float32) * scale
+  """f32 [B, K, G, bq, bk] scores of q_blk [B, K, G*bq, H] (heads-major, as _softmax_attention)
+  against k_blk [B, K, bk, H]; hidden slots at MASK_BIAS, padding slots at -inf (a fully
+  hidden real row averages its real slots exactly as xla does); and the block mask."""
+  b, kh, mq, _ = q_blk.shape
+  sc = jnp.einsum("bkmh,bksh->bkms", q_blk, k_blk, preferred_element_type=jnp.float32)
+  sc = sc.reshape(b, kh, mq // bq, bq, bk) * scale
   m = mask.block(q0, k0, bq, bk, s)[:, None, None]
-  sc = jnp.where(m, sc, MASK_BIAS)
-  real = (k0 + jnp.arange(bk)) < s
-  return jnp.where(real, sc, -jnp.inf), m
+  return jnp.where(k0 + jnp.arange(bk) < s, jnp.where(m, sc, MASK_BIAS), -jnp.inf), m
+
+
+def _q_rows(x, q0, bq):
+  """Rows q0..q0+bq of x [B, K, G, L, H] as [B, K, G*bq, H]."""
+  b, kh, g, _, h = x.shape
+  return jax.lax.dynamic_slice_in_dim(x, q0, bq, 3).reshape(b, kh, g * bq, h)
 
 
 def _chunked_fwd_impl(q, k, v, mask, s, scale, bq, bk):
-  b, lp, kh, g, h = q.shape
-  sp = k.shape[1]
-  nq, nk = lp // bq, sp // bk
-  dt = q.dtype
+  """q [B, K, G, Lp, H], k/v [B, K, Sp, H] -> out [B, K, G, Lp, H], lse [B, K, G, Lp]."""
+  b, kh, g, lp, h = q.shape
+  nq, nk = lp // bq, k.shape[2] // bk
 
   def q_block(qb):
     q0 = qb * bq
-    q_blk = jax.lax.dynamic_slice_in_dim(q, q0, bq, 1)
+    q_blk = _q_rows(q, q0, bq)
 
     def body(kb, carry):
       m_i, l_i, acc = carry
       k0 = kb * bk
-      k_blk = jax.lax.dynamic_slice_in_dim(k, k0, bk, 1)
-      v_blk = jax.lax.dynamic_slice_in_dim(v, k0, bk, 1)
+      k_blk, v_blk = (jax.lax.dynamic_slice_in_dim(x, k0, bk, 2) for x in (k, v))
       sc, _ = _scores(q_blk, k_blk, mask, q0, k0, bq, bk, s, scale)
       m_new = jnp.maximum(m_i, sc.max(-1))
       alpha = jnp.exp(m_i - m_new)
       p = jnp.exp(sc - m_new[..., None])
       l_i = l_i * alpha + p.sum(-1)
-      pv = jnp.einsum("bkgqs,bskh->bkgqh", p.astype(dt), v_blk,
+      pv = jnp.einsum("bkms,bksh->bkmh", p.astype(q.dtype).reshape(b, kh, g * bq, bk), v_blk,
                       preferred_element_type=jnp.float32)
-      return m_new, l_i, acc * alpha[..., None] + pv
+      return m_new, l_i, acc * alpha[..., None] + pv.reshape(acc.shape)
 
     init = (jnp.full((b, kh, g, bq), -jnp.inf, jnp.float32),
             jnp.zeros((b, kh, g, bq), jnp.float32), jnp.zeros((b, kh, g, bq, h), jnp.float32))
     m_i, l_i, acc = jax.lax.fori_loop(0, _k_blocks_for(mask, q0, bq, bk, nk), body, init)
-    out = (acc / l_i[..., None]).astype(dt)
-    return jnp.moveaxis(out, 3, 1), m_i + jnp.log(l_i)   # [B, bq, K, G, H], [B, K, G, bq]
+    return (acc / l_i[..., None]).astype(q.dtype), m_i + jnp.log(l_i)
 
-  outs, lses = jax.lax.map(q_block, jnp.arange(nq))
-  out = jnp.moveaxis(outs, 0, 1).reshape(b, lp, kh, g, h)
-  lse = jnp.moveaxis(lses, 0, 3).reshape(b, kh, g, lp)
-  return out, lse
+  outs, lses = jax.lax.map(q_block, jnp.arange(nq))   # [nq, B, K, G, bq, (H)]
+  out = jnp.moveaxis(outs, 0, 3).reshape(b, kh, g, lp, h)
+  return out, jnp.moveaxis(lses, 0, 3).reshape(b, kh, g, lp)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -244,50 +247,46 @@ def _chunked_fwd(q, k, v, mask, s, scale, bq, bk):
 
 def _chunked_bwd(s, scale, bq, bk, res, d_out):
   q, k, v, mask, out, lse = res
-  b, lp, kh, g, h = q.shape
-  sp = k.shape[1]
-  nq, nk = lp // bq, sp // bk
+  b, kh, g, lp, h = q.shape
+  nq, nk = lp // bq, k.shape[2] // bk
   dt = q.dtype
   d_out = d_out.astype(dt)
   # D_i = sum_h dO * O: the softmax Jacobian's row term, once for all key blocks.
-  delta = jnp.einsum("bqkgh,bqkgh->bkgq", d_out.astype(jnp.float32), out.astype(jnp.float32))
+  delta = jnp.einsum("bkglh,bkglh->bkgl", d_out.astype(jnp.float32), out.astype(jnp.float32))
 
   def k_block(dq, kb):
     k0 = kb * bk
-    k_blk = jax.lax.dynamic_slice_in_dim(k, k0, bk, 1)
-    v_blk = jax.lax.dynamic_slice_in_dim(v, k0, bk, 1)
+    k_blk, v_blk = (jax.lax.dynamic_slice_in_dim(x, k0, bk, 2) for x in (k, v))
 
     def body(qb, carry):
       dq, dk, dv = carry
       q0 = qb * bq
-      q_blk = jax.lax.dynamic_slice_in_dim(q, q0, bq, 1)
-      do_blk = jax.lax.dynamic_slice_in_dim(d_out, q0, bq, 1)
-      lse_blk = jax.lax.dynamic_slice_in_dim(lse, q0, bq, 3)
-      dl_blk = jax.lax.dynamic_slice_in_dim(delta, q0, bq, 3)
+      q_blk, do_blk = _q_rows(q, q0, bq), _q_rows(d_out, q0, bq)
+      lse_blk, dl_blk = (jax.lax.dynamic_slice_in_dim(x, q0, bq, 3) for x in (lse, delta))
       sc, m = _scores(q_blk, k_blk, mask, q0, k0, bq, bk, s, scale)
       p = jnp.exp(sc - lse_blk[..., None])
-      dv = dv + jnp.einsum("bkgqs,bqkgh->bskh", p.astype(dt), do_blk,
+      rows = (b, kh, g * bq, bk)   # [B, K, G*bq, bk]: the matmuls' heads-major view
+      dv = dv + jnp.einsum("bkms,bkmh->bksh", p.astype(dt).reshape(rows), do_blk,
                            preferred_element_type=jnp.float32)
-      dp = jnp.einsum("bqkgh,bskh->bkgqs", do_blk, v_blk, preferred_element_type=jnp.float32)
+      dp = jnp.einsum("bkmh,bksh->bkms", do_blk, v_blk, preferred_element_type=jnp.float32)
       # Hidden slots get no score gradient (jnp.where in xla), even in a fully hidden row.
-      ds = jnp.where(m, p * (dp - dl_blk[..., None]), 0.0) * scale
-      dq_blk = jnp.einsum("bkgqs,bskh->bqkgh", ds.astype(dt), k_blk,
-                          preferred_element_type=jnp.float32)
+      ds = jnp.where(m, p * (dp.reshape(sc.shape) - dl_blk[..., None]), 0.0) * scale
+      ds = ds.astype(dt).reshape(rows)
+      dq_blk = jnp.einsum("bkms,bksh->bkmh", ds, k_blk, preferred_element_type=jnp.float32)
       dq = jax.lax.dynamic_update_slice_in_dim(
-          dq, jax.lax.dynamic_slice_in_dim(dq, q0, bq, 1) + dq_blk, q0, 1)
-      dk = dk + jnp.einsum("bkgqs,bqkgh->bskh", ds.astype(dt), q_blk,
-                           preferred_element_type=jnp.float32)
+          dq, jax.lax.dynamic_slice_in_dim(dq, q0, bq, 3) + dq_blk.reshape(b, kh, g, bq, h),
+          q0, 3)
+      dk = dk + jnp.einsum("bkms,bkmh->bksh", ds, q_blk, preferred_element_type=jnp.float32)
       return dq, dk, dv
 
-    zeros = jnp.zeros((b, bk, kh, h), jnp.float32)
+    zeros = jnp.zeros((b, kh, bk, h), jnp.float32)
     dq, dk, dv = jax.lax.fori_loop(_q_block_start(mask, k0, bq), nq, body, (dq, zeros, zeros))
     return dq, (dk, dv)
 
   dq, (dks, dvs) = jax.lax.scan(k_block, jnp.zeros(q.shape, jnp.float32), jnp.arange(nk))
-  dk = jnp.moveaxis(dks, 0, 1).reshape(b, sp, kh, h)
-  dv = jnp.moveaxis(dvs, 0, 1).reshape(b, sp, kh, h)
-  zero_mask = jax.tree.map(lambda x: None, mask)
-  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), zero_mask
+  dk, dv = (jnp.moveaxis(x, 0, 2).reshape(k.shape) for x in (dks, dvs))
+  return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
+          jax.tree.map(lambda x: None, mask))
 
 
 _chunked_core.defvjp(_chunked_fwd, _chunked_bwd)
@@ -295,7 +294,7 @@ _chunked_core.defvjp(_chunked_fwd, _chunked_bwd)
 
 def chunked_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale: float,
                       block: int = DEFAULT_BLOCK):
-  """Blockwise online softmax; equals xla_attention up to float round-off."""
+  """Blockwise online softmax, heads-major inside; equals xla_attention up to round-off."""
   l, s = q_BxLxKxGxH.shape[1], k_BxSxKxH.shape[1]
   bq, bk = min(block, l), min(block, s)
   lp, sp = -(-l // bq) * bq, -(-s // bk) * bk
@@ -303,9 +302,10 @@ def chunked_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, sc
     mask = mask.replace(dense=_pad_to(_pad_to(mask.dense, 1, lp, False), 2, sp, False))
   if mask.segment_ids is not None:
     mask = mask.replace(segment_ids=_pad_to(mask.segment_ids, 1, max(lp, sp)))
-  q = _pad_to(q_BxLxKxGxH, 1, lp)
-  k, v = _pad_to(k_BxSxKxH, 1, sp), _pad_to(v_BxSxKxH, 1, sp)
-  return _chunked_core(q, k, v, mask, s, scale, bq, bk)[:, :l]
+  q = jnp.transpose(_pad_to(q_BxLxKxGxH, 1, lp), (0, 2, 3, 1, 4))
+  k, v = (jnp.transpose(_pad_to(x, 1, sp), (0, 2, 1, 3)) for x in (k_BxSxKxH, v_BxSxKxH))
+  out = _chunked_core(q, k, v, mask, s, scale, bq, bk)
+  return jnp.transpose(out, (0, 3, 1, 2, 4))[:, :l]
 
 
 # --------------------------------------------------------------------------- choice
