@@ -101,7 +101,10 @@ class SwiGLU(nn.Module):
     # Stacked on a new axis rather than concatenated so a sharded 'mlp' axis stays aligned.
     w_Dx2xF = jnp.stack([gate_DxF, up_DxF], axis=1).astype(dt)
     gu_BxLx2xF = jnp.einsum("...d,dtf->...tf", x, w_Dx2xF)
-    h_BxLxF = nn.silu(gu_BxLx2xF[..., 0, :]) * gu_BxLx2xF[..., 1, :]
+    # split, not indexing: its gradient is one concatenate, where the two index gradients
+    # were each padded to 2F and summed (2 extra passes over [B, L, 2F] per layer).
+    g_BxLx1xF, u_BxLx1xF = jnp.split(gu_BxLx2xF, 2, axis=-2)
+    h_BxLxF = (nn.silu(g_BxLx1xF) * u_BxLx1xF)[..., 0, :]
     h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("batch", "length", "mlp"))
     return h_BxLxF @ down_FxD.astype(dt)
 

@@ -3,7 +3,7 @@ after train.max_consecutive_skips of them. A run whose every step is skipped has
 (or its state is broken); carrying on to `finished N steps` and exit 0 would hide it."""
 import jax
 
-from experiments.train_step import nonfinite_terms
+from experiments.train_step import broken_update, nonfinite_terms
 
 
 class SkipWatch:
@@ -25,6 +25,10 @@ class SkipWatch:
     return self._observe(*previous) if previous else None
 
   def _observe(self, step: int, metrics) -> str | None:
+    broken = broken_update(step, {"finite_update": jax.device_get(
+        metrics.get("finite_update", 1.0))})
+    if broken:
+      return broken
     if float(jax.device_get(metrics["finite"])) >= 1.0:
       self.run_length, self.first = 0, None
       return None

@@ -26,7 +26,8 @@ from experiments.signals import SignalFlag
 from experiments.skip_watch import SkipWatch
 from experiments.tasks import get_task
 from experiments.train_state import TrainState, with_aux
-from experiments.train_step import NonFiniteError, make_train_step, nonfinite_terms
+from experiments.train_step import (NonFiniteError, broken_update, make_train_step,
+                                    nonfinite_terms)
 
 log = logging.getLogger("experiments")
 
@@ -316,6 +317,9 @@ class Trainer:
           writer.write(step, eval_metrics, prefix="eval_")
           log.info("step %d: eval %s", step, _fmt(eval_metrics))
         if step % ckpt_every == 0 or step == last or stop.raised:
+          if policy != "ignore":  # Never save parameters a broken update made non-finite.
+            self._stop_if(broken_update(step, {"finite_update": jax.device_get(
+                metrics["finite_update"])}), ckpt)
           with watch.phase("checkpoint", f"saving step {step}"):
             ckpt.save(step, state, dict(train_it.get_state(),
                                         global_batch_size=self.batch_size),
@@ -353,6 +357,7 @@ class Trainer:
                          f"resume from an earlier checkpoint.")
 
   def _check_finite(self, metrics, step, ckpt):
+    self._stop_if(broken_update(step, metrics), ckpt)
     if float(metrics.get("finite", 1.0)) >= 1.0:
       return
     ckpt.wait()

@@ -133,11 +133,11 @@ def test_nan_loss_is_skipped_and_counted(tmp_path):
                                     seq_len=t.seq_len, seed=0)
   for _ in range(2):
     state, m = t.train_step(state, next(it))
-  before = jax.device_get(state.params)
+  before = jax.device_get((state.params, state.opt_state))
   state, m = t.train_step(state, next(it))  # step index 2: poisoned
   assert float(m["finite"]) == 0.0 and int(m["skipped"]) == 1 and int(state.step) == 3
-  after = jax.device_get(state.params)
-  jax.tree.map(np.testing.assert_array_equal, before, after)
+  after = jax.device_get((state.params, state.opt_state))
+  jax.tree.map(np.testing.assert_array_equal, before, after)  # moments and counts too
   state, m = t.train_step(state, next(it))
   assert float(m["finite"]) == 1.0 and np.isfinite(float(m["loss"]))
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
@@ -244,10 +244,10 @@ def test_every_garbled_part_falls_back_with_one_line_naming_it(tmp_path, caplog)
         name, lines)
 
 
-def test_nonfinite_update_is_skipped_and_a_run_of_skips_stops_with_a_report(tmp_path):
+def test_update_made_nonfinite_by_a_broken_state_stops_before_it_is_saved(tmp_path):
   """A state whose second moments are negative (as a garbled checkpoint left them) gives
-  finite gradients but a NaN update: caught, skipped, and after
-  train.max_consecutive_skips in a row the run stops instead of 'finishing'."""
+  finite gradients but a NaN update. Skipping cannot help (every later update is NaN too), so
+  the run stops at once, naming the step, and the NaN parameters are never checkpointed."""
   import shutil
   from experiments.checkpointing import Checkpointer
   from experiments.train_step import NonFiniteError
@@ -264,11 +264,14 @@ def test_nonfinite_update_is_skipped_and_a_run_of_skips_stops_with_a_report(tmp_
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
   ckpt.save(step, state.replace(opt_state=nu_negative), data, t.meta)
   ckpt.close()
-  c = _config(20, checkpoint_every=100)
-  c.train.max_consecutive_skips = 3
-  with pytest.raises(NonFiniteError, match=r"3 consecutive updates skipped for non-finite "
-                     r"values \(steps 3..5; at step 5 in: the update"):
-    Trainer(c, str(tmp_path), progress=False).run()
+  for policy, every in (("skip", 100), ("stop", 100), ("skip", 1)):
+    c = _config(20, checkpoint_every=every)
+    c.train.nonfinite = policy
+    with pytest.raises(NonFiniteError, match=r"the update at step 3 made the parameters "
+                       r"non-finite from finite gradients.*the last checkpoint is step 2"):
+      Trainer(c, str(tmp_path), progress=False).run()
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [2], policy
 
 
 def test_resume_drops_redone_metrics_and_a_workdir_without_checkpoints_is_refused(tmp_path):
