@@ -209,8 +209,11 @@ def gradients(trainer, params, batches=2, seed=0):
       one = _one_pass(obj, batch, ro)
       key = (batch["items"].shape[0], ro[0].shape[0])
       if key not in fns:
-        # One jitted grad per part: jax.jit(jax.jacrev(parts)) returned wrong gradients for
-        # every part but the first here (checked against eager jax.grad), so no jacrev.
+        # One jitted grad per part, not jax.jit(jax.jacrev(parts)): on jaxlib 0.10.2 CPU that
+        # was wrong for every part but the first (relative error 0.5-40). Not our code: XLA's
+        # YNN reduce fusion miscompiles the vmapped RMSNorm backward (x broadcast along the
+        # output axis, reduced, broadcast again); experiments/tools/ynn_reduce_check.py shows
+        # it; XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce avoids it.
         parts = loss_parts(obj, *key)
         fns[key] = (jax.jit(parts), {
             k: jax.jit(jax.grad(lambda p, one, k=k: parts(p, one)[k]))
