@@ -15,7 +15,11 @@ experiments/reports/dyck_diagnose.py was wrong for every part but the first (rel
 0.5-40 on the dyck model, 1e-7 with the flag above), while per-part jit(grad) and eager
 jacrev agreed. jit(jacfwd) is not hit (its tangent axis never meets this fusion there).
 XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce (keep YNN off reductions) makes
-every case exact; --xla_disable_hlo_passes=dot-library-rewriter does too."""
+every case exact; --xla_disable_hlo_passes=dot-library-rewriter does too. For one program:
+jax.jit(f, compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}) (no YNN fusion at
+all; '-reduce' is refused there), what dyck_diagnose.part_gradients does. Nearest upstream
+reports: jax-ml/jax#39103 (0.10.2 CPU jit wrong for a vmapped product then a reduction),
+#39257 and #40412 (YNN broadcast-multiply-reduce fusions crash in 0.10.2)."""
 import sys
 
 import jax
