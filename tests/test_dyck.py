@@ -89,3 +89,38 @@ def test_undo_counts_replay_the_actions():
   # not undone: counting stops at the mistake; a needless undo at a valid state counts
   acts = tok.encode("[") + [bk] + tok.encode("]}") + tok.encode(")")
   assert undo_counts(acts, tok, score, bk, tok.encode("(")).tolist() == [1, 0, 3, 1]
+
+
+
+def test_part_gradients_equal_one_vjp_per_part():
+  """dyck_diagnose.part_gradients (one jit(jacrev) for all loss parts) must give each part its
+  own gradient. jaxlib 0.10.2's XLA:CPU gets every part but the first wrong in plain
+  jit(jacrev) once the vmapped RMSNorm backward is big enough for a YNN reduce fusion
+  (experiments/tools/ynn_reduce_check.py): 3 parts of a norm over 2240 x 16 rows is (relative
+  error 0.4 there; 512 rows is exact), the dyck model's 40 x 56 one-pass rows were too."""
+  import jax
+  import jax.numpy as jnp
+
+  from catrans.layers import RMSNorm
+  from experiments.reports.dyck_diagnose import part_gradients
+
+  rng = np.random.default_rng(0)
+  x_RxD = jnp.asarray(rng.normal(size=(2240, 16)), jnp.float32)
+  r_PxRxD = jnp.asarray(rng.normal(size=(3, 2240, 16)), jnp.float32)
+  norm = RMSNorm()
+  params = {"w": jnp.asarray(rng.normal(size=16), jnp.float32),
+            "norm": norm.init(jax.random.key(0), x_RxD)["params"]}
+
+  def parts(p, x):
+    y = norm.apply({"params": p["norm"]}, x * p["w"])
+    return {f"part{i}": jnp.sum(r * y) for i, r in enumerate(r_PxRxD)}
+
+  jac = part_gradients(parts)(params, x_RxD)
+  # Reference: one VJP per part, its one-hot cotangent an argument (one compile, and an
+  # unbatched cotangent: nothing for the miscompiled fusion to see).
+  vec = lambda p: jnp.stack([parts(p, x_RxD)[f"part{i}"] for i in range(3)])
+  vjp_row = jax.jit(lambda p, e: jax.vjp(vec, p)[1](e)[0])
+  flat = lambda t: np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)])
+  for i in range(3):
+    want, got = flat(vjp_row(params, jnp.eye(3)[i])), flat(jac[f"part{i}"])
+    assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want), i

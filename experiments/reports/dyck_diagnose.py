@@ -169,6 +169,20 @@ def loss_parts(obj, b, r):
   return parts
 
 
+# jaxlib 0.10.2's XLA:CPU miscompiles a reduce that YNNPACK fuses between broadcasts along a
+# new leading axis (experiments/tools/ynn_reduce_check.py): jacrev vmaps the VJP over the parts,
+# so RMSNorm's backward x * sum(x * g_part) is exactly that, and jit(jacrev(parts)) came out
+# wrong for every part but the first (relative error 0.5-40 on the dyck model; per-part
+# jit(grad) and eager jacrev were right). Compiled without YNN fusions it is exact.
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def part_gradients(parts):
+  """(params, one) -> {part: its gradient}: jit(jacrev(parts)), without YNN fusions on CPU."""
+  opts = NO_YNN if jax.default_backend() == "cpu" else None
+  return jax.jit(jax.jacrev(parts), compiler_options=opts)
+
+
 def _check_sum(obj, params, one, key, vals):
   """The parts must add up to the library's loss (else the split is wrong)."""
   o = obj.opts
@@ -209,15 +223,11 @@ def gradients(trainer, params, batches=2, seed=0):
       one = _one_pass(obj, batch, ro)
       key = (batch["items"].shape[0], ro[0].shape[0])
       if key not in fns:
-        # One jitted grad per part: jax.jit(jax.jacrev(parts)) returned wrong gradients for
-        # every part but the first here (checked against eager jax.grad), so no jacrev.
         parts = loss_parts(obj, *key)
-        fns[key] = (jax.jit(parts), {
-            k: jax.jit(jax.grad(lambda p, one, k=k: parts(p, one)[k]))
-            for k in jax.eval_shape(parts, params, one)})
+        fns[key] = (jax.jit(parts), part_gradients(parts))
       vals = {k: float(v) for k, v in fns[key][0](params, one).items()}
       _check_sum(obj, params, one, key, vals)
-      g = {k: _flat(f(params, one)) for k, f in fns[key][1].items()}
+      g = {k: _flat(v) for k, v in fns[key][1](params, one).items()}
       grads.append(g)
       for k in vals:
         a = acc.setdefault(k, {"value": [], "grad_norm": [], "cos_invalid": []})
