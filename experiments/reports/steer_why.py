@@ -18,7 +18,9 @@ measurements on the reviews runs that steer_sweep compares.
 3. along: generations of CAT and Director at matched strengths (--pairs, from the
    equal-perplexity sweep), top_k 20, the sweep's prompts and sampling seeds: the judge's
    success after k new tokens, and the plain LM's perplexity of new tokens 1-10, 11-20, 21-30,
-   31-40: where along the generation the methods part and where each spends its perplexity.
+   31-40: where along the generation the methods part and where each spends its perplexity;
+   VADER's success and ties, and the share of generations holding a VADER lexicon word of the
+   target's polarity (and of the other), with the most frequent such words.
 Writes OUT/why.json and OUT/why.md."""
 import argparse
 import json
@@ -38,7 +40,8 @@ from experiments.reviews import data as rdata
 from experiments.reviews.estimation import classifier_fresh, token_nll
 from experiments.reviews.runs import FULL, load_run, steering_prompts
 from experiments.reviews.probes import binary_metrics
-from experiments.reviews.steering import make_decoder
+from experiments.reviews.steering import generation_texts, make_decoder
+from experiments.runs import until_eos
 
 log = logging.getLogger("experiments")
 GUIDES = ("cat", "director", "clf")
@@ -131,12 +134,25 @@ def token_agreement(models, params, tok, task, steps, seed: int = 0) -> dict:
   return out
 
 
+def lexicon_words(texts, lexicon: dict, sign: int) -> list[list[str]]:
+  """Per text, its words that VADER's lexicon scores with the given sign (+1 / -1)."""
+  out = []
+  for t in texts:
+    words = [w.strip(".,!?;:\"'()").lower() for w in t.split()]
+    out.append([w for w in words if lexicon.get(w, 0.0) * sign > 0])
+  return out
+
+
 def along_generation(models, params, tok, task, pairs, seeds, width: int) -> list[dict]:
+  from experiments.reviews.judges import LexiconJudge
+  vader = LexiconJudge("vader")
+  lexicon = vader._analyzer.lexicon
   out = []
   for cg, dg in pairs:
     for method, g in (("weighted", cg), ("director", dg)):
       hits = {k: [] for k in ALONG}
       nll = {b: [0.0, 0] for b in BUCKETS}
+      vhits, vties, with_word, with_opposite, counts = [], [], [], [], {}
       for target in (1, 0):
         p, lens, _ = prompts_for(tok, task, target)
         decode = make_decoder(models, params, method, g, max_new_tokens=FULL.max_new_tokens,
@@ -151,6 +167,19 @@ def along_generation(models, params, tok, task, pairs, seeds, width: int) -> lis
           for k in ALONG:
             at = np.minimum(np.asarray(lens) + k, text_len) - 1
             hits[k] += (pt[np.arange(len(at)), at] > 0.5).tolist()
+          texts = generation_texts(tok, p, lens, new, width=width, eos_id=tok.eos_id,
+                                   pad_id=tok.pad_id)
+          pv = vader.p_fresh(texts)
+          vhits += ((pv if target == 1 else 1 - pv) > 0.5).tolist()
+          vties += (pv == 0.5).tolist()
+          gens = [tok.decode(until_eos(tok, row)) for row in np.asarray(new)]
+          sign = 1 if target == 1 else -1
+          own, opposite = lexicon_words(gens, lexicon, sign), lexicon_words(gens, lexicon, -sign)
+          with_word += [bool(w) for w in own]
+          with_opposite += [bool(w) for w in opposite]
+          for ws in own:
+            for w in ws:
+              counts[(target, w)] = counts.get((target, w), 0) + 1
           tn = np.asarray(token_nll(models["lm"], params["lm"], jnp.asarray(seq)))
           end = np.minimum(np.asarray(total), width)
           for b in BUCKETS:     # target index j + 1 is new token number j + 2 - lens
@@ -161,7 +190,13 @@ def along_generation(models, params, tok, task, pairs, seeds, width: int) -> lis
                 nll[b][1] += hi - lo
       out.append({"method": method, "gamma": g, "pair": [cg, dg],
                   "success_after": {str(k): float(np.mean(v)) for k, v in hits.items()},
-                  "n": len(hits[0]),
+                  "n": len(hits[0]), "vader_success": float(np.mean(vhits)),
+                  "vader_ties": float(np.mean(vties)),
+                  "with_target_lexicon_word": float(np.mean(with_word)),
+                  "with_opposite_lexicon_word": float(np.mean(with_opposite)),
+                  "top_target_words": {name: [w for (t, w), _ in sorted(
+                      ((k, c) for k, c in counts.items() if k[0] == t),
+                      key=lambda kc: -kc[1])[:8]] for t, name in ((1, "fresh"), (0, "rotten"))},
                   "perplexity_of_tokens": {f"{a}-{b}": (math.exp(s / c) if c else None)
                                            for (a, b), (s, c) in nll.items()}})
   return out
@@ -195,13 +230,20 @@ def markdown(r: dict) -> str:
   lines += ["", "## 3. Along the generation (judge success after k new tokens; plain-LM "
             "perplexity of new tokens by position)", "",
             "| method | gamma | n | " + " | ".join(f"k={k}" for k in ALONG) + " | "
-            + " | ".join(f"ppl {a}-{b}" for a, b in BUCKETS) + " |",
-            "|---|---|---|" + "---|" * (len(ALONG) + len(BUCKETS))]
+            + " | ".join(f"ppl {a}-{b}" for a, b in BUCKETS) + " | VADER success | VADER ties | "
+            "with a target-polarity lexicon word | with an opposite one |",
+            "|---|---|---|" + "---|" * (len(ALONG) + len(BUCKETS) + 4)]
   for a in r["along"]:
     lines.append(f"| {a['method']} | {a['gamma']:g} | {a['n']} | "
                  + " | ".join(f"{a['success_after'][str(k)]:.2f}" for k in ALONG) + " | "
                  + " | ".join("-" if v is None else f"{v:.1f}"
-                              for v in a["perplexity_of_tokens"].values()) + " |")
+                              for v in a["perplexity_of_tokens"].values())
+                 + f" | {a['vader_success']:.2f} | {a['vader_ties']:.2f} | "
+                 f"{a['with_target_lexicon_word']:.2f} | {a['with_opposite_lexicon_word']:.2f} |")
+  lines += ["", "Most frequent target-polarity VADER lexicon words in the generations:", ""]
+  for a in r["along"]:
+    lines.append(f"- {a['method']} gamma {a['gamma']:g}: "
+                 + "; ".join(f"to {t}: {', '.join(ws)}" for t, ws in a["top_target_words"].items()))
   return "\n".join(lines + [""])
 
 
@@ -211,7 +253,7 @@ def main(argv=None):
   ap.add_argument("--out", default=None)
   ap.add_argument("--pairs", default="", help="CAT_GAMMA:DIRECTOR_GAMMA,... (matched ppl)")
   ap.add_argument("--seeds", default="0", help="sampling seeds of part 3")
-  ap.add_argument("--steps", default="0,4,8,12,16,20,24,28,32,36")
+  ap.add_argument("--steps", default="0,8,16,24,32")
   ap.add_argument("--reviews", type=int, default=0, help="test reviews for part 1 (0: all)")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
