@@ -20,7 +20,8 @@ measurements on the reviews runs that steer_sweep compares.
    success after k new tokens, and the plain LM's perplexity of new tokens 1-10, 11-20, 21-30,
    31-40: where along the generation the methods part and where each spends its perplexity;
    VADER's success and ties, and the share of generations holding a VADER lexicon word of the
-   target's polarity (and of the other), with the most frequent such words.
+   target's polarity (and of the other), with the most frequent such words; and the steering
+   guide's own P(target | s, v) and its spread over its LM's top 20 after k new tokens.
 Writes OUT/why.json and OUT/why.md."""
 import argparse
 import json
@@ -48,6 +49,7 @@ GUIDES = ("cat", "director", "clf")
 TOP = 20
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 ALONG = (0, 5, 10, 20, 30, 40)
+PUSH = (0, 5, 10, 20, 30)
 BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 40))
 
 
@@ -153,6 +155,8 @@ def along_generation(models, params, tok, task, pairs, seeds, width: int) -> lis
       hits = {k: [] for k in ALONG}
       nll = {b: [0.0, 0] for b in BUCKETS}
       vhits, vties, with_word, with_opposite, counts = [], [], [], [], {}
+      guide = {k: ([], []) for k in PUSH}    # the steering guide's own P(target), push
+      run = "cat" if method == "weighted" else "director"
       for target in (1, 0):
         p, lens, _ = prompts_for(tok, task, target)
         decode = make_decoder(models, params, method, g, max_new_tokens=FULL.max_new_tokens,
@@ -167,6 +171,15 @@ def along_generation(models, params, tok, task, pairs, seeds, width: int) -> lis
           for k in ALONG:
             at = np.minimum(np.asarray(lens) + k, text_len) - 1
             hits[k] += (pt[np.arange(len(at)), at] > 0.5).tolist()
+          for k in PUSH:    # the state after k new tokens, the guide's own top 20 candidates
+            pos = np.asarray(lens) + k
+            rows = np.flatnonzero(pos < text_len)
+            if rows.size:
+              q = np.asarray(counterfactuals(
+                  models[run], params[run], jnp.asarray(seq[rows]), jnp.asarray(pos[rows]),
+                  attribute="label", top_k=TOP, target=target).q, np.float64)
+              guide[k][0].extend(q.mean(1).tolist())
+              guide[k][1].extend(np.std(np.log(np.clip(q, 1e-9, 1.0)), 1).tolist())
           texts = generation_texts(tok, p, lens, new, width=width, eos_id=tok.eos_id,
                                    pad_id=tok.pad_id)
           pv = vader.p_fresh(texts)
@@ -190,6 +203,8 @@ def along_generation(models, params, tok, task, pairs, seeds, width: int) -> lis
                 nll[b][1] += hi - lo
       out.append({"method": method, "gamma": g, "pair": [cg, dg],
                   "success_after": {str(k): float(np.mean(v)) for k, v in hits.items()},
+                  "guide_p_target": {str(k): float(np.mean(v[0])) for k, v in guide.items()},
+                  "guide_push": {str(k): float(np.mean(v[1])) for k, v in guide.items()},
                   "n": len(hits[0]), "vader_success": float(np.mean(vhits)),
                   "vader_ties": float(np.mean(vties)),
                   "with_target_lexicon_word": float(np.mean(with_word)),
@@ -240,6 +255,16 @@ def markdown(r: dict) -> str:
                               for v in a["perplexity_of_tokens"].values())
                  + f" | {a['vader_success']:.2f} | {a['vader_ties']:.2f} | "
                  f"{a['with_target_lexicon_word']:.2f} | {a['with_opposite_lexicon_word']:.2f} |")
+  lines += ["", "The steering guide's own view along its generation, after k new tokens: its mean "
+            "P(target | s, v) over its LM's top 20 candidates, and the push (std over them of "
+            "log P(target | s, v): what gamma multiplies)", "",
+            "| method | gamma | " + " | ".join(f"P k={k}" for k in PUSH) + " | "
+            + " | ".join(f"push k={k}" for k in PUSH) + " |",
+            "|---|---|" + "---|" * (2 * len(PUSH))]
+  for a in r["along"]:
+    lines.append(f"| {a['method']} | {a['gamma']:g} | "
+                 + " | ".join(f"{a['guide_p_target'][str(k)]:.2f}" for k in PUSH) + " | "
+                 + " | ".join(f"{a['guide_push'][str(k)]:.3f}" for k in PUSH) + " |")
   lines += ["", "Most frequent target-polarity VADER lexicon words in the generations:", ""]
   for a in r["along"]:
     lines.append(f"- {a['method']} gamma {a['gamma']:g}: "
