@@ -114,3 +114,9 @@ def test_steer_why_spearman_rows_matches_scipy_and_marks_constant_rows():
   for i in (0, 3):
     assert rho[i] == pytest.approx(spearmanr(a[i], b[i]).statistic)
   assert np.isnan(rho[4])
+
+
+def test_steer_normpush_rejects_a_negative_gamma_before_loading_anything():
+  from experiments.reports import steer_normpush
+  with pytest.raises(ValueError, match="--gammas"):
+    steer_normpush.main(["--workdir=/nonexistent", "--gammas=0.5,-1"])

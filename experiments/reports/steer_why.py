@@ -39,7 +39,8 @@ from catrans.baselines import sample_lm
 from catrans.inference import counterfactuals, estimate
 from experiments.reviews import data as rdata
 from experiments.reviews.estimation import classifier_fresh, token_nll
-from experiments.reviews.runs import FULL, load_run, steering_prompts
+from experiments.reviews.runs import FULL, load_run
+from experiments.reviews.runs import steering_prompt_ids as prompts_for
 from experiments.reviews.probes import binary_metrics
 from experiments.reviews.steering import generation_texts, make_decoder
 from experiments.runs import until_eos
@@ -79,16 +80,6 @@ def spearman_rows(a_SxK, b_SxK) -> np.ndarray:
   den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.where(den > 0, (ra * rb).sum(1) / den, np.nan)
-
-
-def prompts_for(tok, task, target: int, seed: int = 0):
-  """steer_sweep's prompts for one target (reviews_setup's choice of reviews)."""
-  others = rdata.test_reviews(task, 10 ** 9, seed + 1)
-  by_class = {c: [r for r in others if int(r["label"]) == c] for c in (0, 1)}
-  texts, sets = steering_prompts(tok, by_class, target, FULL)
-  p, lens = rdata.right_pad([[tok.bos_id] + tok.encode(x) for x in texts],
-                            max(len(tok.encode(x)) + 1 for x in texts), tok.pad_id)
-  return jnp.asarray(p), jnp.asarray(lens), np.asarray(sets)
 
 
 def token_agreement(models, params, tok, task, steps, seed: int = 0) -> dict:
