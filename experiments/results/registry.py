@@ -369,7 +369,7 @@ ROWS = [
         "{unsteered_lm_judge} "
         "(VADER {unsteered_cat_vader} / {unsteered_lm_vader})", seeds=(0,), expected_s=600,
         paper="CAT 0.64/0.77 vs Director 0.58/0.65 at perplexity ~45 (Amazon, 1/5 stars)",
-        not_regenerated="needs the trained reviews runs (/work/runs/reviews, about 35 min of "
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews, about 35-50 min of "
                         "training on 2 cores), then about 9 min"),
     Row("backtrack", "Attribute-aware backtracking on reviews (192 generations per row, "
         "max_retries 1)",
