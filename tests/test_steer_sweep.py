@@ -98,3 +98,25 @@ def test_equal_perplexity_compare_with_deterministic_cells():
   assert res["by_method"]["weighted"][0]["success"] == pytest.approx(0.75)
   assert res["by_method"]["director"][0]["success"] == pytest.approx(0.25)
   assert res["p_cat_higher"]["director"][0] > 0.9
+
+
+def test_steer_why_spearman_rows_matches_scipy_and_marks_constant_rows():
+  from scipy.stats import spearmanr
+  from experiments.reports.steer_why import spearman_rows
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(5, 20)), rng.normal(size=(5, 20))
+  b[1] = 3 * a[1] + 1                 # monotone: exactly 1
+  b[2] = -a[2]                        # reversed: exactly -1
+  a[3, :10] = 0.5                     # ties: average ranks, as scipy
+  a[4] = 7.0                          # constant: no correlation defined
+  rho = spearman_rows(a, b)
+  assert rho[1] == pytest.approx(1.0) and rho[2] == pytest.approx(-1.0)
+  for i in (0, 3):
+    assert rho[i] == pytest.approx(spearmanr(a[i], b[i]).statistic)
+  assert np.isnan(rho[4])
+
+
+def test_steer_normpush_rejects_a_negative_gamma_before_loading_anything():
+  from experiments.reports import steer_normpush
+  with pytest.raises(ValueError, match="--gammas"):
+    steer_normpush.main(["--workdir=/nonexistent", "--gammas=0.5,-1"])

@@ -109,6 +109,27 @@ def table_rows(path, list_key, **picks):
   return parse
 
 
+def equal_perplexity(path, judges, methods, points: int = 3):
+  """steer_sweep's equal-perplexity comparison in workdir/path: p{i}_ppl (the i-th shared
+  perplexity), p{i}_{judge}_{method} (success there; absent outside the method's range)."""
+  def parse(stdout, workdir):
+    eq, out = _read(workdir, path).get("equal_perplexity") or {}, {}
+    for i, ppl in enumerate((eq.get("points") or [])[:points]):
+      out[f"p{i}_ppl"] = float(ppl)
+      for j in judges:
+        for m in methods:
+          v = eq["judges"].get(j, {}).get("by_method", {}).get(m, [{}] * (i + 1))[i]
+          if v.get("success") is not None:
+            out[f"p{i}_{j}_{m}"] = float(v["success"])
+    return out
+  return parse
+
+
+def _both(a, b):
+  """Two parsers' figures together."""
+  return lambda stdout, workdir: {**a(stdout, workdir), **b(stdout, workdir)}
+
+
 # --- the rows, in the README's order ---------------------------------------------------------
 
 TRAIN = "{python} -m experiments.train --config=experiments/configs/default.py --workdir={workdir}"
@@ -116,6 +137,9 @@ FIT = ("{python} -m experiments.tools.fit_attribute --trunk=smollm2 "
        "--data=task:rotten_tomatoes:train --limit=400 --max_len=48 --epochs=30 --batch_size=32 "
        "--param=factorized --name=fresh --class_names=rotten,fresh --out={workdir} --seed={seed}")
 BENCH_WHY = "benchmark: rerun it on an otherwise idle machine"
+# steer_sweep: each method's strengths, placed so their perplexities overlap (README, issue 25)
+STEER_GAMMAS = {"weighted": "1,2,4,9,16", "director": "2,3,4,5,6", "fudge": "27,81,243,729"}
+STEER_METHODS = ("weighted", "director", "fudge")
 
 
 def _per_head_row(row_id, title, part, ratio_name, paper):
@@ -318,22 +342,35 @@ ROWS = [
         "seed, the head beats the prior (1) or the CLI reports `failed` and exits 2 (0): "
         "{beats_prior}, at the epoch the validation loss chose: {best_epoch}; cached epochs "
         "{speedup} faster than re-running the trunk", expected_s=240, ok_returncodes=(0, 2)),
-    Row("steer_sweep", "Steering sweep on reviews (96 generations per cell, top 20)",
+    Row("steer_sweep", "Steering on reviews at equal perplexity: CAT vs Director vs FUDGE "
+        "(96 generations per cell and sampling seed, 3 sampling seeds, top 20)",
         ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20 "
-         "--out={workdir} --seed={seed}",),
-        table_rows("sweep.json", "table", **{
-            f"{m}_g{g}_{k}": ({"method": m, "strength": float(g)}, k)
-            for m in ("weighted", "director") for g in (1, 3, 9)
-            for k in ("success", "perplexity")}),
-        {f"{m}_g{g}_{k}": Figure(f"{m} gamma {g} {k}", "{:.2f}" if k == "success" else "{:.0f}")
-         for m in ("weighted", "director") for g in (1, 3, 9) for k in ("success", "perplexity")},
-        "success / perplexity: CAT weighted gamma 1,3,9: {weighted_g1_success} / "
-        "{weighted_g3_success} / {weighted_g9_success} at {weighted_g1_perplexity} / "
-        "{weighted_g3_perplexity} / {weighted_g9_perplexity}; Director {director_g1_success} / "
-        "{director_g3_success} / {director_g9_success} at {director_g1_perplexity} / "
-        "{director_g3_perplexity} / {director_g9_perplexity}", seeds=(0,), expected_s=3600,
-        paper="CAT higher success at similar perplexity (not reproduced here)",
-        not_regenerated="needs the trained reviews runs (/work/runs/reviews), then about an hour"),
+         "--seeds=0,1,2 --methods=weighted,director,fudge --cat_gammas=" + STEER_GAMMAS["weighted"]
+         + " --director_gammas=" + STEER_GAMMAS["director"] + " --fudge_gammas="
+         + STEER_GAMMAS["fudge"] + " --out={workdir}",),
+        _both(equal_perplexity("sweep.json", ("judge", "vader"), STEER_METHODS),
+              table_rows("sweep.json", "table", **{
+                  f"{m}_{j}": ({"method": m, "strength": None}, k)
+                  for m in ("unsteered_cat", "unsteered_lm")
+                  for j, k in (("judge", "success"), ("vader", "success_vader"))})),
+        {**{f"p{i}_ppl": Figure(f"shared perplexity {i + 1}", "{:.0f}") for i in range(3)},
+         **{f"p{i}_{j}_{m}": Figure(f"{m} success ({j}) at shared perplexity {i + 1}", "{:.2f}")
+            for j in ("judge", "vader") for i in range(3) for m in STEER_METHODS
+            if m != "fudge" or i == 0},
+         **{f"{m}_{j}": Figure(f"{m} success ({j})", "{:.2f}")
+            for m in ("unsteered_cat", "unsteered_lm") for j in ("judge", "vader")}},
+        "success at the shared perplexities {p0_ppl} / {p1_ppl} / {p2_ppl}, judge classifier: "
+        "CAT {p0_judge_weighted} / {p1_judge_weighted} / {p2_judge_weighted}, Director "
+        "{p0_judge_director} / {p1_judge_director} / {p2_judge_director}, FUDGE "
+        "{p0_judge_fudge} at the first (its perplexity stays below the others: it only picks among "
+        "the LM's top 20); VADER: CAT {p0_vader_weighted} / {p1_vader_weighted} / "
+        "{p2_vader_weighted}, Director {p0_vader_director} / {p1_vader_director} / "
+        "{p2_vader_director}, FUDGE {p0_vader_fudge}; unsteered CAT / LM {unsteered_cat_judge} / "
+        "{unsteered_lm_judge} "
+        "(VADER {unsteered_cat_vader} / {unsteered_lm_vader})", seeds=(0,), expected_s=600,
+        paper="CAT 0.64/0.77 vs Director 0.58/0.65 at perplexity ~45 (Amazon, 1/5 stars)",
+        not_regenerated="needs the trained reviews runs (/work/runs/reviews, about 35-50 min of "
+                        "training on 2 cores), then about 9 min"),
     Row("backtrack", "Attribute-aware backtracking on reviews (192 generations per row, "
         "max_retries 1)",
         ("{python} -m experiments.reports.backtrack_eval --root=/work/runs/reviews "

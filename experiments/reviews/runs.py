@@ -4,6 +4,9 @@ it (smollm2_compare, steer_sweep, backtrack_eval) agree."""
 import dataclasses
 import os
 
+import jax.numpy as jnp
+import numpy as np
+
 from experiments import runs
 from experiments.configs.reviews_cat import get_config
 from experiments.reviews import data, steering
@@ -50,3 +53,14 @@ def steering_prompts(tok, reviews_by_class, target: int, sizes) -> tuple[list[st
   opposite = [data.first_words(r["text"], sizes.prompt_words, sizes.max_prompt_bytes)
               for r in reviews_by_class[1 - target][:sizes.opposite_prompts]]
   return neutral + opposite, ["neutral"] * len(neutral) + ["opposite"] * len(opposite)
+
+
+def steering_prompt_ids(tok, task, target: int, sizes=FULL, seed: int = 0):
+  """steer_sweep's prompts for one target as arrays (the same reviews reviews_setup picks):
+  (prompts [N, P] right-padded, lengths [N], prompt-set name per row [N])."""
+  others = data.test_reviews(task, 10 ** 9, seed + 1)
+  by_class = {c: [r for r in others if int(r["label"]) == c] for c in (0, 1)}
+  texts, sets = steering_prompts(tok, by_class, target, sizes)
+  ids = [[tok.bos_id] + tok.encode(x) for x in texts]
+  p, lens = data.right_pad(ids, max(len(x) for x in ids), tok.pad_id)
+  return jnp.asarray(p), jnp.asarray(lens), np.asarray(sets)
