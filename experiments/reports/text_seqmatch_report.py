@@ -2,6 +2,10 @@
 run on Shakespeare, judged on sampled continuations of held-out passages.
 
   python -m experiments.reports.text_seqmatch_report --root=DIR [--tiny]
+  python -m experiments.reports.text_seqmatch_report --model=smollm2 --root=DIR [--seeds=0,1,2]
+
+--model=smollm2: the same study on a pretrained trunk (SmolLM2-135M + LoRA on Rotten Tomatoes,
+MAUVE over seeds): text_seqmatch_smollm2. The rest of this docstring is the byte model's.
 
 Trains what is missing (configs/shakespeare_seqmatch.py: mle, then bc and sm from mle's
 checkpoint, and the reference LM `ref`), samples continuations (temperature 1, KV cache,
@@ -64,24 +68,32 @@ def prompts_and_references(task, num: int, prompt_bytes: int, continuation_bytes
   return out
 
 
-def sample(trainer, params, prompts: list[str], *, max_actions: int, rng, allow_backspace: bool,
-           samples_per_prompt: int):
-  obj, tok = trainer.objective, trainer.task.tokenizer
+@functools.lru_cache(maxsize=8)
+def _generator(obj, max_actions: int, eos_id: int, allow_backspace: bool):
+  """One jitted sampler per (objective, settings): runs sharing an architecture (the LoRA
+  fine-tunes) reuse its compile by passing their own params."""
   bk = obj.vocab.backspace_id
   apply_fn = obj.apply_fn
   if not allow_backspace:
     def apply_fn(params, tokens, positions, mask, cache=None):  # noqa: F811 (MLE: no <bkspc>)
       logits, cache = obj.apply_fn(params, tokens, positions, mask, cache=cache)
       return logits.at[..., bk].set(-jnp.inf), cache
+  return jax.jit(functools.partial(seqmatch.generate, apply_fn, obj.init_cache_fn,
+                                   max_actions=max_actions, backspace_id=bk, eos_id=eos_id,
+                                   temperature=1.0))
+
+
+def sample(trainer, params, prompts: list[str], *, max_actions: int, rng, allow_backspace: bool,
+           samples_per_prompt: int):
+  obj, tok = trainer.objective, trainer.task.tokenizer
+  bk = obj.vocab.backspace_id
   ids = [[tok.bos_id] + tok.encode(p) for p in prompts for _ in range(samples_per_prompt)]
   width = max(map(len, ids))
   arr = np.zeros((len(ids), width), np.int32)
   for i, x in enumerate(ids):
     arr[i, :len(x)] = x
   lens = np.array([len(x) for x in ids], np.int32)
-  gen = jax.jit(functools.partial(seqmatch.generate, apply_fn, obj.init_cache_fn,
-                                  max_actions=max_actions, backspace_id=bk, eos_id=tok.eos_id,
-                                  temperature=1.0))
+  gen = _generator(obj, max_actions, tok.eos_id, allow_backspace)
   g = jax.device_get(gen(params, jnp.asarray(arr), jnp.asarray(lens), rng))
   show = seqmatch.BackspaceTokenizer(tok, bk)
   rows = []
@@ -167,12 +179,14 @@ def mauve_scores(prompts_by_method: dict, texts_by_method: dict, reference: str 
 
 
 def summarize(rows, ref, ref_params, backspace_id) -> dict:
+  """Text statistics of rows; ppl_ref under (ref, ref_params), None when ref is None."""
   texts = [r["text"] for r in rows]
   actions = [a for r in rows for a in r.get("actions", [])]
   positions = [i / max(len(r["actions"]) - 1, 1) for r in rows
                for i, a in enumerate(r.get("actions", [])) if a == backspace_id]
   return {
-      "ppl_ref": reference_ppl(ref, ref_params, [r["prompt"] for r in rows], texts),
+      "ppl_ref": (reference_ppl(ref, ref_params, [r["prompt"] for r in rows], texts)
+                  if ref is not None else None),
       "entropy_1": ngram_entropy(texts, 1), "entropy_2": ngram_entropy(texts, 2),
       "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
       "distinct_3": distinct_n(texts, 3), "rep_4": repetition(texts),
@@ -277,13 +291,26 @@ def main(argv=None):
   ap.add_argument("--tiny", action="store_true", help="seconds-long smoke settings")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--no_mauve", action="store_true", help="skip MAUVE (needs SmolLM2 features)")
+  ap.add_argument("--model", default="bytes", choices=("bytes", "smollm2"),
+                  help="bytes: the from-scratch Shakespeare model; smollm2: SmolLM2-135M + LoRA")
+  ap.add_argument("--seeds", default="0,1,2", help="--model=smollm2: seeds, comma-separated")
+  ap.add_argument("--steps", type=int, default=32, help="--model=smollm2: LoRA steps per run")
+  ap.add_argument("--prompts", type=int, default=128, help="--model=smollm2: held-out reviews")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
   log.setLevel(logging.INFO)
+  command = "python -m experiments.reports.text_seqmatch_report " + " ".join(
+      sys.argv[1:] if argv is None else argv)
+  if a.model == "smollm2":
+    from experiments.reports import text_seqmatch_smollm2
+    report = text_seqmatch_smollm2.make_report(
+        a.root, seeds=tuple(int(s) for s in a.seeds.split(",")), steps=a.steps,
+        prompts=a.prompts, command=command)
+    print(open(os.path.join(a.root, "report.md")).read())
+    return report
   report = make_report(a.root, tiny=a.tiny, seed=a.seed, mauve=not a.no_mauve,
-                       command="python -m experiments.reports.text_seqmatch_report " + " ".join(
-                           sys.argv[1:] if argv is None else argv))
+                       command=command)
   print(open(os.path.join(a.root, "report.md")).read())
   return report
 

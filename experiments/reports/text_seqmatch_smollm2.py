@@ -1,0 +1,242 @@
+"""SequenceMatch on text with a pretrained trunk: SmolLM2-135M + LoRA adapters fine-tuned on
+Rotten Tomatoes reviews with MLE, MLE + <bkspc> (BC) and SequenceMatch-chi2 (SM), per seed,
+judged by MAUVE of sampled continuations of held-out reviews against the real ones.
+
+  python -m experiments.reports.text_seqmatch_report --model=smollm2 --root=DIR \
+      [--seeds=0,1,2 --steps=32 --prompts=128]
+
+Per seed (it sets the adapters' init, the data order, the noise and the rollouts) it trains
+or reuses DIR/seedS/{mle,bc,sm} (configs/smollm2_finetune.py 'METHOD,lora', all from the
+same frozen pretrained trunk), samples one continuation (temperature 1, KV cache, up to
+`--new` actions, <bkspc> applied; masked for mle and the un-fine-tuned model 'pre') of the
+first `--prompt_tokens` tokens of each held-out review, and scores them as the byte report
+does (text_seqmatch_report.summarize) with the frozen pretrained SmolLM2 as both the
+perplexity reference and MAUVE's featuriser. DIR/report.json and DIR/report.md hold every
+seed's values, their mean, min-max and standard deviation, next to the paper's MAUVE."""
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.configs.smollm2_finetune import get_config
+from experiments.reports import text_seqmatch_report as base
+from experiments.runs import trained
+
+log = logging.getLogger("experiments")
+METHODS = ("mle", "bc", "sm")
+PAPER = {"mle": 0.85, "bc": 0.84, "sm": 0.91}   # openwebtext, Llama2-7b QLoRA (SPEC section 3)
+
+
+def run_config(method: str, seed: int, steps: int):
+  """configs/smollm2_finetune.py 'METHOD,lora' for one seed, `steps` long, no eval (the
+  report judges samples) and one checkpoint at the end."""
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  if not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+  c = get_config(method + ",lora")
+  c.seed = int(seed)
+  c.train.update(dict(steps=steps, eval_every=0, checkpoint_every=steps, log_every=10,
+                      progress=False))
+  c.optimizer.warmup_steps = min(int(c.optimizer.warmup_steps), max(1, steps // 10))
+  c.objective.bc_steps = min(int(c.objective.bc_steps), steps // 5)
+  return c
+
+
+def held_out(tokenizer, num: int, prompt_tokens: int, new: int):
+  """(prompt, real continuation) text of the first `num` test reviews with at least
+  prompt_tokens + 8 tokens: the prompt is their first prompt_tokens tokens, the continuation
+  the next (up to) `new`."""
+  from experiments.tasks import get_task
+  c = get_config("mle,lora")
+  out = []
+  for ex in get_task(c.task.name, c.task).source("test"):
+    ids = tokenizer.encode(ex["text"])
+    if len(ids) >= prompt_tokens + 8:
+      out.append((tokenizer.decode(ids[:prompt_tokens]),
+                  tokenizer.decode(ids[prompt_tokens:prompt_tokens + new])))
+    if len(out) == num:
+      break
+  return out
+
+
+def pretrained_scorer(width: int = 40, batch: int = 64):
+  """score(prompts, texts) -> (perplexity, [N, d] features) under the frozen SmolLM2-135M, one
+  forward pass for both: BOS + prompt + text cut to `width` tokens; the perplexity is over
+  the text's tokens given what precedes them, the feature (MAUVE's) is the final hidden state
+  at the last token. Fixed [batch, width] shapes: one compile."""
+  from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
+  from catrans.transformer import Transformer
+  cfg, params = load_pretrained("smollm2", max_len=width)
+  tok = load_pretrained_tokenizer("smollm2")
+  model = Transformer(cfg)
+
+  @jax.jit
+  def forward(x_BxW):
+    out = model.apply({"params": params}, x_BxW[:, :-1])
+    logp = jax.nn.log_softmax(out.logits.astype(jnp.float32), -1)
+    nll = -jnp.take_along_axis(logp, x_BxW[:, 1:, None], -1)[..., 0]
+    return nll, out.hidden
+
+  def score(prompts, texts):
+    seqs = [([tok.bos_id] + tok.encode(p), tok.encode(t)) for p, t in zip(prompts, texts)]
+    total, count, feats = 0.0, 0, []
+    for s in range(0, len(seqs), batch):
+      chunk = seqs[s:s + batch]
+      arr = np.full((batch, width + 1), tok.pad_id, np.int32)
+      w = np.zeros((batch, width), np.float32)
+      last = np.zeros(batch, np.int32)
+      for i, (p, t) in enumerate(chunk):
+        row = (p + t)[:width + 1]
+        arr[i, :len(row)] = row      # right padding: causal, the real rows never see it
+        w[i, len(p) - 1:len(row) - 1] = 1.0
+        last[i] = min(len(row), width) - 1
+      nll, hidden = map(np.asarray, forward(jnp.asarray(arr)))
+      total += float((nll * w).sum())
+      count += float(w.sum())
+      feats.append(hidden[np.arange(len(chunk)), last[:len(chunk)]])
+    return math.exp(total / max(count, 1.0)), np.concatenate(feats).astype(np.float32)
+  return tok, score
+
+
+def mauve(p_features, q_features) -> float | None:
+  try:
+    import mauve as mauve_lib
+  except ImportError:
+    log.warning("MAUVE skipped: pip install -e '.[text-metrics]' (mauve-text)")
+    return None
+  return float(mauve_lib.compute_mauve(p_features=p_features, q_features=q_features,
+                                       verbose=False, seed=25, device_id=-1).mauve)
+
+
+def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score) -> dict:
+  """Trains (or reuses) the three runs of `seed`, samples and scores them; cached in
+  root/seedS/summary.json."""
+  out_dir = os.path.join(root, f"seed{seed}")
+  path = os.path.join(out_dir, "summary.json")
+  if os.path.exists(path):
+    return json.load(open(path))
+  prompts = [p for p, _ in pairs]
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+  rows, train_s, sampler = {}, {}, None
+  for m in METHODS:
+    t0 = time.perf_counter()
+    trainer, params = trained(run_config(m, seed, steps), os.path.join(out_dir, m))
+    train_s[m] = time.perf_counter() - t0
+    if sampler is None:   # one architecture: the first trainer's compiled sampler serves all
+      sampler = trainer
+      params0 = jax.tree.map(np.asarray, trainer.eval_params(trainer.init_state()))
+    log.info("seed %d: %s trained/loaded in %.0f s; sampling %d prompts", seed, m, train_s[m],
+             len(prompts))
+    rows[m] = base.sample(sampler, params, prompts, max_actions=new, rng=rng,
+                          allow_backspace=(m != "mle"), samples_per_prompt=1)
+    del trainer, params
+  # The un-fine-tuned trunk: the adapters at their init (B = 0), <bkspc> masked.
+  rows["pre"] = base.sample(sampler, params0, prompts, max_actions=new, rng=rng,
+                            allow_backspace=False, samples_per_prompt=1)
+  rows["data"] = [{"prompt": p, "text": c} for p, c in pairs]
+  bk = sampler.objective.vocab.backspace_id
+  summary = {"seed": seed, "train_seconds": train_s, "methods": {}, "samples": {}}
+  feats = {}
+  for m, r in rows.items():
+    summary["methods"][m] = base.summarize(r, None, None, bk)
+    ppl, feats[m] = score([x["prompt"] for x in r], [x["text"] for x in r])
+    summary["methods"][m]["ppl_ref"] = ppl
+    summary["samples"][m] = [{k: x[k] for k in ("prompt", "text", "trace") if k in x}
+                             for x in r[:6]]
+  for m in rows:
+    if m != "data":
+      summary["methods"][m]["mauve"] = mauve(feats["data"], feats[m])
+    log.info("seed %d %s: %s", seed, m, {k: summary["methods"][m].get(k) for k in KEYS})
+  summary["texts"] = {m: [x["text"] for x in r] for m, r in rows.items()}
+  os.makedirs(out_dir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+def aggregate(values: list) -> dict:
+  """mean, min, max and (n > 1) sample standard deviation of the finite values."""
+  v = np.array([x for x in values if x is not None and np.isfinite(x)], float)
+  if not len(v):
+    return {"n": 0}
+  return {"n": int(len(v)), "mean": float(v.mean()), "min": float(v.min()),
+          "max": float(v.max()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+
+
+KEYS = ("mauve", "ppl_ref", "distinct_2", "rep_4", "entropy_2", "backspace_rate")
+
+
+def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 32, prompts: int = 128,
+                prompt_tokens: int = 8, new: int = 24, command: str = "") -> dict:
+  os.makedirs(root, exist_ok=True)
+  t0 = time.perf_counter()
+  tok, score = pretrained_scorer(width=prompt_tokens + new + 8)
+  pairs = held_out(tok, prompts, prompt_tokens, new)
+  per_seed = {}
+  for s in seeds:
+    per_seed[s] = seed_report(root, s, steps=steps, pairs=pairs, new=new, score=score)
+    _write(root, per_seed, steps=steps, pairs=pairs, new=new, prompt_tokens=prompt_tokens,
+           command=command, seconds=time.perf_counter() - t0)
+  return json.load(open(os.path.join(root, "report.json")))
+
+
+def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds):
+  names = list(next(iter(per_seed.values()))["methods"])
+  report = {"command": command, "steps": steps, "num_prompts": len(pairs),
+            "prompt_tokens": prompt_tokens, "max_actions": new, "seeds": list(per_seed),
+            "seconds": seconds, "paper_mauve": PAPER,
+            "per_seed": {s: {m: {k: r["methods"][m].get(k) for k in KEYS} for m in names}
+                         for s, r in per_seed.items()},
+            "train_seconds": {s: r["train_seconds"] for s, r in per_seed.items()},
+            "methods": {m: {k: aggregate([r["methods"][m].get(k) for r in per_seed.values()])
+                            for k in KEYS} for m in names}}
+  last = per_seed[list(per_seed)[-1]]
+  report["samples"] = last["samples"]
+  with open(os.path.join(root, "report.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  _markdown(os.path.join(root, "report.md"), report)
+
+
+def _cell(a: dict, spec: str) -> str:
+  if not a.get("n"):
+    return "-"
+  if a["n"] == 1:
+    return format(a["mean"], spec)
+  return (f"{a['mean']:{spec}} [{a['min']:{spec}}, {a['max']:{spec}}]")
+
+
+def _markdown(path, report):
+  seeds = report["seeds"]
+  lines = ["# SequenceMatch on text: SmolLM2-135M + LoRA on Rotten Tomatoes", "",
+           f"`{report['command']}`: {report['steps']} LoRA steps per run (8 x 32 tokens), "
+           f"{report['num_prompts']} held-out reviews, prompt = their first "
+           f"{report['prompt_tokens']} tokens, one continuation each of up to "
+           f"{report['max_actions']} actions at temperature 1; seeds {seeds}. "
+           f"Cells: mean [min, max] over seeds. Total {report['seconds']:.0f} s.", "",
+           "| | MAUVE | paper MAUVE | ppl under SmolLM2 | distinct-2 | rep-4 | entropy-2 "
+           "| backspace rate |", "|---" * 8 + "|"]
+  for m, r in report["methods"].items():
+    paper = report["paper_mauve"].get(m)
+    lines.append(f"| {m} | {_cell(r['mauve'], '.3f')} | {'-' if paper is None else paper} | "
+                 f"{_cell(r['ppl_ref'], '.1f')} | {_cell(r['distinct_2'], '.3f')} | "
+                 f"{_cell(r['rep_4'], '.3f')} | {_cell(r['entropy_2'], '.2f')} | "
+                 f"{_cell(r['backspace_rate'], '.3f')} |")
+  lines += ["", "MAUVE per seed:", "", "| | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+            "|---" * (len(seeds) + 1) + "|"]
+  for m in report["methods"]:
+    vals = [report["per_seed"][s][m].get("mauve") for s in seeds]
+    lines.append(f"| {m} | " + " | ".join(base._fmt(v) for v in vals) + " |")
+  lines += ["", "'data': the real continuations (MAUVE's reference); 'pre': the un-fine-tuned "
+            "SmolLM2, which is also the perplexity reference (so its own ppl is favoured). "
+            "Samples of the last seed (⌫ = <bkspc>):"]
+  for m, rows in report["samples"].items():
+    lines += ["", f"**{m}**", ""]
+    lines += [f"- `{r['prompt']!r}` → `{r.get('trace', r['text'])!r}`" for r in rows[:3]]
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
