@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import text_samples
 from experiments.reports import text_seqmatch_report as report_lib
 from experiments.configs.shakespeare_seqmatch import get_config
 from experiments.trainer import Trainer
@@ -18,10 +19,10 @@ def test_text_statistics_exact_values():
   texts = ["a b a b", "c"]
   # Word unigrams: a, b, a, b, c -> p = (2/5, 2/5, 1/5).
   expected = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2))
-  assert math.isclose(report_lib.ngram_entropy(texts, 1), expected, rel_tol=1e-12)
+  assert math.isclose(text_samples.ngram_entropy(texts, 1), expected, rel_tol=1e-12)
   # 'a b a b' bigrams: (a b), (b a), (a b): one of three repeats; 'c' has none.
-  assert math.isclose(report_lib.repetition(texts, n=2), 1 / 3)
-  assert report_lib.repetition(["x y z w v"], n=4) == 0.0
+  assert math.isclose(text_samples.repetition(texts, n=2), 1 / 3)
+  assert text_samples.repetition(["x y z w v"], n=4) == 0.0
 
 
 def test_tiny_report_and_init_from_run(tmp_path):

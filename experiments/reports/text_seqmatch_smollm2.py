@@ -2,7 +2,7 @@
 Rotten Tomatoes reviews with MLE, MLE + <bkspc> (BC) and SequenceMatch-chi2 (SM), per seed,
 judged by MAUVE of sampled continuations of held-out reviews against the real ones.
 
-  python -m experiments.reports.text_seqmatch_report --model=smollm2 --root=DIR \
+  python -m experiments.reports.text_seqmatch_smollm2 --root=DIR \
       [--seeds=0,1,2 --steps=32 --prompts=128]
 
 Per seed (it sets the adapters' init, the data order, the noise and the rollouts) it trains
@@ -10,13 +10,15 @@ or reuses DIR/seedS/{mle,bc,sm} (configs/smollm2_finetune.py 'METHOD,lora', all 
 same frozen pretrained trunk), samples one continuation (temperature 1, KV cache, up to
 `--new` actions, <bkspc> applied; masked for mle and the un-fine-tuned model 'pre') of the
 first `--prompt_tokens` tokens of each held-out review, and scores them as the byte report
-does (text_seqmatch_report.summarize) with the frozen pretrained SmolLM2 as both the
+does (experiments.text_samples.summarize) with the frozen pretrained SmolLM2 as both the
 perplexity reference and MAUVE's featuriser. DIR/report.json and DIR/report.md hold every
 seed's values, their mean, min-max and standard deviation, next to the paper's MAUVE."""
+import argparse
 import json
 import logging
 import math
 import os
+import sys
 import time
 
 import jax
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs.smollm2_finetune import get_config
-from experiments.reports import text_seqmatch_report as base
+from experiments import text_samples as base
 from experiments.runs import trained
 
 log = logging.getLogger("experiments")
@@ -231,7 +233,7 @@ def _markdown(path, report):
             "|---" * (len(seeds) + 1) + "|"]
   for m in report["methods"]:
     vals = [report["per_seed"][s][m].get("mauve") for s in seeds]
-    lines.append(f"| {m} | " + " | ".join(base._fmt(v) for v in vals) + " |")
+    lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
   lines += ["", "'data': the real continuations (MAUVE's reference); 'pre': the un-fine-tuned "
             "SmolLM2, which is also the perplexity reference (so its own ppl is favoured). "
             "Samples of the last seed (⌫ = <bkspc>):"]
@@ -240,3 +242,25 @@ def _markdown(path, report):
     lines += [f"- `{r['prompt']!r}` → `{r.get('trace', r['text'])!r}`" for r in rows[:3]]
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--root", required=True)
+  ap.add_argument("--seeds", default="0,1,2", help="comma-separated")
+  ap.add_argument("--steps", type=int, default=32, help="LoRA steps per run")
+  ap.add_argument("--prompts", type=int, default=128, help="held-out reviews (one sample each)")
+  a = ap.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
+                      format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+  log.setLevel(logging.INFO)
+  seeds = tuple(int(s) for s in a.seeds.split(","))
+  command = "python -m experiments.reports.text_seqmatch_smollm2 " + " ".join(
+      sys.argv[1:] if argv is None else argv)
+  report = make_report(a.root, seeds=seeds, steps=a.steps, prompts=a.prompts, command=command)
+  print(open(os.path.join(a.root, "report.md")).read())
+  return report
+
+
+if __name__ == "__main__":
+  main()
