@@ -3,13 +3,13 @@ Rotten Tomatoes reviews with MLE, MLE + <bkspc> (BC) and SequenceMatch-chi2 (SM)
 judged by MAUVE of sampled continuations of held-out reviews against the real ones.
 
   python -m experiments.reports.text_seqmatch_smollm2 --root=DIR \
-      [--seeds=0,1,2 --steps=32 --prompts=128]
+      [--seeds=0,1,2 --steps=16 --prompts=96]
 
 Per seed (it sets the adapters' init, the data order, the noise and the rollouts) it trains
 or reuses DIR/seedS/{mle,bc,sm} (configs/smollm2_finetune.py 'METHOD,lora', all from the
 same frozen pretrained trunk), samples one continuation (temperature 1, KV cache, up to
-`--new` actions, <bkspc> applied; masked for mle and the un-fine-tuned model 'pre') of the
-first `--prompt_tokens` tokens of each held-out review, and scores them as the byte report
+20 actions, <bkspc> applied; masked for mle and the un-fine-tuned model 'pre') of the
+first 8 tokens of each held-out review, and scores them as the byte report
 does (experiments.text_samples.summarize) with the frozen pretrained SmolLM2 as both the
 perplexity reference and MAUVE's featuriser. DIR/report.json and DIR/report.md hold every
 seed's values, their mean, min-max and standard deviation, next to the paper's MAUVE."""
@@ -116,9 +116,11 @@ def mauve(p_features, q_features) -> float | None:
                                        verbose=False, seed=25, device_id=-1).mauve)
 
 
-def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score) -> dict:
-  """Trains (or reuses) the three runs of `seed`, samples and scores them; cached in
-  root/seedS/summary.json."""
+def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score, data: dict,
+                with_pre: bool) -> dict:
+  """Trains (or reuses) the three runs of `seed`, samples and scores them (and, with_pre, the
+  un-fine-tuned trunk) against `data` (the real continuations' summary and features);
+  cached in root/seedS/summary.json."""
   out_dir = os.path.join(root, f"seed{seed}")
   path = os.path.join(out_dir, "summary.json")
   if os.path.exists(path):
@@ -132,28 +134,24 @@ def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score) -> 
     train_s[m] = time.perf_counter() - t0
     if sampler is None:   # one architecture: the first trainer's compiled sampler serves all
       sampler = trainer
-      params0 = jax.tree.map(np.asarray, trainer.eval_params(trainer.init_state()))
+      if with_pre:
+        params0 = jax.tree.map(np.asarray, trainer.eval_params(trainer.init_state()))
     log.info("seed %d: %s trained/loaded in %.0f s; sampling %d prompts", seed, m, train_s[m],
              len(prompts))
     rows[m] = base.sample(sampler, params, prompts, max_actions=new, rng=rng,
                           allow_backspace=(m != "mle"), samples_per_prompt=1)
     del trainer, params
-  # The un-fine-tuned trunk: the adapters at their init (B = 0), <bkspc> masked.
-  rows["pre"] = base.sample(sampler, params0, prompts, max_actions=new, rng=rng,
-                            allow_backspace=False, samples_per_prompt=1)
-  rows["data"] = [{"prompt": p, "text": c} for p, c in pairs]
+  if with_pre:   # the un-fine-tuned trunk: adapters at their init (B = 0), <bkspc> masked
+    rows["pre"] = base.sample(sampler, params0, prompts, max_actions=new, rng=rng,
+                              allow_backspace=False, samples_per_prompt=1)
   bk = sampler.objective.vocab.backspace_id
-  summary = {"seed": seed, "train_seconds": train_s, "methods": {}, "samples": {}}
-  feats = {}
+  summary = {"seed": seed, "train_seconds": train_s, "methods": {"data": data["summary"]},
+             "samples": {}}
   for m, r in rows.items():
     summary["methods"][m] = base.summarize(r, None, None, bk)
-    ppl, feats[m] = score([x["prompt"] for x in r], [x["text"] for x in r])
-    summary["methods"][m]["ppl_ref"] = ppl
-    summary["samples"][m] = [{k: x[k] for k in ("prompt", "text", "trace") if k in x}
-                             for x in r[:6]]
-  for m in rows:
-    if m != "data":
-      summary["methods"][m]["mauve"] = mauve(feats["data"], feats[m])
+    ppl, feats = score([x["prompt"] for x in r], [x["text"] for x in r])
+    summary["methods"][m].update(ppl_ref=ppl, mauve=mauve(data["features"], feats))
+    summary["samples"][m] = [{k: x[k] for k in ("prompt", "text", "trace")} for x in r[:6]]
     log.info("seed %d %s: %s", seed, m, {k: summary["methods"][m].get(k) for k in KEYS})
   summary["texts"] = {m: [x["text"] for x in r] for m, r in rows.items()}
   os.makedirs(out_dir, exist_ok=True)
@@ -174,29 +172,35 @@ def aggregate(values: list) -> dict:
 KEYS = ("mauve", "ppl_ref", "distinct_2", "rep_4", "entropy_2", "backspace_rate")
 
 
-def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 32, prompts: int = 128,
-                prompt_tokens: int = 8, new: int = 24, command: str = "") -> dict:
+def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 16, prompts: int = 96,
+                prompt_tokens: int = 8, new: int = 20, command: str = "") -> dict:
   os.makedirs(root, exist_ok=True)
   t0 = time.perf_counter()
-  tok, score = pretrained_scorer(width=prompt_tokens + new + 8)
+  tok, score = pretrained_scorer(width=prompt_tokens + new + 2)
   pairs = held_out(tok, prompts, prompt_tokens, new)
+  rows = [{"prompt": p, "text": c} for p, c in pairs]
+  ppl, feats = score([p for p, _ in pairs], [c for _, c in pairs])
+  data = {"summary": dict(base.summarize(rows, None, None, -1), ppl_ref=ppl), "features": feats}
   per_seed = {}
   for s in seeds:
-    per_seed[s] = seed_report(root, s, steps=steps, pairs=pairs, new=new, score=score)
+    per_seed[s] = seed_report(root, s, steps=steps, pairs=pairs, new=new, score=score,
+                              data=data, with_pre=(s == seeds[0]))
     _write(root, per_seed, steps=steps, pairs=pairs, new=new, prompt_tokens=prompt_tokens,
            command=command, seconds=time.perf_counter() - t0)
   return json.load(open(os.path.join(root, "report.json")))
 
 
 def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds):
-  names = list(next(iter(per_seed.values()))["methods"])
+  names = ["data", *METHODS, "pre"]
   report = {"command": command, "steps": steps, "num_prompts": len(pairs),
             "prompt_tokens": prompt_tokens, "max_actions": new, "seeds": list(per_seed),
             "seconds": seconds, "paper_mauve": PAPER,
-            "per_seed": {s: {m: {k: r["methods"][m].get(k) for k in KEYS} for m in names}
+            "per_seed": {s: {m: {k: r["methods"][m].get(k) for k in KEYS}
+                             for m in names if m in r["methods"]}
                          for s, r in per_seed.items()},
             "train_seconds": {s: r["train_seconds"] for s, r in per_seed.items()},
-            "methods": {m: {k: aggregate([r["methods"][m].get(k) for r in per_seed.values()])
+            "methods": {m: {k: aggregate([r["methods"][m].get(k) for r in per_seed.values()
+                                          if m in r["methods"]])
                             for k in KEYS} for m in names}}
   last = per_seed[list(per_seed)[-1]]
   report["samples"] = last["samples"]
@@ -232,7 +236,7 @@ def _markdown(path, report):
   lines += ["", "MAUVE per seed:", "", "| | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---" * (len(seeds) + 1) + "|"]
   for m in report["methods"]:
-    vals = [report["per_seed"][s][m].get("mauve") for s in seeds]
+    vals = [report["per_seed"][s].get(m, {}).get("mauve") for s in seeds]
     lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
   lines += ["", "'data': the real continuations (MAUVE's reference); 'pre': the un-fine-tuned "
             "SmolLM2, which is also the perplexity reference (so its own ppl is favoured). "
@@ -248,8 +252,8 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--root", required=True)
   ap.add_argument("--seeds", default="0,1,2", help="comma-separated")
-  ap.add_argument("--steps", type=int, default=32, help="LoRA steps per run")
-  ap.add_argument("--prompts", type=int, default=128, help="held-out reviews (one sample each)")
+  ap.add_argument("--steps", type=int, default=16, help="LoRA steps per run")
+  ap.add_argument("--prompts", type=int, default=96, help="held-out reviews (one sample each)")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
