@@ -147,14 +147,17 @@ def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score, dat
   bk = sampler.objective.vocab.backspace_id
   summary = {"seed": seed, "train_seconds": train_s, "methods": {"data": data["summary"]},
              "samples": {}}
+  features = {}
   for m, r in rows.items():
     summary["methods"][m] = base.summarize(r, None, None, bk)
     ppl, feats = score([x["prompt"] for x in r], [x["text"] for x in r])
     summary["methods"][m].update(ppl_ref=ppl, mauve=mauve(data["features"], feats))
+    features[m] = feats
     summary["samples"][m] = [{k: x[k] for k in ("prompt", "text", "trace")} for x in r[:6]]
     log.info("seed %d %s: %s", seed, m, {k: summary["methods"][m].get(k) for k in KEYS})
   summary["texts"] = {m: [x["text"] for x in r] for m, r in rows.items()}
   os.makedirs(out_dir, exist_ok=True)
+  np.savez(os.path.join(out_dir, "features.npz"), **features)   # for later bootstraps
   with open(path, "w") as f:
     json.dump(summary, f, indent=1)
   return summary
@@ -181,6 +184,11 @@ def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 16, prompts: int = 9
   rows = [{"prompt": p, "text": c} for p, c in pairs]
   ppl, feats = score([p for p, _ in pairs], [c for _, c in pairs])
   data = {"summary": dict(base.summarize(rows, None, None, -1), ppl_ref=ppl), "features": feats}
+  np.savez(os.path.join(root, "data_features.npz"), data=feats)
+  # What two halves of the real continuations score against each other: MAUVE's ceiling and
+  # noise at this sample size (half of it).
+  half = len(feats) // 2
+  data["summary"]["mauve_split_half"] = mauve(feats[:half], feats[half:])
   per_seed = {}
   for s in seeds:
     per_seed[s] = seed_report(root, s, steps=steps, pairs=pairs, new=new, score=score,
@@ -195,6 +203,8 @@ def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds
   report = {"command": command, "steps": steps, "num_prompts": len(pairs),
             "prompt_tokens": prompt_tokens, "max_actions": new, "seeds": list(per_seed),
             "seconds": seconds, "paper_mauve": PAPER,
+            "data_mauve_split_half": per_seed[list(per_seed)[0]]["methods"]["data"].get(
+                "mauve_split_half"),
             "per_seed": {s: {m: {k: r["methods"][m].get(k) for k in KEYS}
                              for m in names if m in r["methods"]}
                          for s, r in per_seed.items()},
@@ -235,10 +245,13 @@ def _markdown(path, report):
                  f"{_cell(r['backspace_rate'], '.3f')} |")
   lines += ["", "MAUVE per seed:", "", "| | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---" * (len(seeds) + 1) + "|"]
-  for m in report["methods"]:
+  for m in [*METHODS, "pre"]:
     vals = [report["per_seed"][s].get(m, {}).get("mauve") for s in seeds]
     lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
-  lines += ["", "'data': the real continuations (MAUVE's reference); 'pre': the un-fine-tuned "
+  half = report["data_mauve_split_half"]
+  lines += ["", f"MAUVE of one half of the real continuations against the other half: "
+            f"{'-' if half is None else format(half, '.3f')} (the noise at this sample size).",
+            "", "'data': the real continuations (MAUVE's reference); 'pre': the un-fine-tuned "
             "SmolLM2, which is also the perplexity reference (so its own ppl is favoured). "
             "Samples of the last seed (⌫ = <bkspc>):"]
   for m, rows in report["samples"].items():
