@@ -175,8 +175,41 @@ def aggregate(values: list) -> dict:
 KEYS = ("mauve", "ppl_ref", "distinct_2", "rep_4", "entropy_2", "backspace_rate")
 
 
+def bootstrap_mauve(data_NxD, q_NxD, *, resamples: int, seed: int = 0) -> list:
+  """[2.5%, 97.5%] of MAUVE over `resamples` paired resamplings of the prompts (the same
+  indices for the real and the sampled continuations of those prompts)."""
+  if not isinstance(resamples, int) or resamples < 2:
+    raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
+  if len(data_NxD) != len(q_NxD):
+    raise ValueError(f"paired features need equal counts, got {len(data_NxD)} and {len(q_NxD)}")
+  rng = np.random.default_rng(seed)
+  vals = []
+  for _ in range(resamples):
+    i = rng.integers(0, len(q_NxD), len(q_NxD))
+    vals.append(mauve(data_NxD[i], q_NxD[i]))
+  return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+
+def add_bootstrap(root: str, seeds, resamples: int) -> dict:
+  """{seed: {method: [lo, hi]}} from the saved features, cached in root/bootstrap.json."""
+  path = os.path.join(root, "bootstrap.json")
+  done = json.load(open(path)) if os.path.exists(path) else {}
+  if done.get("resamples") != resamples:
+    done = {"resamples": resamples}
+  data = np.load(os.path.join(root, "data_features.npz"))["data"]
+  for s in seeds:
+    feats = np.load(os.path.join(root, f"seed{s}", "features.npz"))
+    for m in feats.files:
+      if m not in done.setdefault(str(s), {}):
+        done[str(s)][m] = bootstrap_mauve(data, feats[m], resamples=resamples, seed=s)
+        with open(path, "w") as f:
+          json.dump(done, f, indent=1)
+  return done
+
+
 def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 16, prompts: int = 96,
-                prompt_tokens: int = 8, new: int = 20, command: str = "") -> dict:
+                prompt_tokens: int = 8, new: int = 20, command: str = "",
+                bootstrap: int = 0) -> dict:
   os.makedirs(root, exist_ok=True)
   t0 = time.perf_counter()
   tok, score = pretrained_scorer(width=prompt_tokens + new + 2)
@@ -195,10 +228,14 @@ def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 16, prompts: int = 9
                               data=data, with_pre=(s == seeds[0]))
     _write(root, per_seed, steps=steps, pairs=pairs, new=new, prompt_tokens=prompt_tokens,
            command=command, seconds=time.perf_counter() - t0)
+  if bootstrap:
+    boot = add_bootstrap(root, seeds, bootstrap)
+    _write(root, per_seed, steps=steps, pairs=pairs, new=new, prompt_tokens=prompt_tokens,
+           command=command, seconds=time.perf_counter() - t0, boot=boot)
   return json.load(open(os.path.join(root, "report.json")))
 
 
-def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds):
+def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds, boot=None):
   names = ["data", *METHODS, "pre"]
   report = {"command": command, "steps": steps, "num_prompts": len(pairs),
             "prompt_tokens": prompt_tokens, "max_actions": new, "seeds": list(per_seed),
@@ -212,6 +249,12 @@ def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds
             "methods": {m: {k: aggregate([r["methods"][m].get(k) for r in per_seed.values()
                                           if m in r["methods"]])
                             for k in KEYS} for m in names}}
+  if boot:   # per seed, the bootstrap interval over prompts of each method's MAUVE
+    report["mauve_bootstrap"] = boot
+    for s, r in report["per_seed"].items():
+      for m, v in r.items():
+        if m in boot.get(str(s), {}):
+          v["mauve_boot"] = boot[str(s)][m]
   last = per_seed[list(per_seed)[-1]]
   report["samples"] = last["samples"]
   with open(os.path.join(root, "report.json"), "w") as f:
@@ -225,6 +268,13 @@ def _cell(a: dict, spec: str) -> str:
   if a["n"] == 1:
     return format(a["mean"], spec)
   return (f"{a['mean']:{spec}} [{a['min']:{spec}}, {a['max']:{spec}}]")
+
+
+def _seed_cell(v: dict) -> str:
+  if v.get("mauve") is None:
+    return "-"
+  lo_hi = v.get("mauve_boot")
+  return f"{v['mauve']:.3f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
 
 
 def _markdown(path, report):
@@ -243,11 +293,13 @@ def _markdown(path, report):
                  f"{_cell(r['ppl_ref'], '.1f')} | {_cell(r['distinct_2'], '.3f')} | "
                  f"{_cell(r['rep_4'], '.3f')} | {_cell(r['entropy_2'], '.2f')} | "
                  f"{_cell(r['backspace_rate'], '.3f')} |")
-  lines += ["", "MAUVE per seed:", "", "| | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+  boot = report.get("mauve_bootstrap", {}).get("resamples")
+  lines += ["", "MAUVE per seed" + (f" [95% bootstrap over the prompts, {boot} resamples]"
+                                    if boot else "") + ":", "", "| | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---" * (len(seeds) + 1) + "|"]
   for m in [*METHODS, "pre"]:
-    vals = [report["per_seed"][s].get(m, {}).get("mauve") for s in seeds]
-    lines.append(f"| {m} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
+    vals = [report["per_seed"][s].get(m, {}) for s in seeds]
+    lines.append(f"| {m} | " + " | ".join(_seed_cell(v) for v in vals) + " |")
   half = report["data_mauve_split_half"]
   lines += ["", f"MAUVE of one half of the real continuations against the other half: "
             f"{'-' if half is None else format(half, '.3f')} (the noise at this sample size).",
@@ -267,6 +319,8 @@ def main(argv=None):
   ap.add_argument("--seeds", default="0,1,2", help="comma-separated")
   ap.add_argument("--steps", type=int, default=16, help="LoRA steps per run")
   ap.add_argument("--prompts", type=int, default=96, help="held-out reviews (one sample each)")
+  ap.add_argument("--bootstrap", type=int, default=0,
+                  help="> 0: also a per-seed bootstrap interval of MAUVE with this many resamples")
   a = ap.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
                       format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -274,7 +328,8 @@ def main(argv=None):
   seeds = tuple(int(s) for s in a.seeds.split(","))
   command = "python -m experiments.reports.text_seqmatch_smollm2 " + " ".join(
       sys.argv[1:] if argv is None else argv)
-  report = make_report(a.root, seeds=seeds, steps=a.steps, prompts=a.prompts, command=command)
+  report = make_report(a.root, seeds=seeds, steps=a.steps, prompts=a.prompts, command=command,
+                       bootstrap=a.bootstrap)
   print(open(os.path.join(a.root, "report.md")).read())
   return report
 
