@@ -14,6 +14,7 @@ does (experiments.text_samples.summarize) with the frozen pretrained SmolLM2 as 
 perplexity reference and MAUVE's featuriser. DIR/report.json and DIR/report.md hold every
 seed's values, their mean, min-max and standard deviation, next to the paper's MAUVE."""
 import argparse
+import ast
 import json
 import logging
 import math
@@ -34,9 +35,10 @@ METHODS = ("mle", "bc", "sm")
 PAPER = {"mle": 0.85, "bc": 0.84, "sm": 0.91}   # openwebtext, Llama2-7b QLoRA (SPEC section 3)
 
 
-def run_config(method: str, seed: int, steps: int):
+def run_config(method: str, seed: int, steps: int, overrides: dict | None = None):
   """configs/smollm2_finetune.py 'METHOD,lora' for one seed, `steps` long, no eval (the
-  report judges samples) and one checkpoint at the end."""
+  report judges samples) and one checkpoint at the end; then `overrides` ({'objective.alpha':
+  10.0}: for diagnostics, named in the report)."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
   if not isinstance(steps, int) or steps < 1:
@@ -47,7 +49,24 @@ def run_config(method: str, seed: int, steps: int):
                       progress=False))
   c.optimizer.warmup_steps = min(int(c.optimizer.warmup_steps), max(1, steps // 10))
   c.objective.bc_steps = min(int(c.objective.bc_steps), steps // 5)
+  if overrides:
+    c.update_from_flattened_dict(dict(overrides))
   return c
+
+
+def parse_overrides(text: str) -> dict:
+  """'objective.alpha=10,objective.beta=0.9' -> {'objective.alpha': 10, ...} (Python
+  literals; anything else stays a string)."""
+  out = {}
+  for item in filter(None, (text or "").split(",")):
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--sm_set items are KEY=VALUE, got {item!r}")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
 
 
 def held_out(tokenizer, num: int, prompt_tokens: int, new: int):
@@ -117,7 +136,7 @@ def mauve(p_features, q_features) -> float | None:
 
 
 def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score, data: dict,
-                with_pre: bool) -> dict:
+                with_pre: bool, methods=METHODS, sm_set: dict | None = None) -> dict:
   """Trains (or reuses) the three runs of `seed`, samples and scores them (and, with_pre, the
   un-fine-tuned trunk) against `data` (the real continuations' summary and features);
   cached in root/seedS/summary.json."""
@@ -128,9 +147,10 @@ def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score, dat
   prompts = [p for p, _ in pairs]
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
   rows, train_s, sampler = {}, {}, None
-  for m in METHODS:
+  for m in methods:
     t0 = time.perf_counter()
-    trainer, params = trained(run_config(m, seed, steps), os.path.join(out_dir, m))
+    trainer, params = trained(run_config(m, seed, steps, sm_set if m == "sm" else None),
+                              os.path.join(out_dir, m))
     train_s[m] = time.perf_counter() - t0
     if sampler is None:   # one architecture: the first trainer's compiled sampler serves all
       sampler = trainer
@@ -209,7 +229,10 @@ def add_bootstrap(root: str, seeds, resamples: int) -> dict:
 
 def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 16, prompts: int = 96,
                 prompt_tokens: int = 8, new: int = 20, command: str = "",
-                bootstrap: int = 0) -> dict:
+                bootstrap: int = 0, methods=METHODS, sm_set: dict | None = None,
+                pre: bool = True) -> dict:
+  if not methods or set(methods) - set(METHODS):
+    raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods!r}")
   os.makedirs(root, exist_ok=True)
   t0 = time.perf_counter()
   tok, score = pretrained_scorer(width=prompt_tokens + new + 2)
@@ -225,21 +248,24 @@ def make_report(root: str, *, seeds=(0, 1, 2), steps: int = 16, prompts: int = 9
   per_seed = {}
   for s in seeds:
     per_seed[s] = seed_report(root, s, steps=steps, pairs=pairs, new=new, score=score,
-                              data=data, with_pre=(s == seeds[0]))
+                              data=data, with_pre=pre and s == seeds[0], methods=methods,
+                              sm_set=sm_set)
     _write(root, per_seed, steps=steps, pairs=pairs, new=new, prompt_tokens=prompt_tokens,
-           command=command, seconds=time.perf_counter() - t0)
+           command=command, seconds=time.perf_counter() - t0, sm_set=sm_set)
   if bootstrap:
     boot = add_bootstrap(root, seeds, bootstrap)
     _write(root, per_seed, steps=steps, pairs=pairs, new=new, prompt_tokens=prompt_tokens,
-           command=command, seconds=time.perf_counter() - t0, boot=boot)
+           command=command, seconds=time.perf_counter() - t0, boot=boot, sm_set=sm_set)
   return json.load(open(os.path.join(root, "report.json")))
 
 
-def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds, boot=None):
-  names = ["data", *METHODS, "pre"]
+def _write(root, per_seed, *, steps, pairs, new, prompt_tokens, command, seconds, boot=None,
+           sm_set=None):
+  names = [m for m in ("data", *METHODS, "pre")
+           if any(m in r["methods"] for r in per_seed.values())]
   report = {"command": command, "steps": steps, "num_prompts": len(pairs),
             "prompt_tokens": prompt_tokens, "max_actions": new, "seeds": list(per_seed),
-            "seconds": seconds, "paper_mauve": PAPER,
+            "seconds": seconds, "paper_mauve": PAPER, "sm_set": sm_set or {},
             "data_mauve_split_half": per_seed[list(per_seed)[0]]["methods"]["data"].get(
                 "mauve_split_half"),
             "per_seed": {s: {m: {k: r["methods"][m].get(k) for k in KEYS}
@@ -284,7 +310,9 @@ def _markdown(path, report):
            f"{report['num_prompts']} held-out reviews, prompt = their first "
            f"{report['prompt_tokens']} tokens, one continuation each of up to "
            f"{report['max_actions']} actions at temperature 1; seeds {seeds}. "
-           f"Cells: mean [min, max] over seeds. Total {report['seconds']:.0f} s.", "",
+           f"Cells: mean [min, max] over seeds. Total {report['seconds']:.0f} s."
+           + (f" **Diagnostic: the sm runs with {report['sm_set']}.**" if report["sm_set"] else ""),
+           "",
            "| | MAUVE | paper MAUVE | ppl under SmolLM2 | distinct-2 | rep-4 | entropy-2 "
            "| backspace rate |", "|---" * 8 + "|"]
   for m, r in report["methods"].items():
@@ -297,7 +325,7 @@ def _markdown(path, report):
   lines += ["", "MAUVE per seed" + (f" [95% bootstrap over the prompts, {boot} resamples]"
                                     if boot else "") + ":", "", "| | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---" * (len(seeds) + 1) + "|"]
-  for m in [*METHODS, "pre"]:
+  for m in [m for m in report["methods"] if m != "data"]:
     vals = [report["per_seed"][s].get(m, {}) for s in seeds]
     lines.append(f"| {m} | " + " | ".join(_seed_cell(v) for v in vals) + " |")
   half = report["data_mauve_split_half"]
@@ -319,6 +347,10 @@ def main(argv=None):
   ap.add_argument("--seeds", default="0,1,2", help="comma-separated")
   ap.add_argument("--steps", type=int, default=16, help="LoRA steps per run")
   ap.add_argument("--prompts", type=int, default=96, help="held-out reviews (one sample each)")
+  ap.add_argument("--methods", default=",".join(METHODS), help="a subset of mle,bc,sm")
+  ap.add_argument("--sm_set", default="",
+                  help="config overrides of the sm runs, KEY=VALUE,...; a diagnostic: use its own --root")
+  ap.add_argument("--no_pre", action="store_true", help="skip the un-fine-tuned model")
   ap.add_argument("--bootstrap", type=int, default=0,
                   help="> 0: also a per-seed bootstrap interval of MAUVE with this many resamples")
   a = ap.parse_args(argv)
@@ -329,7 +361,8 @@ def main(argv=None):
   command = "python -m experiments.reports.text_seqmatch_smollm2 " + " ".join(
       sys.argv[1:] if argv is None else argv)
   report = make_report(a.root, seeds=seeds, steps=a.steps, prompts=a.prompts, command=command,
-                       bootstrap=a.bootstrap)
+                       bootstrap=a.bootstrap, methods=tuple(a.methods.split(",")),
+                       sm_set=parse_overrides(a.sm_set), pre=not a.no_pre)
   print(open(os.path.join(a.root, "report.md")).read())
   return report
 
