@@ -15,6 +15,7 @@ perplexity reference and MAUVE's featuriser. DIR/report.json and DIR/report.md h
 seed's values, their mean, min-max and standard deviation, next to the paper's MAUVE."""
 import argparse
 import ast
+import gc
 import json
 import logging
 import math
@@ -161,6 +162,7 @@ def seed_report(root: str, seed: int, *, steps: int, pairs, new: int, score, dat
     rows[m] = base.sample(sampler, params, prompts, max_actions=new, rng=rng,
                           allow_backspace=(m != "mle"), samples_per_prompt=1)
     del trainer, params
+    gc.collect()   # a 135M trainer is ~1 GB of host arrays: keep at most two alive
   if with_pre:   # the un-fine-tuned trunk: adapters at their init (B = 0), <bkspc> masked
     rows["pre"] = base.sample(sampler, params0, prompts, max_actions=new, rng=rng,
                               allow_backspace=False, samples_per_prompt=1)
