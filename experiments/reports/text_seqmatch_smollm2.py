@@ -312,7 +312,8 @@ def _markdown(path, report):
            f"{report['num_prompts']} held-out reviews, prompt = their first "
            f"{report['prompt_tokens']} tokens, one continuation each of up to "
            f"{report['max_actions']} actions at temperature 1; seeds {seeds}. "
-           f"Cells: mean [min, max] over seeds. Total {report['seconds']:.0f} s."
+           f"Cells: mean [min, max] over seeds. This invocation {report['seconds']:.0f} s "
+           f"(finished seeds are reused; training seconds per run: report.json)."
            + (f" **Diagnostic: the sm runs with {report['sm_set']}.**" if report["sm_set"] else ""),
            "",
            "| | MAUVE | paper MAUVE | ppl under SmolLM2 | distinct-2 | rep-4 | entropy-2 "
