@@ -314,10 +314,10 @@ ROWS = [
         "MAUVE against the real continuations: MLE {mauve_mle}, MLE+backspace {mauve_bc}, SM "
         "{mauve_sm}, un-fine-tuned {mauve_pre}; perplexity under the frozen SmolLM2: real "
         "{ppl_data}, MLE {ppl_mle}, MLE+backspace {ppl_bc}, SM {ppl_sm}, un-fine-tuned "
-        "{ppl_pre}; SM backspace rate {bkspc_sm}", expected_s=1800,
+        "{ppl_pre}; SM backspace rate {bkspc_sm}", expected_s=900,
         paper="MAUVE SM 0.91 vs MLE 0.85 (openwebtext, Llama2-7b)",
         not_regenerated="not run through the runner: the three seeds ran in one invocation "
-                        "(--seeds=0,1,2) on the loaded machine, about 25 min per seed"),
+                        "(--seeds=0,1,2) on the shared machine, 7-20 min per seed"),
     Row("fit", "Fit a sentiment head on frozen SmolLM2-135M (400 reviews, 48 tokens, up to 30 "
         "epochs, the epoch picked on a 10% validation split)",
         (FIT,),
