@@ -7,7 +7,9 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
+from experiments import text_samples
 from experiments.reports import text_seqmatch_report as report_lib
 from experiments.configs.shakespeare_seqmatch import get_config
 from experiments.trainer import Trainer
@@ -17,10 +19,10 @@ def test_text_statistics_exact_values():
   texts = ["a b a b", "c"]
   # Word unigrams: a, b, a, b, c -> p = (2/5, 2/5, 1/5).
   expected = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2))
-  assert math.isclose(report_lib.ngram_entropy(texts, 1), expected, rel_tol=1e-12)
+  assert math.isclose(text_samples.ngram_entropy(texts, 1), expected, rel_tol=1e-12)
   # 'a b a b' bigrams: (a b), (b a), (a b): one of three repeats; 'c' has none.
-  assert math.isclose(report_lib.repetition(texts, n=2), 1 / 3)
-  assert report_lib.repetition(["x y z w v"], n=4) == 0.0
+  assert math.isclose(text_samples.repetition(texts, n=2), 1 / 3)
+  assert text_samples.repetition(["x y z w v"], n=4) == 0.0
 
 
 def test_tiny_report_and_init_from_run(tmp_path):
@@ -47,3 +49,24 @@ def test_tiny_report_and_init_from_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert all(float(np.abs(np.asarray(x)).max()) == 0.0
              for x in jax.tree.leaves(state.opt_state) if np.ndim(x) > 0)
+
+
+def test_smollm2_lora_runs_differ_only_in_the_loss():
+  from experiments.configs.smollm2_finetune import get_config as smollm2_config
+  from experiments.reports import text_seqmatch_smollm2 as sm2
+  mle, bc, sm = (sm2.run_config(m, 3, 40) for m in sm2.METHODS)
+  assert (mle.objective.loss, mle.objective.p_noise) == ("bc", 0.0)     # plain MLE
+  assert (bc.objective.loss, bc.objective.p_noise) == ("bc", 0.1)       # <bkspc> is learnt
+  assert sm.objective.loss == "sm" and sm.objective.rollouts > 0
+  for c in (mle, bc, sm):   # one trunk, one adapter shape, one data stream per seed
+    assert (c.seed, c.train.steps, c.model.lora_rank, c.data.seq_len) == (3, 40, 8, 32)
+    assert c.init_from == "smollm2"
+  with pytest.raises(ValueError, match="method"):
+    sm2.run_config("cat_attr", 0, 40)
+  with pytest.raises(ValueError, match="steps"):
+    sm2.run_config("sm", 0, 0)
+  with pytest.raises(ValueError, match="lora"):
+    smollm2_config("cat_attr,lora")
+  a = sm2.aggregate([0.8, None, float("nan"), 0.9])
+  assert (a["n"], a["min"], a["max"]) == (2, 0.8, 0.9)
+  assert math.isclose(a["mean"], 0.85) and math.isclose(a["std"], math.sqrt(0.005))

@@ -11,7 +11,9 @@ METHOD:
   sm         SequenceMatch-chi2 with <bkspc> added to the vocabulary (a new embedding row,
              the mean of the pretrained rows; the tied head gains the matching logit).
   mle        plain cross-entropy fine-tuning on the same text (the SequenceMatch baseline).
-Append ',pod' for a pod-sized run (bf16, fsdp, longer). Append ',lora' (sm, mle) for the
+  bc         MLE + <bkspc>: cross-entropy on the text augmented with random wrong tokens
+             each followed by <bkspc> (p_noise 0.1), so the backspace is learnt.
+Append ',pod' for a pod-sized run (bf16, fsdp, longer). Append ',lora' (sm, mle, bc) for the
 CPU-affordable SequenceMatch fine-tune: LoRA adapters (rank 8, alpha 16) on every attention
 and MLP projection with the trunk frozen, 32-token rows, and for sm 2 rollouts of up to 16
 actions from 16-token prompts kept in a replay buffer refreshed every 8 steps.
@@ -24,8 +26,9 @@ from experiments.configs.base import base_config
 
 def get_config(arg: str = "cat_attr"):
   method, *flags = (arg or "cat_attr").split(",")
-  if "lora" in flags and method not in ("sm", "mle"):
-    raise ValueError(f"',lora' is for sm and mle (CAT's loss does not apply adapters); got {arg!r}")
+  if "lora" in flags and method not in ("sm", "mle", "bc"):
+    raise ValueError(f"',lora' is for sm, mle and bc (CAT's loss does not apply adapters); "
+                     f"got {arg!r}")
   c = base_config()
   c.init_from = "smollm2"
   c.task = c.task.__class__(dict(name="rotten_tomatoes", tokenizer="smollm2"))
@@ -43,12 +46,12 @@ def get_config(arg: str = "cat_attr"):
         mode="attr_only" if method == "cat_attr" else "joint"))
     if method == "cat_attr":
       c.optimizer.learning_rate = 1e-3
-  elif method in ("sm", "mle"):
+  elif method in ("sm", "mle", "bc"):
     c.objective = c.objective.__class__(dict(
         name="seqmatch", loss="sm", divergence="chi2", gamma=0.998, alpha=1.0, bc_steps=100,
         beta=0.5, p_noise=0.1, noise="random", max_items=80, rollouts=0))
-    if method == "mle":
-      c.objective.update(dict(loss="bc", p_noise=0.0))
+    if method in ("mle", "bc"):
+      c.objective.update(dict(loss="bc", p_noise=0.0 if method == "mle" else 0.1))
     if "lora" in flags:
       c.model.update(dict(lora_rank=8, lora_alpha=16.0, lora_targets=""))
       c.data.seq_len = 32
@@ -58,7 +61,8 @@ def get_config(arg: str = "cat_attr"):
         c.objective.update(dict(rollouts=2, rollout_every=8, rollout_prompt_len=16,
                                 rollout_max_actions=16))
   else:
-    raise ValueError(f"smollm2_finetune methods: cat_attr, cat_joint, sm, mle; got {method!r}")
+    raise ValueError(f"smollm2_finetune methods: cat_attr, cat_joint, sm, mle, bc; got "
+                     f"{method!r}")
   if "pod" in flags:
     c.model.update(dict(dtype="bfloat16", max_len=512))
     c.mesh.update(dict(data=-1, fsdp=8, tensor=1))
