@@ -45,19 +45,24 @@ HELDOUT = 0.2
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
+def review_sequences(trunk: str, texts: int, max_len: int, seed: int):
+  """(model, params, token sequences, their batch, labels) of `texts` training reviews: the
+  same fixed random subset as fit_attribute --limit with this seed."""
+  cfg, params = load_pretrained(trunk, max_len=max_len + 1)
+  model, tok = Transformer(cfg), load_pretrained_tokenizer(trunk)
+  rows = [r for r in get_task("rotten_tomatoes", ml_collections.ConfigDict({})).source("train")
+          if int(r["label"]) in (0, 1)]
+  rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))[:texts]]
+  labels = np.array([int(r["label"]) for r in rows])
+  seqs, _ = prepare_sequences(model.cfg.vocab_size, texts=[r["text"] for r in rows],
+                              tokenizer=tok, max_len=max_len)
+  return model, params, seqs, to_batch(seqs, getattr(tok, "pad_id", 0) or 0), labels
+
+
 def features(a, root):
   """(model, params, token sequences, their batch, labels, hidden [N, L, D]); the hidden
   states are cached on disk."""
-  cfg, params = load_pretrained(a.trunk, max_len=a.max_len + 1)
-  model, tok = Transformer(cfg), load_pretrained_tokenizer(a.trunk)
-  rows = [r for r in get_task("rotten_tomatoes", ml_collections.ConfigDict({})).source("train")
-          if int(r["label"]) in (0, 1)]
-  # The same fixed random subset as fit_attribute --limit with this seed.
-  rows = [rows[i] for i in np.random.default_rng(a.seed).permutation(len(rows))[:a.texts]]
-  texts, labels = [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
-  seqs, _ = prepare_sequences(model.cfg.vocab_size, texts=texts, tokenizer=tok,
-                              max_len=a.max_len)
-  data = to_batch(seqs, getattr(tok, "pad_id", 0) or 0)
+  model, params, seqs, data, labels = review_sequences(a.trunk, a.texts, a.max_len, a.seed)
   name = lambda n: os.path.join(root, f"hidden_{a.trunk}_{n}_{a.max_len}_{a.seed}.npy")
   if os.path.exists(name(a.texts)):
     return model, params, seqs, data, labels, np.load(name(a.texts)), None
