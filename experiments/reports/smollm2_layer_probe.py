@@ -17,15 +17,13 @@ import os
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from catrans.fit_data import split_indices
 from catrans.layers import Block
-from experiments.reports.smollm2_head_diag import review_sequences
-from experiments.reviews.probes import logistic_probe
+from experiments.reviews.probes import logistic_probe, review_sequences
 
 HELDOUT = 0.2
 
