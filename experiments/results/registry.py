@@ -112,9 +112,14 @@ def table_rows(path, list_key, **picks):
 # --- the rows, in the README's order ---------------------------------------------------------
 
 TRAIN = "{python} -m experiments.train --config=experiments/configs/default.py --workdir={workdir}"
+# The head reads SmolLM2's state after block 20 of 30 (CATConfig.attr_layer): a logistic
+# probe of each block's last-token state reads the label best at blocks 15-22 (0.82-0.85 on
+# 3,200 reviews), the top block 0.80 (smollm2_layer_probe); on the top block the same head
+# reached 0.775 (README, SmolLM2 head).
 FIT = ("{python} -m experiments.tools.fit_attribute --trunk=smollm2 "
-       "--data=task:rotten_tomatoes:train --limit=400 --max_len=48 --epochs=30 --batch_size=32 "
-       "--param=factorized --name=fresh --class_names=rotten,fresh --out={workdir} --seed={seed}")
+       "--data=task:rotten_tomatoes:train --limit=3200 --max_len=48 --epochs=30 --batch_size=32 "
+       "--branch=none --param=factorized --attr_layer=20 --learning_rate=1e-3 --name=fresh "
+       "--class_names=rotten,fresh --out={workdir} --seed={seed}")
 BENCH_WHY = "benchmark: rerun it on an otherwise idle machine"
 
 
@@ -299,25 +304,29 @@ ROWS = [
         "{ppl_bc}, SM {ppl_sm}; MAUVE MLE {mauve_mle}, MLE+backspace {mauve_bc}, SM {mauve_sm}",
         seeds=(0,), expected_s=3600, paper="MAUVE SM 0.91 vs MLE 0.85 (openwebtext, Llama2-7b)",
         not_regenerated="slow: four trainings, about an hour on 2 cores"),
-    Row("fit", "Fit a sentiment head on frozen SmolLM2-135M (400 reviews, 48 tokens, up to 30 "
-        "epochs, the epoch picked on a 10% validation split)",
+    Row("fit", "Fit a sentiment head on frozen SmolLM2-135M, read after block 20 of 30 (3,200 "
+        "reviews, 48 tokens, up to 30 epochs, the epoch picked on a 10% validation split)",
         (FIT,),
         json_file("fit.json", accuracy="metrics.heldout.accuracy", ece="metrics.heldout.ece",
                   log_loss="metrics.heldout.log_loss",
                   log_loss_prior="metrics.heldout.log_loss_prior",
                   beats_prior="metrics.heldout.beats_prior", best_epoch="metrics.best_epoch",
                   speedup="timing.speedup_per_epoch"),
-        {"accuracy": Figure("held-out accuracy", "{:.3f}", 0.5, 0.85),
-         "ece": Figure("ECE", "{:.3f}", 0.0, 0.35),
+        {"accuracy": Figure("held-out accuracy", "{:.3f}", 0.80, 1.0),
+         "ece": Figure("ECE", "{:.3f}", 0.0, 0.10),
          "log_loss": Figure("log loss"), "log_loss_prior": Figure("constant prior's log loss"),
          "beats_prior": Figure("beats the prior", "{:.0f}", per_seed=True),
          "best_epoch": Figure("chosen epoch", "{:.0f}", per_seed=True),
          "speedup": Figure("cached / trunk epoch speed-up", "{:.1f}x")},
-        "--seed picks the 400 texts and the split (80 held out): held-out accuracy {accuracy}, "
+        "--seed picks the 3,200 texts and the split (640 held out): held-out accuracy {accuracy}, "
         "ECE {ece}, log loss {log_loss} against the constant prior's {log_loss_prior}; per "
         "seed, the head beats the prior (1) or the CLI reports `failed` and exits 2 (0): "
         "{beats_prior}, at the epoch the validation loss chose: {best_epoch}; cached epochs "
-        "{speedup} faster than re-running the trunk", expected_s=240, ok_returncodes=(0, 2)),
+        "{speedup} faster than re-running the trunk", expected_s=1500, ok_returncodes=(0, 2),
+        paper="issue 25: >= 0.80 on a SmolLM2-135M trunk",
+        not_regenerated="this recipe has not run through the runner yet: a trunk pass over "
+                        "3,200 reviews and one timing epoch per seed, about 25 min a seed on a "
+                        "loaded 2-core CPU"),
     Row("steer_sweep", "Steering sweep on reviews (96 generations per cell, top 20)",
         ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20 "
          "--out={workdir} --seed={seed}",),
