@@ -256,8 +256,8 @@ def test_attr_layer_reads_block_k_only():
   from catrans.fit import cache_features
   cfg = CFG.replace(num_layers=3)
   attrs = (AttributeSpec("a", num_classes=3),)
-  make = lambda k: CATModel(cfg, CATConfig(attributes=attrs, branch="block",
-                                           param="factorized", attr_layer=k))
+  make = lambda k: CATModel(cfg, CATConfig(attributes=attrs, param="factorized",
+                                           attr_layer=k))
   x = jax.random.randint(jax.random.PRNGKey(1), (2, 6), 0, V)
   y = jnp.roll(x, -1, axis=1)
   params = nn.meta.unbox(make(None).init(jax.random.PRNGKey(0), x, next_tokens_BxL=y)["params"])
