@@ -77,6 +77,11 @@ def cache_features(trunk: Transformer, trunk_params, inputs_NxL, *, batch_size: 
     out = trunk.apply({"params": p}, x_BxL, return_logits=False, tap_layer=tap_layer)
     return out.hidden if tap_layer is None else out.tapped
 
+  # Once on the device: host (numpy) params would be copied into every batch's call, and
+  # with asynchronous dispatch every queued batch holds its own copy (SmolLM2-135M, 384 rows
+  # in 6 batches: peak RSS 4.5 GB against 1.9 GB; 3,200 texts grew past 8 GB and one run was
+  # OOM-killed on a shared 24 GB host).
+  trunk_params = jax.device_put(trunk_params)
   n = inputs_NxL.shape[0]
   b = min(batch_size, n)
   parts = []
