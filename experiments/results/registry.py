@@ -325,7 +325,7 @@ ROWS = [
         "{speedup} faster than re-running the trunk", expected_s=900, ok_returncodes=(0, 2),
         paper="issue 25: >= 0.80 on a SmolLM2-135M trunk",
         not_regenerated="this recipe has not run through the runner yet: a trunk pass over "
-                        "3,200 reviews and one timing epoch per seed, 10-12 min a seed on a "
+                        "3,200 reviews and one timing epoch per seed, 7-12 min a seed on a "
                         "loaded 2-core CPU"),
     Row("steer_sweep", "Steering sweep on reviews (96 generations per cell, top 20)",
         ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20 "
