@@ -43,6 +43,11 @@ class CATConfig:
   # by a random walk 100 steps later) gives much less noisy targets, as TD does for RL values.
   td_mix: float = 0.0
   td_top_k: int = 8
+  # The trunk state the branch reads: the trunk's final norm of the residual stream after
+  # this many blocks (None: after the last one, the token head's own state). A frozen
+  # pretrained trunk can hold an attribute more linearly in a middle layer than at its top,
+  # which is tuned to predict the next token; the token head still reads the last block.
+  attr_layer: int | None = None
 
   def __post_init__(self):
     if not self.attributes:
@@ -53,6 +58,7 @@ class CATConfig:
     if not 0.0 <= self.td_mix <= 1.0 or self.td_top_k < 1:
       raise ValueError(f"CATConfig: td_mix must be in [0, 1] and td_top_k >= 1; got "
                        f"{self.td_mix}, {self.td_top_k}")
+    validation.check_optional_int(self.attr_layer, "CATConfig.attr_layer", lo=1)
     if self.td_mix and any(a.kind == "numeric" for a in self.attributes):
       raise ValueError("CATConfig.td_mix bootstraps class distributions; it does not support "
                        "numeric attributes")
@@ -142,9 +148,12 @@ class CATModel(nn.Module):
       validation.check_int_array(rows_B, "rows_B", shape=(b,), lo=0, hi=l)
     positions_BxL, mask_BxLxS = resolve_positions_and_attention(
         tokens_BxL, positions_BxL, mask, segment_ids_BxL, trunk_cache)
+    validation.check_tap_layer(self.cfg, self.cat.attr_layer, "CATConfig.attr_layer")
     out = self.trunk(tokens_BxL, positions_BxL, mask_BxLxS, cache=trunk_cache,
-                     return_logits=return_logits and rows_B is None)
-    h = jax.lax.stop_gradient(out.hidden) if stop_trunk_gradient else out.hidden
+                     return_logits=return_logits and rows_B is None,
+                     tap_layer=self.cat.attr_layer)
+    h = out.hidden if out.tapped is None else out.tapped
+    h = jax.lax.stop_gradient(h) if stop_trunk_gradient else h
     layer_cache = None if cache is None else cache["attr"]
     index = None if cache is None else trunk_cache["index"]
     g, attr_cache = self._branch(h, positions_BxL, mask_BxLxS, layer_cache, index)
@@ -183,7 +192,7 @@ class CATModel(nn.Module):
   def attributes_from_hidden(self, hidden_BxLxD, next_tokens_BxL=None, positions_BxL=None,
                              mask=None, *, all_tokens: bool = False):
     """The attribute outputs of __call__ computed from given trunk hidden states (no trunk
-    run, no cache): {name: [B, L, K]} at next_tokens_BxL, or [B, L, V, K] with all_tokens.
+    run, no cache; the state cat.attr_layer names, as cache_features returns it): {name: [B, L, K]} at next_tokens_BxL, or [B, L, V, K] with all_tokens.
     Lets catrans.fit train the branch and heads on trunk features computed once.
     positions / mask default to 0..L-1 and causal, as in __call__ (only 'block' reads them)."""
     tokens_BxL = jnp.zeros(hidden_BxLxD.shape[:2], jnp.int32)

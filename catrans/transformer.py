@@ -18,6 +18,8 @@ class TransformerOutput(NamedTuple):
   logits: jnp.ndarray | None   # [B, L, V] float32, None when return_logits=False
   hidden: jnp.ndarray          # [B, L, D] after the final norm
   cache: Any                   # updated cache, or None
+  # [B, L, D] the final norm of the state after tap_layer blocks (None without tap_layer).
+  tapped: jnp.ndarray | None = None
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, cache_len: int | None = None, dtype=None):
@@ -143,7 +145,8 @@ class Transformer(nn.Module):
     return token_loss.token_nll(hidden, table_VxD.astype(self.cfg.compute_dtype), targets_BxL)
 
   def __call__(self, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
-               cache=None, *, return_logits: bool = True) -> TransformerOutput:
+               cache=None, *, return_logits: bool = True,
+               tap_layer: int | None = None) -> TransformerOutput:
     """Args:
       tokens_BxL: int token ids in [0, vocab_size).
       positions_BxL: rotary positions; default 0..L-1 (offset by cache['index'] with a cache).
@@ -152,6 +155,9 @@ class Transformer(nn.Module):
         segments when segment_ids_BxL is given), kept structured for the attention core.
       segment_ids_BxL: packed-document ids, 0 = padding (not with a cache).
       cache: from init_cache; new rows are written at cache['index'] and the index advances.
+      tap_layer: k in [1, num_layers]: also return (as .tapped) the final norm of the
+        residual state after block k, the read-out the last block's state gets (unrolled
+        layers only).
 
     Checked before any work (catrans.validation.check_trunk_inputs; values only when
     concrete, so under jit only dtypes and shapes): integer ids in the vocabulary, at most
@@ -160,6 +166,7 @@ class Transformer(nn.Module):
     """
     validation.check_trunk_inputs(self.cfg, tokens_BxL, positions_BxL, mask, segment_ids_BxL,
                                   cache)
+    validation.check_tap_layer(self.cfg, tap_layer)
     b, l = tokens_BxL.shape
     index = None if cache is None else cache["index"]
     positions_BxL, mask_BxLxS = resolve_positions_and_attention(
@@ -168,7 +175,7 @@ class Transformer(nn.Module):
     x = self.embed_tokens(tokens_BxL)
     if self.cfg.learned_positions:
       x = x + self.position_embed(jnp.minimum(positions_BxL, self.cfg.max_len - 1))
-    new_cache = None
+    new_cache, tapped = None, None
     if self.cfg.scan_layers:
       layer_caches = None if cache is None else {"k": cache["k"], "v": cache["v"]}
       x, kv = self.layers(x, layer_caches, positions_BxL, mask_BxLxS, index)
@@ -180,9 +187,11 @@ class Transformer(nn.Module):
         layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
         x, kv = layer(x, layer_cache, positions_BxL, mask_BxLxS, index)
         kvs.append(kv)
+        if i + 1 == tap_layer:
+          tapped = self.final_norm(x)
       if cache is not None:
         new_cache = {"k": jnp.stack([c["k"] for c in kvs]),
                      "v": jnp.stack([c["v"] for c in kvs]), "index": index + l}
     hidden = self.final_norm(x)
     logits = self.logits(hidden) if return_logits else None
-    return TransformerOutput(logits, hidden, new_cache)
+    return TransformerOutput(logits, hidden, new_cache, tapped)

@@ -171,6 +171,17 @@ def check_tokens(tokens, vocab_size: int, name: str = "tokens_BxL", allow_empty=
   return sh
 
 
+def check_tap_layer(cfg, tap_layer, name: str = "tap_layer"):
+  """None, or a block count in [1, cfg.num_layers] of an unrolled trunk (a scanned one has
+  no per-block state to read)."""
+  if tap_layer is None:
+    return None
+  k = check_int(tap_layer, name, 1, cfg.num_layers)
+  if cfg.scan_layers:
+    raise ValueError(f"{name} = {k} reads one block's state; it needs scan_layers=False")
+  return k
+
+
 def check_trunk_inputs(cfg, tokens_BxL, positions_BxL=None, mask=None, segment_ids_BxL=None,
                        cache=None):
   """What Transformer / CATModel __call__ accept: ids in the vocabulary; without a cache at

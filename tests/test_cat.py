@@ -246,3 +246,36 @@ def test_fudge_without_classifier_weight_is_plain_greedy():
   with pytest.warns(VocabularyMismatchWarning, match="vocabulary sizes differ"):
     baselines.fudge_decode(lm, lm_params, other, other_params, prompts[:1], pl[:1],
                            jax.random.PRNGKey(0), target=1, max_new_tokens=1, top_k=4)
+
+
+def test_attr_layer_reads_block_k_only():
+  """CATConfig.attr_layer=k: the branch reads the final norm of block k's state. k = the last
+  block is today's model exactly; with k = 1 nothing after block 1 reaches an attribute output
+  (zero gradient), the token head is unchanged, and cache_features(tap_layer=k) is what the
+  branch reads."""
+  from catrans.fit import cache_features
+  cfg = CFG.replace(num_layers=3)
+  attrs = (AttributeSpec("a", num_classes=3),)
+  make = lambda k: CATModel(cfg, CATConfig(attributes=attrs, param="factorized",
+                                           attr_layer=k))
+  x = jax.random.randint(jax.random.PRNGKey(1), (2, 6), 0, V)
+  y = jnp.roll(x, -1, axis=1)
+  params = nn.meta.unbox(make(None).init(jax.random.PRNGKey(0), x, next_tokens_BxL=y)["params"])
+  run = lambda k, p: make(k).apply({"params": p}, x, next_tokens_BxL=y)
+  top, last, first = run(None, params), run(3, params), run(1, params)
+  np.testing.assert_array_equal(last.attributes["a"], top.attributes["a"])
+  np.testing.assert_array_equal(first.logits, top.logits)
+  assert float(jnp.abs(first.attributes["a"] - top.attributes["a"]).max()) > 1e-3
+  g = jax.grad(lambda p: run(1, p).attributes["a"].sum())(params)["trunk"]
+  assert all(float(jnp.abs(v).max()) == 0
+             for v in jax.tree.leaves(g["layer_1"]) + jax.tree.leaves(g["layer_2"]))
+  assert min(float(jnp.abs(v).max()) for v in jax.tree.leaves(g["layer_0"])) > 0
+  h = cache_features(Transformer(cfg), params["trunk"], x, tap_layer=1)
+  alone = make(1).apply({"params": params}, h, y, method=CATModel.attributes_from_hidden)
+  np.testing.assert_allclose(alone["a"], first.attributes["a"], atol=1e-5)
+  with pytest.raises(ValueError, match=r"CATConfig.attr_layer = 4 is outside \[1, 3\]"):
+    run(4, params)
+  with pytest.raises(ValueError, match="CATConfig.attr_layer = 0"):
+    make(0)
+  with pytest.raises(ValueError, match="needs scan_layers=False"):
+    cache_features(Transformer(cfg.replace(scan_layers=True)), params["trunk"], x, tap_layer=1)

@@ -22,10 +22,12 @@ def test_fit_cli_on_a_workdir_and_jsonl(tmp_path):
   out = tmp_path / "fit"
   report = fit_attribute.main([f"--trunk={tmp_path / 'run'}", f"--data={tmp_path / 'data.jsonl'}",
                                "--label_key=big", "--class_names=small,big", "--epochs=2",
-                               "--max_len=16", "--diagnose_samples=8", f"--out={out}"])
+                               "--max_len=16", "--diagnose_samples=8", "--attr_layer=1",
+                               f"--out={out}"])
   for name in ("fit.json", "reliability.png", "reliability_prefixes.png", "head.msgpack"):
     assert (out / name).stat().st_size > 100, name
   saved = json.loads((out / "fit.json").read_text())
+  assert saved["cat"]["attr_layer"] == 1
   assert saved["metrics"]["data"]["examples"] == 60 and saved["metrics"]["class_names"] == [
       "small", "big"]
   assert 0.0 <= saved["metrics"]["heldout"]["accuracy"] <= 1.0

@@ -8,7 +8,7 @@ pass over N training reviews (cached under DIR), then on the same held-out split
           one per variant: branch, head, learning rate, batch, epochs.
 
   python -m experiments.reports.smollm2_head_diag --root=DIR [--texts=2000] [--max_len=48]
-      [--fits=none,mlp] [--seed=0] [--fit_seeds=0,1,2] [--trunk=smollm2]
+      [--fits=none,mlp] [--seed=0] [--fit_seeds=0,1,2] [--trunk=smollm2] [--attr_layer=K]
 
 A fit variant is a name from FITS or NAME:key=value;... over fit_attribute's keyword
 arguments (e.g. 'mine:branch=mlp;param=full;learning_rate=1e-3'). Writes DIR/diag.json and
@@ -20,16 +20,13 @@ import os
 import sys
 import time
 
-import ml_collections
+import jax
 import numpy as np
 
 from catrans.attributes import AttributeSpec
 from catrans.fit import cache_features, fit_attribute
-from catrans.fit_data import prepare_sequences, split_indices, to_batch
-from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
-from catrans.transformer import Transformer
-from experiments.reviews.probes import logistic_probe, parse_table_variant
-from experiments.tasks import get_task
+from catrans.fit_data import split_indices
+from experiments.reviews.probes import logistic_probe, parse_table_variant, review_sequences
 
 log = logging.getLogger("experiments")
 
@@ -48,17 +45,16 @@ FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 def features(a, root):
   """(model, params, token sequences, their batch, labels, hidden [N, L, D]); the hidden
   states are cached on disk."""
-  cfg, params = load_pretrained(a.trunk, max_len=a.max_len + 1)
-  model, tok = Transformer(cfg), load_pretrained_tokenizer(a.trunk)
-  rows = [r for r in get_task("rotten_tomatoes", ml_collections.ConfigDict({})).source("train")
-          if int(r["label"]) in (0, 1)]
-  # The same fixed random subset as fit_attribute --limit with this seed.
-  rows = [rows[i] for i in np.random.default_rng(a.seed).permutation(len(rows))[:a.texts]]
-  texts, labels = [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
-  seqs, _ = prepare_sequences(model.cfg.vocab_size, texts=texts, tokenizer=tok,
-                              max_len=a.max_len)
-  data = to_batch(seqs, getattr(tok, "pad_id", 0) or 0)
-  name = lambda n: os.path.join(root, f"hidden_{a.trunk}_{n}_{a.max_len}_{a.seed}.npy")
+  model, params, seqs, data, labels = review_sequences(a.trunk, a.texts, a.max_len, a.seed)
+  at = "" if a.attr_layer is None else f"_L{a.attr_layer}"
+  name = lambda n: os.path.join(root, f"hidden_{a.trunk}_{n}_{a.max_len}_{a.seed}{at}.npy")
+  every = os.path.join(root, f"layers_{a.trunk}_{a.texts}_{a.max_len}_{a.seed}.f16")
+  if a.attr_layer is not None and os.path.exists(every):
+    # smollm2_layer_probe's states of every block: the trunk's final norm of block k's.
+    shape = (model.cfg.num_layers + 1, *data["inputs"].shape, model.cfg.d_model)
+    state = np.asarray(np.memmap(every, np.float16, "r", shape=shape)[a.attr_layer], np.float32)
+    norm = jax.jit(lambda p, x: model.apply({"params": p}, x, method=lambda m, x: m.final_norm(x)))
+    return model, params, seqs, data, labels, np.asarray(norm(params, state)), None
   if os.path.exists(name(a.texts)):
     return model, params, seqs, data, labels, np.load(name(a.texts)), None
   # A smaller cache of this seed holds the first texts of the same permutation: reuse it.
@@ -67,7 +63,8 @@ def features(a, root):
   if len(done) and done.shape[1] != data["inputs"].shape[1]:
     done = done[:0]                   # another padded width: start again
   t0 = time.perf_counter()
-  rest = np.asarray(cache_features(model, params, data["inputs"][len(done):], batch_size=32))
+  rest = np.asarray(cache_features(model, params, data["inputs"][len(done):], batch_size=32,
+                                   tap_layer=a.attr_layer))
   hidden = np.concatenate([done, rest]) if len(done) else rest
   cache_s = time.perf_counter() - t0
   np.save(name(a.texts), hidden)
@@ -95,6 +92,10 @@ def main(argv=None):
   ap.add_argument("--texts", type=int, default=2000)
   ap.add_argument("--max_len", type=int, default=48)
   ap.add_argument("--fits", default="none,mlp")
+  ap.add_argument("--attr_layer", type=int, default=None,
+                  help="the branch reads the state after this many blocks (CATConfig."
+                       "attr_layer; default the last); reuses smollm2_layer_probe's states "
+                       "in --root when there")
   ap.add_argument("--seed", type=int, default=0, help="picks the texts (and the probes' split)")
   ap.add_argument("--fit_seeds", default="",
                   help="comma list: fit each variant once per seed (its held-out split and "
@@ -121,7 +122,8 @@ def main(argv=None):
   report["probes"] = probes(hidden, data, labels, train, held)
   log.info("probes: %s", {k: round(v["accuracy"], 3) for k, v in report["probes"].items()})
   for (name, kw), fit_seed in ((f, s) for f in fits for s in fit_seeds):
-    kw = dict(dict(epochs=30, batch_size=32, learning_rate=3e-3, patience=5), **kw)
+    kw = dict(dict(epochs=30, batch_size=32, learning_rate=3e-3, patience=5,
+                   attr_layer=a.attr_layer), **kw)
     t0 = time.perf_counter()
     r = fit_attribute(model, params, AttributeSpec("fresh"), labels, tokens=seqs,
                       hidden=hidden, seed=fit_seed, heldout=HELDOUT, measure_speedup=False,

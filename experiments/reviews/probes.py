@@ -1,10 +1,15 @@
 """Shared pieces of the reviews diagnostics: binary metrics of P(fresh), a linear probe of
-features, and 'NAME:key=value;...' variant specs."""
+features, 'NAME:key=value;...' variant specs, and a pretrained trunk's review sequences."""
 import json
 
+import ml_collections
 import numpy as np
 
 from catrans import metrics
+from catrans.fit_data import prepare_sequences, to_batch
+from catrans.pretrained import load_pretrained, load_pretrained_tokenizer
+from catrans.transformer import Transformer
+from experiments.tasks import get_task
 
 
 def parse_table_variant(spec: str, known: dict) -> tuple[str, dict]:
@@ -49,3 +54,17 @@ def logistic_probe(x_train, y_train, x_test, y_test, l2: float = 1e-2, iters: in
     hess = (xa * (p * (1 - p))[:, None]).T @ xa / len(xa) + l2 * np.eye(len(w))
     w -= np.linalg.solve(hess, grad)
   return binary_metrics(1 / (1 + np.exp(-xb @ w)), y_test)
+
+
+def review_sequences(trunk: str, texts: int, max_len: int, seed: int):
+  """(model, params, token sequences, their batch, labels) of `texts` training reviews: the
+  same fixed random subset as fit_attribute --limit with this seed."""
+  cfg, params = load_pretrained(trunk, max_len=max_len + 1)
+  model, tok = Transformer(cfg), load_pretrained_tokenizer(trunk)
+  rows = [r for r in get_task("rotten_tomatoes", ml_collections.ConfigDict({})).source("train")
+          if int(r["label"]) in (0, 1)]
+  rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))[:texts]]
+  labels = np.array([int(r["label"]) for r in rows])
+  seqs, _ = prepare_sequences(model.cfg.vocab_size, texts=[r["text"] for r in rows],
+                              tokenizer=tok, max_len=max_len)
+  return model, params, seqs, to_batch(seqs, getattr(tok, "pad_id", 0) or 0), labels

@@ -4,7 +4,8 @@
   python -m experiments.tools.fit_attribute --trunk=WORKDIR|smollm2|FILE.gguf|HF_DIR \
       --data=FILE.jsonl|task:NAME[:SPLIT] --out=DIR [--text_key=text] [--label_key=label] \
       [--kind=categorical|binary|numeric] [--num_classes=2] [--class_names=neg,pos] \
-      [--limit=N] [--max_len=64] [--epochs=30] [--branch=mlp] [--param=full|factorized]
+      [--limit=N] [--max_len=64] [--epochs=30] [--branch=mlp] [--param=full|factorized] \
+      [--attr_layer=K]
 
 --trunk: a workdir of experiments.train (its config.json and newest checkpoint; its
 tokenizer), or a pretrained model as catrans.pretrained.load_pretrained takes it.
@@ -83,6 +84,9 @@ def main(argv=None):
   ap.add_argument("--learning_rate", type=float, default=3e-3)
   ap.add_argument("--branch", default=None, choices=(None, "mlp", "block", "none"))
   ap.add_argument("--param", default=None, choices=(None, "full", "factorized"))
+  ap.add_argument("--attr_layer", type=int, default=None,
+                  help="the branch reads the trunk state after this many blocks "
+                       "(CATConfig.attr_layer; default the last)")
   ap.add_argument("--heldout", type=float, default=0.2)
   ap.add_argument("--validation", type=float, default=0.1,
                   help="share of the training texts that picks the epoch (and calibrates a "
@@ -103,7 +107,8 @@ def main(argv=None):
   spec = AttributeSpec(a.name, kind=a.kind, num_classes=len(names) if names else a.num_classes)
   log.info("fitting %s on %d texts onto %s", spec, len(texts), a.trunk)
   r = fit_attribute(model, params, spec, labels, texts=texts, tokenizer=tok, class_names=names,
-                    branch=a.branch, param=a.param, heldout=a.heldout,
+                    branch=a.branch, param=a.param, attr_layer=a.attr_layer,
+                    heldout=a.heldout,
                     validation=a.validation, patience=a.patience or None, epochs=a.epochs,
                     batch_size=a.batch_size, learning_rate=a.learning_rate,
                     max_len=a.max_len, seed=a.seed, pad_id=getattr(tok, "pad_id", 0) or 0)
@@ -111,7 +116,8 @@ def main(argv=None):
                 sys.argv[1:] if argv is None else argv),
             "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
             "attribute": spec.__dict__, "cat": {"branch": r.model.cat.branch,
-                                                "param": r.model.cat.param},
+                                                "param": r.model.cat.param,
+                                                "attr_layer": r.model.cat.attr_layer},
             "metrics": r.metrics, "timing": r.timing, "history": r.history,
             "verdict": verdict(r.metrics)}
   if spec.kind != "numeric":
