@@ -29,10 +29,10 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from catrans.inference import estimate
 from experiments import runs
 from experiments.configs.reviews_cat import get_config
 from experiments.reviews import data
+from experiments.reviews.estimation import cat_q_and_value
 from experiments.reviews.probes import binary_metrics, logistic_probe, parse_table_variant
 
 log = logging.getLogger("experiments")
@@ -117,12 +117,7 @@ def evaluate(trainer, params, reviews, counts, train_reviews=None) -> dict:
   labels = np.array([int(r["label"]) for r in reviews])
   tokens, n = data.encode_reviews(tok, [r["text"] for r in reviews], width)
   ends = data.prefix_ends(n, FRACTIONS)
-  q_all, v_all = [], []
-  for s in range(0, len(tokens), 256):
-    est = estimate(model, params, jnp.asarray(tokens[s:s + 256]), attribute="label", target=1)
-    q_all.append(np.asarray(est.q))
-    v_all.append(np.asarray(est.value))
-  q_all, v_all = np.concatenate(q_all), np.concatenate(v_all)
+  q_all, v_all = cat_q_and_value(model, params, tokens)
   out = {"q": {}, "value": {}, "rare_split": {}}
   if train_reviews:   # is the label in the trunk's features at all? (linear probes)
     t_tok, t_n = data.encode_reviews(tok, [r["text"] for r in train_reviews], width)

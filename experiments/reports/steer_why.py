@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from catrans.baselines import sample_lm
-from catrans.inference import counterfactuals, estimate
+from catrans.inference import counterfactuals
 from experiments.reviews import data as rdata
-from experiments.reviews.estimation import classifier_fresh, token_nll
+from experiments.reviews.estimation import cat_q_and_value, classifier_fresh, token_nll
 from experiments.reviews.runs import FULL, load_run
 from experiments.reviews.runs import steering_prompt_ids as prompts_for
 from experiments.reviews.probes import binary_metrics
@@ -59,12 +59,8 @@ def head_quality(model, params, tok, reviews, width: int) -> dict:
   labels = np.array([int(r["label"]) for r in reviews])
   tokens, n = rdata.encode_reviews(tok, [r["text"] for r in reviews], width)
   ends = rdata.prefix_ends(n, FRACTIONS)
-  q, v = [], []
-  for s in range(0, len(tokens), 256):
-    est = estimate(model, params, jnp.asarray(tokens[s:s + 256]), attribute="label", target=1)
-    q.append(np.asarray(est.q))
-    v.append(np.asarray(est.value))
-  q, v, i = np.concatenate(q), np.concatenate(v), np.arange(len(ends))
+  q, v = cat_q_and_value(model, params, tokens)
+  i = np.arange(len(ends))
   return {"q": {str(f): binary_metrics(q[i, ends[:, k]], labels)
                 for k, f in enumerate(FRACTIONS)},
           "value": {str(f): binary_metrics(v[i, ends[:, k] - 1], labels)

@@ -33,6 +33,18 @@ def timed(fn, *args, **kw):
   return out, time.perf_counter() - start
 
 
+def cat_q_and_value(model, params, tokens_NxW, batch: int = 256):
+  """CAT's P(fresh | s_t, x_t+1) at the token read (q) and V(s_t) = P(fresh | s_t) for every
+  row and position, [N, W] each, computed `batch` rows at a time."""
+  q, v = [], []
+  for s in range(0, len(tokens_NxW), batch):
+    est = estimate(model, params, jnp.asarray(tokens_NxW[s:s + batch]), attribute="label",
+                   target=FRESH)
+    q.append(np.asarray(est.q))
+    v.append(np.asarray(est.value))
+  return np.concatenate(q), np.concatenate(v)
+
+
 def cat_prefix_probs(model, params, tokens_NxW, ends_NxF):
   """[N, F] CAT's q at each prefix end (q_k = P(fresh | x_<=k)), one forward pass."""
   est = estimate(model, params, jnp.asarray(tokens_NxW), attribute="label", target=FRESH)
