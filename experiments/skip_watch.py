@@ -25,8 +25,7 @@ class SkipWatch:
     return self._observe(*previous) if previous else None
 
   def _observe(self, step: int, metrics) -> str | None:
-    broken = broken_update(step, {"finite_update": jax.device_get(
-        metrics.get("finite_update", 1.0))})
+    broken = broken_update(step, metrics)
     if broken:
       return broken
     if float(jax.device_get(metrics["finite"])) >= 1.0:

@@ -25,8 +25,9 @@ def nonfinite_terms(metrics: dict) -> str:
 
 
 def broken_update(step: int, metrics: dict) -> str | None:
-  """A report when step `step`'s update made the parameters non-finite, else None. Finite
-  gradients cannot do that to a sound AdamW state, so skipping more steps would not help."""
+  """A report when step `step`'s update made the parameters non-finite, else None (metrics:
+  host floats or device scalars). Finite gradients cannot do that to a sound AdamW state, so
+  skipping more steps would not help."""
   if float(metrics.get("finite_update", 1.0)) >= 1.0:
     return None
   return (f"the update at step {step} made the parameters non-finite from finite gradients: "

@@ -318,8 +318,7 @@ class Trainer:
           log.info("step %d: eval %s", step, _fmt(eval_metrics))
         if step % ckpt_every == 0 or step == last or stop.raised:
           if policy != "ignore":  # Never save parameters a broken update made non-finite.
-            self._stop_if(broken_update(step, {"finite_update": jax.device_get(
-                metrics["finite_update"])}), ckpt)
+            self._stop_if(broken_update(step, metrics), ckpt)
           with watch.phase("checkpoint", f"saving step {step}"):
             ckpt.save(step, state, dict(train_it.get_state(),
                                         global_batch_size=self.batch_size),
