@@ -1,5 +1,6 @@
 """experiments.reports.reviews_report end to end with --tiny: trains the five tiny runs, writes the
-report, and the report's numbers are checked for range and for two exact identities."""
+report, and the report's numbers are checked for range and for two exact identities. Then
+experiments.reports.backtrack_eval --tiny on the same runs (it reads cat, lm and judge)."""
 import json
 import math
 import os
@@ -21,15 +22,18 @@ FRACTIONS = ("0.25", "0.5", "0.75", "1.0")
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("reviews")
+  _run("experiments.reports.reviews_report", f"--root={root}", "--tiny")
+  return root
+
+
+def _run(module, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              # A smoke test needs no optimised code: these halve XLA's CPU compile time,
              # which is most of this test (five trainings and a dozen decoders).
              XLA_FLAGS=FAST_COMPILE_FLAGS)
-  out = subprocess.run([sys.executable, "-m", "experiments.reports.reviews_report",
-                        f"--root={root}", "--tiny"], cwd=REPO, env=env,
+  out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  return root
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +134,20 @@ def test_perplexity_credit_and_files(report_dir, report):
   assert q["vader"]["independent"] and not q["judge"]["independent"]
   assert q["vader"]["reviews"] == q["judge"]["reviews"] == report["perplexity"]["lm"]["reviews"]
   assert report["wall_time_s"] > report["train_time_s"] > 0
+
+
+def test_backtrack_eval_on_the_report_runs_writes_the_table(report_dir, tmp_path):
+  _run("experiments.reports.backtrack_eval", f"--root={report_dir}", f"--out={tmp_path}",
+       "--tiny", "--gammas=2", "--thresholds=0.1", "--max_retries=3")
+  with open(tmp_path / "backtrack.json") as f:
+    report = json.load(f)
+  keys = {(r["method"], r["strength"], r["threshold"]) for r in report["table"]}
+  assert keys == {(m, s, th) for m, s in (("unsteered", None), ("cat_weighted", 2.0),
+                                          ("cat_satisficing", None)) for th in (None, 0.1)}
+  for r in report["table"]:
+    assert r["n"] == report["rows_per_config"]
+    assert 0 <= r["target_rate"] <= 1 and r["perplexity"] > 1
+    assert 0 <= r["unresolved_rate"] <= 1
+    assert (r["backspaces_per_row"] == 0) == (r["threshold"] is None)
+  md = (tmp_path / "backtrack.md").read_text()
+  assert "| cat_weighted | 2 | 0.1 |" in md and "tiny" in md
