@@ -154,10 +154,18 @@ def xla_attention(q_BxLxKxGxH, k_BxSxKxH, v_BxSxKxH, mask: AttentionMask, scale:
     out = _softmax_attention(q_BxKxGxLxH, k_BxKxSxH, v_BxKxSxH, mask.to_dense(l, s), scale)
   else:
     n = -(-l // row_blocks)   # rows [q0, q0 + n) see keys [0, q0 + n)
+    starts = list(range(0, l, n))
+    # Split once into row (query) and column (key, value) blocks and re-join the columns each
+    # row block reads. The gradient of a split is one concatenate and of a join slices, so
+    # every block's gradient is a sum of slices. Slicing [q0, q0 + n) and [0, q0 + n)
+    # instead gives each row block a zero-padded full-length gradient, all summed: 3 x 8
+    # passes over dQ, dK, dV per layer (the trainer step was 1.11x slower at L=512).
+    q_rows = jnp.split(q_BxKxGxLxH, starts[1:], axis=3)
+    k_cols, v_cols = (jnp.split(x, starts[1:], axis=2) for x in (k_BxKxSxH, v_BxKxSxH))
     out = jnp.concatenate([_softmax_attention(
-        q_BxKxGxLxH[:, :, :, q0:q0 + n], k_BxKxSxH[:, :, :q0 + n], v_BxKxSxH[:, :, :q0 + n],
+        q_rows[i], jnp.concatenate(k_cols[:i + 1], 2), jnp.concatenate(v_cols[:i + 1], 2),
         mask.block(q0, 0, min(n, l - q0), min(l, q0 + n), s), scale)
-        for q0 in range(0, l, n)], axis=3)
+        for i, q0 in enumerate(starts)], axis=3)
   return jnp.transpose(out, (0, 3, 1, 2, 4))
 
 
