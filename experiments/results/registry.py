@@ -263,9 +263,8 @@ ROWS = [
         "{beats_prior}, at the epoch the validation loss chose: {best_epoch}; cached epochs "
         "{speedup} faster than re-running the trunk", expected_s=900, ok_returncodes=(0, 2),
         paper="issue 25: >= 0.80 on a SmolLM2-135M trunk",
-        not_regenerated="this recipe has not run through the runner yet: a trunk pass over "
-                        "3,200 reviews and one timing epoch per seed, 7-12 min a seed on a "
-                        "loaded 2-core CPU"),
+        not_regenerated="slow: a trunk pass over 3,200 reviews and one timing epoch per "
+                        "seed, about 4 min a seed on an idle 2-core CPU"),
     Row("steer_sweep", "Steering on reviews at equal perplexity: CAT vs Director vs FUDGE "
         "(96 generations per cell and sampling seed, 3 sampling seeds, top 20)",
         ("{python} -m experiments.reports.steer_sweep --workdir=/work/runs/reviews --top_k=20 "
