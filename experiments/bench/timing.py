@@ -53,6 +53,14 @@ def compare(contenders: dict, rounds: int = 5, warmup: int = 1, peak_size: int =
   return out
 
 
+def per_call(t: dict, calls: int) -> dict:
+  """A compare() entry whose thunk made `calls` calls, as seconds per call."""
+  if not isinstance(calls, int) or calls < 1:
+    raise ValueError(f"calls={calls!r}: need an integer >= 1")
+  return dict(t, median=t["median"] / calls, min=t["min"] / calls, max=t["max"] / calls,
+              all=[x / calls for x in t["all"]])
+
+
 def spread(t: dict, scale: float = 1.0, fmt: str = ".4f") -> str:
   """'median (min-max)' of one compare entry, each value times `scale`."""
   return (f"{t['median'] * scale:{fmt}} ({t['min'] * scale:{fmt}}-"
