@@ -10,8 +10,9 @@ from experiments.data.tokenizers import ByteTokenizer
 from experiments.tasks import bits
 
 TINY_CAT = ("--length 1 --steps 2 --num_train 64 --num_sequences 4 --mc_samples 4 --est_rounds 1 "
-            "--cat_repeats 2 --d_model 16 --num_layers 1 --num_heads 2 --seq_len 8 --batch 2 --decode_batch 2 "
-            "--prompt_len 2 --new_tokens 3 --rounds 1 --params factorized").split()
+            "--cat_repeats 2 --d_model 16 --num_layers 1 --num_heads 2 --seq_len 8 --batch 2 "
+            "--decode_batch 2 --decode_repeats 2 --prompt_len 2 --new_tokens 3 --rounds 1 "
+            "--params factorized").split()
 
 
 def test_bench_cat_times_the_library_estimates_and_finite_steps():
@@ -54,7 +55,10 @@ def test_timing_alternates_rounds_and_measures_the_peak_in_them():
     e = t[name]
     assert len(e["all"]) == 3 and e["min"] <= e["median"] <= e["max"]
   assert t[timing.PEAK]["flops"] == 2 * 32 ** 3 / t[timing.PEAK]["min"]
-  # A thunk that made 4 calls, read per call (bench_cat's CAT pass).
+  # A thunk repeated 4 times (each call waited for), read per call.
+  calls.clear()
+  timing.repeated(thunk("c"), 4)()
+  assert calls == ["c"] * 4
   per = timing.per_call(t["a"], 4)
   assert per["median"] == t["a"]["median"] / 4 and per["all"] == [x / 4 for x in t["a"]["all"]]
   with pytest.raises(ValueError, match="calls=0"):

@@ -150,13 +150,8 @@ def bench_estimation(a):
       return outs[name]
     return go
 
-  def cat_repeated():      # a ~20 ms pass: one call per round read 19-31 ms (timer, wake-up)
-    for _ in range(a.cat_repeats):
-      q = jax.block_until_ready(cat_fn())
-    return q
-
-  t = timing.compare({"CAT": keep("cat", cat_repeated), "Monte Carlo": keep("mc", mc_fn)},
-                     rounds=a.est_rounds)
+  t = timing.compare({"CAT": keep("cat", timing.repeated(cat_fn, a.cat_repeats)),
+                      "Monte Carlo": keep("mc", mc_fn)}, rounds=a.est_rounds)
   t["CAT"] = timing.per_call(t["CAT"], a.cat_repeats)
   cat_q, mc_q = np.asarray(outs["cat"]), np.asarray(outs["mc"])
   return dict(train_s=train_s, train_loss=last_loss, num_prefixes=exact_BxL.size,
@@ -240,9 +235,13 @@ def bench_decoding(a, param):
   key = jax.random.PRNGKey(a.seed)
   steer = SteeringConfig(rule="weighted", targets=(Target("label", 1, gamma=a.gamma),))
   plain = SteeringConfig(rule="none")
-  dec = lambda sc: (lambda: steered_decode(model, params, prompts, lens, key, steering=sc,
-                                           max_new_tokens=a.new_tokens).new_tokens)
+
+  def dec(sc):
+    return timing.repeated(lambda: steered_decode(model, params, prompts, lens, key, steering=sc,
+                                                  max_new_tokens=a.new_tokens).new_tokens,
+                           a.decode_repeats)
   t = timing.compare({"plain": dec(plain), "steered": dec(steer)}, a.rounds)
+  t = {k: timing.per_call(v, a.decode_repeats) for k, v in t.items()}
   t_plain, t_steer = t["plain"]["median"], t["steered"]["median"]
   n_tok = a.decode_batch * a.new_tokens
   return dict(param=param, plain=t["plain"], steered=t["steered"],
@@ -280,11 +279,13 @@ def parse_args(argv=None):
   g.add_argument("--new_tokens", type=int, default=64)
   g.add_argument("--gamma", type=float, default=1.0)
   g.add_argument("--rounds", type=int, default=7, help="timed rounds per contender (median)")
+  g.add_argument("--decode_repeats", type=int, default=5,
+                 help="(c) decodes per round, each waited for (its time is their mean)")
   ap.add_argument("--params", default="full,factorized")
   ap.add_argument("--parts", default="a,b,c")
   ap.add_argument("--seed", type=int, default=0)
   a = ap.parse_args(argv)
-  for name in ("cat_repeats", "est_rounds", "mc_samples"):
+  for name in ("cat_repeats", "decode_repeats", "est_rounds", "mc_samples", "rounds"):
     if getattr(a, name) < 1:
       ap.error(f"--{name}={getattr(a, name)}: need >= 1")
   return a
@@ -338,7 +339,8 @@ def main(argv=None):
         "ratio CAT / MLE step time", "ratio", "<= 1.10x")
   if "c" in parts:
     print(f"\n(c) decoding {a.decode_batch} x {a.new_tokens} new tokens after a {a.prompt_len}-"
-          f"token prompt, KV cache; weighted steering (gamma={a.gamma}) vs rule 'none'")
+          f"token prompt, KV cache; weighted steering (gamma={a.gamma}) vs rule 'none'; "
+          f"medians of {a.rounds} alternated rounds, each the mean of {a.decode_repeats} decodes")
     print(f"{'head':<12}{'plain tok/s':>13}{'steered tok/s':>15}{'plain s (min-max)':>26}"
           f"{'steered s (min-max)':>26}{'slowdown':>10}")
     out["decoding"] = per_head(

@@ -53,10 +53,27 @@ def compare(contenders: dict, rounds: int = 5, warmup: int = 1, peak_size: int =
   return out
 
 
-def per_call(t: dict, calls: int) -> dict:
-  """A compare() entry whose thunk made `calls` calls, as seconds per call."""
+def _check_calls(calls):
   if not isinstance(calls, int) or calls < 1:
     raise ValueError(f"calls={calls!r}: need an integer >= 1")
+
+
+def repeated(thunk, calls: int):
+  """A thunk making `calls` calls of `thunk`, each waited for, returning the last output. For
+  calls of tens of ms, where one call per round reads the timer's and the threads' wake-up
+  noise (bench_cat: 19-31 ms for a 16 ms pass); read its entry back with per_call."""
+  _check_calls(calls)
+
+  def go():
+    for _ in range(calls):
+      out = jax.block_until_ready(thunk())
+    return out
+  return go
+
+
+def per_call(t: dict, calls: int) -> dict:
+  """A compare() entry whose thunk made `calls` calls, as seconds per call."""
+  _check_calls(calls)
   return dict(t, median=t["median"] / calls, min=t["min"] / calls, max=t["max"] / calls,
               all=[x / calls for x in t["all"]])
 
