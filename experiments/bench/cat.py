@@ -263,7 +263,8 @@ def parse_args(argv=None):
   g.add_argument("--cat_repeats", type=int, default=10,
                  help="CAT passes per round, each waited for (its time is their mean)")
   g.add_argument("--est_rounds", type=int, default=5,
-                 help="timed rounds, each one CAT pass and one Monte Carlo run (medians)")
+                 help="timed rounds, each --cat_repeats CAT passes and one Monte Carlo run "
+                      "(medians)")
   g = ap.add_argument_group("(b) train step and (c) decoding: a random-init CAT")
   g.add_argument("--d_model", type=int, default=128)
   g.add_argument("--num_layers", type=int, default=4)
