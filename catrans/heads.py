@@ -75,13 +75,14 @@ class AttributeHead(nn.Module):
 
   def all_tokens(self, g_BxLxD):
     """[B, L, V, K] float32: outputs for every candidate of the real vocabulary."""
-    g = g_BxLxD.astype(self.dtype)
+    # The tables are cut to the real vocabulary before the product, not the [B, L, V, K]
+    # output after it: the padding rows would cost a third more work at V = 259 (bits).
+    g, v = g_BxLxD.astype(self.dtype), self.vocab_size
     if self.parameterization == "full":
-      out = jnp.einsum("bld,vkd->blvk", g, self.U.astype(self.dtype),
+      out = jnp.einsum("bld,vkd->blvk", g, self.U[:v].astype(self.dtype),
                        preferred_element_type=jnp.float32)
     else:
       p_BxLxKxF = jnp.einsum("bld,dkf->blkf", g, self.P.astype(self.dtype))
-      out = jnp.einsum("blkf,vf->blvk", p_BxLxKxF, self.E.astype(self.dtype),
+      out = jnp.einsum("blkf,vf->blvk", p_BxLxKxF, self.E[:v].astype(self.dtype),
                        preferred_element_type=jnp.float32)
-    out = out + self.bias.astype(jnp.float32)[None, None]
-    return out[:, :, :self.vocab_size]
+    return out + self.bias[:v].astype(jnp.float32)[None, None]

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from catrans import attributes as attr_lib
 from catrans import baselines
 from catrans.attributes import AttributeSpec
 from catrans.cat_model import CATConfig, CATModel
@@ -72,6 +73,26 @@ def test_observed_q_equals_estimate_without_the_vocab_table(param, branch):
   assert out.logits is None
   with pytest.raises(ValueError, match="at least 2 tokens"):
     observed_q(model, params, toks[:, :1], attribute="flag")
+
+
+@pytest.mark.parametrize("spec", [AttributeSpec("c", num_classes=5), AttributeSpec("b", kind="binary"),
+                                  AttributeSpec("s", kind="binary", binary_style="sigmoid"),
+                                  AttributeSpec("c20", num_classes=20)])
+def test_expected_value_is_the_softmax_entry_and_rejects_other_classes(spec):
+  # expected_value reads softmax classes slice by slice (up to 16 classes); it must equal
+  # probabilities[..., target], logits of +-1e4 included (no overflow), for every class.
+  out = jax.random.normal(jax.random.PRNGKey(0), (3, 4, spec.num_outputs)) * 5
+  out = out.at[0, 0].set(1e4).at[0, 1].set(-1e4).at[1, 0, 0].set(1e4)
+  probs = np.asarray(attr_lib.probabilities(spec, out))
+  c = probs.shape[-1]
+  for target in range(c):
+    np.testing.assert_allclose(np.asarray(attr_lib.expected_value(spec, out, target)),
+                               probs[..., target], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(attr_lib.expected_value(spec, out)), probs[..., c - 1],
+                             rtol=1e-6, atol=1e-7)
+  for bad in (-1, c):
+    with pytest.raises(ValueError, match=f"target = {bad} is outside the classes"):
+      attr_lib.expected_value(spec, out, bad)
 
 
 def test_factorized_head_has_fewer_parameters():
