@@ -76,7 +76,7 @@ class AttributeHead(nn.Module):
   def all_tokens(self, g_BxLxD):
     """[B, L, V, K] float32: outputs for every candidate of the real vocabulary."""
     # The tables are cut to the real vocabulary before the product, not the [B, L, V, K]
-    # output after it: the padding rows would cost a third more work at V = 259 (bits).
+    # output after it: at V = 259 (bits, 384 rows padded) the padding was a third of the work.
     g, v = g_BxLxD.astype(self.dtype), self.vocab_size
     if self.parameterization == "full":
       out = jnp.einsum("bld,vkd->blvk", g, self.U[:v].astype(self.dtype),

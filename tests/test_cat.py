@@ -75,7 +75,8 @@ def test_observed_q_equals_estimate_without_the_vocab_table(param, branch):
     observed_q(model, params, toks[:, :1], attribute="flag")
 
 
-@pytest.mark.parametrize("spec", [AttributeSpec("c", num_classes=5), AttributeSpec("b", kind="binary"),
+@pytest.mark.parametrize("spec", [AttributeSpec("c", num_classes=5),
+                                  AttributeSpec("b", kind="binary"),
                                   AttributeSpec("s", kind="binary", binary_style="sigmoid"),
                                   AttributeSpec("c20", num_classes=20)])
 def test_expected_value_is_the_softmax_entry_and_rejects_other_classes(spec):
